@@ -1,0 +1,3 @@
+"""netlab: Istio sidecar traffic interception on real Linux network namespaces."""
+
+__version__ = "0.1.0"
