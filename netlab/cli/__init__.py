@@ -1,0 +1,39 @@
+"""Command line: one module per verb, all registered on `app`.
+
+Errors derived from NetlabError are printed with their hint and turned into the documented exit codes:
+0 ok, 1 a check failed, 2 bad usage or scenario, 3 environment problem.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+
+from netlab.cli.app import app
+from netlab.errors import EXIT_USAGE, NetlabError
+
+# Importing a verb module registers its commands on `app`; keep one import per line.
+# (verbs are added below as they are implemented)
+
+_stderr = Console(stderr=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        result = app.main(args=argv, prog_name="netlab", standalone_mode=False)
+    except NetlabError as err:
+        _stderr.print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
+        if err.hint:
+            _stderr.print(f"[yellow]hint:[/] {err.hint}", highlight=False)
+        sys.exit(err.exit_code)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(EXIT_USAGE if isinstance(err, click.UsageError) else err.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        _stderr.print("interrupted")
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)
