@@ -1,0 +1,130 @@
+"""Load a scenario file strictly: every problem is reported together, each with its path and a hint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from netlab.errors import UsageError
+from netlab.scenario.model import ProbeCheck, Scenario
+
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ScenarioError(UsageError):
+    """An invalid scenario file: lists every problem found."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"{source}: {len(problems)} problem(s) in the scenario\n{lines}",
+            hint="fix the keys above; `netlab validate FILE` checks a scenario without touching the kernel",
+        )
+        self.problems = problems
+
+
+def resolve_scenario_path(name_or_path: str) -> Path:
+    """A scenario is a path to a file, or the name of a file in scenarios/ (with or without .yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (SCENARIO_DIR / name_or_path, SCENARIO_DIR / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
+    shipped = sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+    raise UsageError(
+        f"no scenario '{name_or_path}': not a file, and not a name in {SCENARIO_DIR}",
+        hint=f"give a path to a YAML file or one of: {', '.join(shipped) or '(none shipped)'}",
+    )
+
+
+def load_scenario(name_or_path: str) -> tuple[Scenario, Path]:
+    path = resolve_scenario_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UsageError(f"{path}: not valid YAML: {err}", hint="check indentation and quoting") from None
+    return parse_scenario(data, source=str(path)), path
+
+
+def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
+    if not isinstance(data, dict):
+        raise ScenarioError(source, [Problem("", "the file must be a mapping with 'name' and 'pods'")])
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError(source, [_problem(e) for e in err.errors()]) from None
+    problems = cross_reference_problems(scenario)
+    if problems:
+        raise ScenarioError(source, problems)
+    return scenario
+
+
+def _problem(error: Any) -> Problem:
+    loc = error["loc"]
+    path = ".".join(str(p) for i, p in enumerate(loc) if not (i and _is_union_tag(loc[i - 1], p)))
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        message = f"unknown key '{error['loc'][-1]}' (check its spelling; unknown keys are errors)"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind == "literal_error":
+        message = f"{message}, got {error['input']!r}"
+    elif message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    return Problem(path, message)
+
+
+def _is_union_tag(previous: object, part: object) -> bool:
+    # pydantic puts the tag of the union member it chose into the path ("checks.0.probe.to"); users don't need it.
+    return part in ("probe", "pod", "outcome", "reply") and (isinstance(previous, int) or previous == "expect")
+
+
+def cross_reference_problems(scenario: Scenario) -> list[Problem]:
+    """Names that must refer to something else in the file."""
+    problems: list[Problem] = []
+    pods, externals = set(scenario.pods), set(scenario.external)
+    for clash in sorted(pods & externals):
+        problems.append(Problem(f"external.{clash}", f"'{clash}' is already a pod name; names must be unique"))
+    for name, service in scenario.services.items():
+        if service.selector not in pods:
+            problems.append(Problem(f"services.{name}.selector", _unknown("pod", service.selector, pods)))
+        elif scenario.pods[service.selector].app is None:
+            problems.append(Problem(f"services.{name}.selector", f"pod '{service.selector}' runs no app"))
+        if name in pods or name in externals:
+            problems.append(Problem(f"services.{name}", f"'{name}' is already a pod or external host name"))
+    targets = pods | externals | set(scenario.services)
+    for i, check in enumerate(scenario.checks):
+        if isinstance(check, ProbeCheck):
+            if check.from_ not in pods:
+                problems.append(Problem(f"checks.{i}.from", _unknown("pod", check.from_, pods)))
+            host, sep, port = check.to.rpartition(":")
+            if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+                problems.append(Problem(f"checks.{i}.to", f"'{check.to}' is not NAME:PORT or IP:PORT"))
+            elif host not in targets and not _is_ipv4(host):
+                problems.append(Problem(f"checks.{i}.to", _unknown("pod, service or external host", host, targets)))
+        elif check.pod not in pods:
+            problems.append(Problem(f"checks.{i}.pod", _unknown("pod", check.pod, pods)))
+    return problems
+
+
+def _unknown(what: str, name: str, known: set[str]) -> str:
+    return f"no {what} named '{name}'; known: {', '.join(sorted(known)) or '(none)'}"
+
+
+def _is_ipv4(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)

@@ -1,0 +1,265 @@
+"""The typed scenario model. Strict: unknown keys are errors (extra="forbid").
+
+Key names follow the sketch in DESIGN.md (`name`, `description`, `pods`, `sidecar`, `app`, `services`, `checks`);
+scenarios written by users depend on them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+POD_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+ISTIO_VERSION = re.compile(r"^1\.(\d+)(\.\d+)?$")
+OLDEST_MINOR, NEWEST_MINOR = 9, 30
+
+# External hosts live in TEST-NET ranges only. 192.0.2.0/24 (TEST-NET-1) is left out on purpose: some CI hosts
+# and sandboxes use it for their real uplink.
+EXTERNAL_NETS = (ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("203.0.113.0/24"))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range; use 1-65535")
+    return port
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Listen(Strict):
+    """Where an app listens: ADDR:PORT with ADDR one of 127.0.0.1, eth0 (the pod IP), 0.0.0.0, or an IP."""
+
+    host: str
+    port: Port
+
+    @classmethod
+    def parse(cls, text: str) -> Listen:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"'{text}' is not ADDR:PORT; write e.g. 127.0.0.1:8080, eth0:8080 or 0.0.0.0:8080")
+        if host != "eth0":
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ValueError(f"'{host}' is not an IPv4 address or 'eth0' (the pod IP)") from None
+        return cls(host=host, port=_check_port(int(port)))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class App(Strict):
+    """A workload in a pod or on an external host."""
+
+    kind: Literal["pong", "echo", "http", "command"]
+    listen: Listen | None = None
+    reply: str = Field("pong", description="what a pong app answers")
+    command: list[str] | None = None
+    uid: int = Field(0, ge=0, description="numeric uid the app runs as (containers often run as root)")
+    gid: int = Field(0, ge=0)
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _parse_listen(cls, value: object) -> object:
+        return Listen.parse(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> App:
+        if self.kind == "command":
+            if not self.command:
+                raise ValueError("kind 'command' needs 'command: [PROGRAM, ARG, ...]'")
+        else:
+            if self.command is not None:
+                raise ValueError(f"'command' is only for kind 'command', not '{self.kind}'")
+            if self.listen is None:
+                raise ValueError(f"kind '{self.kind}' needs 'listen: ADDR:PORT', e.g. 0.0.0.0:8080")
+        return self
+
+
+class RuleEdit(Strict):
+    """An experiment: change istio-init's rules before the sidecar starts (positions are 1-based)."""
+
+    delete: str | None = Field(None, description="TABLE/CHAIN#N, e.g. nat/ISTIO_OUTPUT#1")
+    insert: str | None = Field(None, description="TABLE/CHAIN#N, e.g. nat/ISTIO_OUTPUT#1")
+    rule: str | None = Field(None, description="the rule to insert, iptables syntax without -A/-I CHAIN")
+
+    @model_validator(mode="after")
+    def _one_action(self) -> RuleEdit:
+        target = self.delete or self.insert
+        if (self.delete is None) == (self.insert is None):
+            raise ValueError("give exactly one of 'delete' or 'insert'")
+        if not re.fullmatch(r"(nat|mangle|raw|filter)/[A-Z_]+#[1-9]\d*", target or ""):
+            raise ValueError(f"'{target}' is not TABLE/CHAIN#N (e.g. nat/ISTIO_OUTPUT#1)")
+        if self.insert is not None and not self.rule:
+            raise ValueError("'insert' needs 'rule', e.g. '-o lo -s 127.0.0.6/32 -j RETURN'")
+        return self
+
+
+class Sidecar(Strict):
+    """An Istio sidecar: istio-init's rules plus the proxy on 15001/15006."""
+
+    istio: str = "1.10"
+    interception: Literal["REDIRECT", "TPROXY"] = "REDIRECT"
+    inbound_passthrough: bool | None = Field(
+        None, description="istiod's PILOT_ENABLE_INBOUND_PASSTHROUGH; false restores 1.9 forwarding in 1.10-1.20"
+    )
+    iptables_flags: list[str] | None = Field(None, description="istio-iptables flags; default: the injector's")
+    env: dict[str, str] = Field(default_factory=dict, description="environment istio-iptables reads")
+    rule_edits: list[RuleEdit] = Field(default_factory=list)
+
+    @field_validator("istio", mode="before")
+    @classmethod
+    def _version(cls, value: object) -> object:
+        text = str(value) if isinstance(value, int | float) else value
+        if isinstance(text, str):
+            match = ISTIO_VERSION.match(text)
+            if not match or not OLDEST_MINOR <= int(match.group(1)) <= NEWEST_MINOR:
+                raise ValueError(
+                    f"Istio version '{text}' is not supported; use 1.{OLDEST_MINOR} to 1.{NEWEST_MINOR} "
+                    "(quote it in YAML: istio: \"1.10\")"
+                )
+        return text
+
+    @property
+    def minor(self) -> int:
+        return int(self.istio.split(".")[1])
+
+
+class Pod(Strict):
+    sidecar: Sidecar | None = None
+    app: App | None = None
+
+
+class Service(Strict):
+    """A ClusterIP service: kube-proxy-style DNAT in the node from ip:port to the selected pod's targetPort."""
+
+    selector: str
+    port: Port
+    target_port: Port | None = None
+    ip: ipaddress.IPv4Address | None = None
+
+    @property
+    def backend_port(self) -> int:
+        return self.target_port or self.port
+
+
+class External(Strict):
+    """A host outside the cluster, in TEST-NET, reachable through the node (which masquerades pods)."""
+
+    address: ipaddress.IPv4Address
+    app: App | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _test_net(cls, value: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+        net = next((n for n in EXTERNAL_NETS if value in n), None)
+        if net is None:
+            raise ValueError(
+                f"{value} is not in 198.51.100.0/24 or 203.0.113.0/24; external hosts use TEST-NET addresses "
+                "(192.0.2.0/24 is avoided: some CI hosts use it for their real uplink)"
+            )
+        if int(value) & 0xFF in (0, 1, 255):
+            raise ValueError(f"{value}: .0, .1 (the node's address) and .255 are reserved; use .2 to .254")
+        return value
+
+
+class ProbeExpectReply(Strict):
+    reply: str
+
+
+Outcome = Literal["reply", "reset", "refused", "timeout", "closed"]
+ProbeExpect = Annotated[
+    Annotated[Outcome, Tag("outcome")] | Annotated[ProbeExpectReply, Tag("reply")],
+    Discriminator(lambda v: "outcome" if isinstance(v, str) else "reply"),
+]
+
+
+class ProbeCheck(Strict):
+    """Connect from a pod to NAME:PORT or IP:PORT, send text, classify what comes back."""
+
+    from_: str = Field(alias="from")
+    to: str
+    send: str = "ping"
+    expect: ProbeExpect
+    trace: bool = False
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PodExpect(Strict):
+    app_peer: ipaddress.IPv4Address | None = None
+    rules_hit: list[str] | None = None
+    rules_not_hit: list[str] | None = None
+    conntrack: dict[str, str | int] | None = None
+    proxy_log: dict[str, str | int] | None = None
+
+
+class PodCheck(Strict):
+    """What a pod observed: the app's last peer, rule counters, conntrack, the sidecar's access log."""
+
+    pod: str
+    expect: PodExpect
+
+
+def _check_kind(value: object) -> str:
+    return "pod" if isinstance(value, dict | PodCheck) and ("pod" in value if isinstance(value, dict) else True) else "probe"
+
+
+# A check with a `pod` key says what a pod observed; any other is a probe. Naming the kind up front gives one
+# error per mistake instead of one per union member.
+Check = Annotated[
+    Annotated[ProbeCheck, Tag("probe")] | Annotated[PodCheck, Tag("pod")], Discriminator(_check_kind)
+]
+
+
+class Scenario(Strict):
+    name: str
+    description: str = ""
+    iptables: Literal["auto", "legacy", "nft"] = "auto"
+    pods: dict[str, Pod]
+    services: dict[str, Service] = Field(default_factory=dict)
+    external: dict[str, External] = Field(default_factory=dict)
+    checks: list[Check] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _lab_name(cls, value: str) -> str:
+        if not LAB_NAME.match(value):
+            raise ValueError(f"'{value}' is not a lab name: use 1-32 of a-z, 0-9 and '-', e.g. lo-vs-eth0")
+        return value
+
+    @field_validator("pods")
+    @classmethod
+    def _pod_names(cls, value: dict[str, Pod]) -> dict[str, Pod]:
+        if not value:
+            raise ValueError("a scenario needs at least one pod, e.g. 'pods: {client: {}}'")
+        for name in value:
+            if not POD_NAME.match(name):
+                raise ValueError(f"pod name '{name}' must be 1-40 of a-z, 0-9 and '-' (a DNS label)")
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, value: dict[str, Service]) -> dict[str, Service]:
+        for name in value:
+            if not SERVICE_NAME.match(name):
+                raise ValueError(f"service name '{name}' must be of a-z, 0-9, '-' and '.'")
+        return value
+
+    @field_validator("external")
+    @classmethod
+    def _external_names(cls, value: dict[str, External]) -> dict[str, External]:
+        for name in value:
+            if not POD_NAME.match(name):
+                raise ValueError(f"external host name '{name}' must be 1-40 of a-z, 0-9 and '-'")
+        return value
