@@ -23,6 +23,7 @@ STATE_ROOT = "/run/netlab"
 NETNS_DIR = "/run/netns"
 HOSTS_ROOT = "/etc/netns"  # `ip netns exec NAME` bind-mounts /etc/netns/NAME/hosts over /etc/hosts
 NETNS_PREFIX = "netlab"
+LAB_NAME_RE = r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?"
 
 
 def lab_id(lab: str) -> str:

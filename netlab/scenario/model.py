@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 POD_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
-LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")  # same as plan.LAB_NAME_RE
 ISTIO_VERSION = re.compile(r"^1\.(\d+)(\.\d+)?$")
 OLDEST_MINOR, NEWEST_MINOR = 9, 30
 
@@ -212,7 +212,9 @@ class PodCheck(Strict):
 
 
 def _check_kind(value: object) -> str:
-    return "pod" if isinstance(value, dict | PodCheck) and ("pod" in value if isinstance(value, dict) else True) else "probe"
+    if isinstance(value, PodCheck) or (isinstance(value, dict) and "pod" in value):
+        return "pod"
+    return "probe"
 
 
 # A check with a `pod` key says what a pod observed; any other is a probe. Naming the kind up front gives one

@@ -1,0 +1,1 @@
+"""The kernel edge: every side effect netlab has on the machine lives in this package."""

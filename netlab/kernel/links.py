@@ -1,0 +1,100 @@
+"""Links, addresses and routes, all through pyroute2 netlink, never in the host's root namespace.
+
+Every veth is created inside the node namespace (under a temporary name for the far end), the far end is moved
+into its pod or external host and renamed eth0 there. The node ends carry an ifalias `netlab:<lab>:<member>`,
+the ownership mark `netlab status` and `clean` go by. Nothing here needs explicit deletion: a veth dies with
+the namespace of either end, so tearing down the holders removes every link.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from netlab.errors import KernelError
+from netlab.plan import POD_GATEWAY, ExternalPlan, LabPlan, PodPlan
+
+NODE_SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    # New node-side veths inherit these: proxy ARP answers for the pods' 169.254.1.1 gateway (Calico-style).
+    "net.ipv4.conf.default.proxy_arp": "1",
+    "net.ipv4.conf.default.rp_filter": "0",
+    "net.ipv4.conf.all.rp_filter": "0",
+}
+
+
+@contextmanager
+def netlink(netns_path: str) -> Iterator[IPRoute]:
+    try:
+        with IPRoute(netns=netns_path) as ipr:
+            yield ipr
+    except NetlinkError as err:
+        raise KernelError(f"netlink error in {netns_path}: {err}", hint="run `netlab doctor`") from err
+
+
+def _index(ipr: IPRoute, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise KernelError(f"interface {ifname} is missing", hint="run `netlab clean` and try again")
+    return found[0]
+
+
+def set_loopback_up(netns_path: str) -> None:
+    with netlink(netns_path) as ipr:
+        ipr.link("set", index=_index(ipr, "lo"), state="up")
+
+
+def _veth_into(node: IPRoute, node_end: str, far_end: str, far_pid: int, mark: str) -> None:
+    node.link("add", ifname=node_end, kind="veth", peer={"ifname": far_end, "net_ns_pid": far_pid})
+    index = _index(node, node_end)
+    node.link("set", index=index, ifalias=mark, state="up")
+
+
+def _configure_eth0(far_netns_path: str, temp_name: str, address: ipaddress.IPv4Interface,
+                    gateway: ipaddress.IPv4Address | None) -> None:
+    with netlink(far_netns_path) as ipr:
+        ipr.link("set", index=_index(ipr, "lo"), state="up")
+        index = _index(ipr, temp_name)
+        ipr.link("set", index=index, ifname="eth0")
+        ipr.link("set", index=index, state="up")
+        ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+        if gateway is not None:
+            ipr.route("add", dst=f"{gateway}/32", oif=index, scope="link")
+            ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
+
+
+def connect_pod(node_netns_path: str, lab: str, pod: PodPlan, pod_pid: int) -> None:
+    """veth node<->pod: pod eth0 has podIP/32 and a default route via 169.254.1.1; the node routes podIP to it."""
+    with netlink(node_netns_path) as node:
+        _veth_into(node, pod.node_veth, pod.temp_peer, pod_pid, f"netlab:{lab}:{pod.name}")
+        node.route("add", dst=f"{pod.ip}/32", oif=_index(node, pod.node_veth), scope="link")
+    _configure_eth0(f"/proc/{pod_pid}/ns/net", pod.temp_peer, ipaddress.IPv4Interface(f"{pod.ip}/32"), POD_GATEWAY)
+
+
+def create_external_bridge(node_netns_path: str, plan: LabPlan) -> None:
+    with netlink(node_netns_path) as node:
+        node.link("add", ifname=plan.external_bridge, kind="bridge")
+        index = _index(node, plan.external_bridge)
+        node.link("set", index=index, ifalias=f"netlab:{plan.lab}:external", state="up")
+        for addr in plan.node_external_addresses:
+            node.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+
+
+def connect_external(node_netns_path: str, plan: LabPlan, ext: ExternalPlan, ext_pid: int) -> None:
+    """veth from the node's external bridge to the host; the host needs no route: the node is on-link."""
+    with netlink(node_netns_path) as node:
+        _veth_into(node, ext.node_veth, ext.temp_peer, ext_pid, f"netlab:{plan.lab}:{ext.name}")
+        node.link("set", index=_index(node, ext.node_veth), master=_index(node, plan.external_bridge))
+    _configure_eth0(f"/proc/{ext_pid}/ns/net", ext.temp_peer,
+                    ipaddress.IPv4Interface(f"{ext.ip}/{ext.prefixlen}"), None)
+
+
+def marked_links(netns_path: str) -> list[tuple[str, str]]:
+    """(ifname, mark) of the links in a namespace that carry a netlab ifalias."""
+    with netlink(netns_path) as ipr:
+        links = [(link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_IFALIAS") or "") for link in ipr.get_links()]
+    return [(name, alias) for name, alias in links if alias.startswith("netlab:")]

@@ -1,0 +1,47 @@
+"""The node's nat table: kube-proxy-style service DNAT and masquerade toward external hosts.
+
+Rules live in NETLAB_* chains of the node namespace, rendered as `iptables-restore --noflush` text (pure) and
+applied with the host's iptables inside the node namespace only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from netlab.errors import EnvironmentProblem, KernelError
+from netlab.plan import POD_CIDR, LabPlan
+
+
+def render_node_nat(plan: LabPlan) -> str:
+    lines = ["*nat", ":NETLAB-SERVICES - [0:0]", ":NETLAB-POSTROUTING - [0:0]"]
+    # PREROUTING catches pods' traffic (it arrives on a veth); OUTPUT catches `netlab exec _node` tools.
+    lines += ["-A PREROUTING -j NETLAB-SERVICES", "-A OUTPUT -j NETLAB-SERVICES"]
+    for svc in plan.services.values():
+        lines.append(
+            f"-A NETLAB-SERVICES -d {svc.ip}/32 -p tcp -m tcp --dport {svc.port} "
+            f"-j DNAT --to-destination {svc.pod_ip}:{svc.target_port}"
+        )
+    lines.append("-A POSTROUTING -j NETLAB-POSTROUTING")
+    if plan.externals:
+        lines.append(f"-A NETLAB-POSTROUTING -s {POD_CIDR} -o {plan.external_bridge} -j MASQUERADE")
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def iptables_restore(netns_path: str, text: str, binary: str = "iptables-restore") -> None:
+    try:
+        result = subprocess.run(
+            ["nsenter", f"--net={netns_path}", binary, "--noflush"],
+            input=text, capture_output=True, text=True, check=False,
+        )
+    except FileNotFoundError:
+        raise EnvironmentProblem("nsenter is missing", hint="apt-get install util-linux") from None
+    if result.returncode == 127 or "No such file" in result.stderr:
+        raise EnvironmentProblem(f"{binary} is missing", hint="apt-get install iptables")
+    if result.returncode != 0:
+        raise KernelError(f"{binary} failed in {netns_path}: {result.stderr.strip()}\n--- rules ---\n{text}",
+                          hint="run `netlab doctor` to check nat support")
+
+
+def install_node_nat(node_netns_path: str, plan: LabPlan) -> None:
+    iptables_restore(node_netns_path, render_node_nat(plan))

@@ -1,0 +1,86 @@
+"""Small helpers for network namespaces and processes: setns in a thread, sysctls, PID identity."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
+
+
+def unshare_net() -> None:
+    """preexec_fn: give the child a new network namespace before it execs."""
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        os._exit(127)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def run_in_netns(netns_path: str, func: Callable[[], T]) -> T:
+    """Run func in a short-lived thread that entered the namespace.
+
+    setns() changes only the calling thread, so the rest of the process stays where it is. Sockets created by
+    func keep the namespace they were created in after the thread ends.
+    """
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY)
+            try:
+                _setns(fd)
+            finally:
+                os.close(fd)
+            result.append(func())
+        except BaseException as err:  # re-raised in the caller's thread
+            failure.append(err)
+
+    thread = threading.Thread(target=body, name=f"netns:{netns_path}")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
+def write_sysctls(netns_path: str, values: dict[str, str]) -> None:
+    """Set net.* sysctls of one namespace (/proc/sys/net follows the opening thread's namespace)."""
+
+    def write() -> None:
+        for key, value in values.items():
+            with open(f"/proc/sys/{key.replace('.', '/')}", "w") as f:
+                f.write(value)
+
+    run_in_netns(netns_path, write)
+
+
+def start_time(pid: int) -> int | None:
+    """The process start time in clock ticks: with the PID it identifies a process despite PID reuse."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses; fields after the last ')' are fixed.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def is_same_process(pid: int, started: int) -> bool:
+    return start_time(pid) == started
+
+
+def netns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None

@@ -1,0 +1,272 @@
+"""Lab lifecycle: bring a scenario up on the kernel, tear it down, find and remove leftovers.
+
+`up` records every object in the lab's state (netlab.state) as soon as it exists; that record is the LIFO undo
+stack `down` pops, on success, error, Ctrl-C and SIGTERM alike.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netlab.errors import EnvironmentProblem, KernelError, UsageError
+from netlab.kernel import holders, hosts, links, node_nat, procs
+from netlab.kernel.nsutil import netns_inode, start_time, write_sysctls
+from netlab.plan import HOSTS_ROOT, NETNS_DIR, NETNS_PREFIX, LabPlan, make_plan
+from netlab.scenario.model import App, Scenario
+from netlab.signals import deferred
+from netlab.state import LabState, lab_dir, list_labs, load_state
+
+Progress = Callable[[str], None]
+APP_START_TIMEOUT = 5.0
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(
+            "netlab must run as root: it creates network namespaces, veths and iptables rules",
+            hint="run it with sudo, e.g. `sudo netlab run lo-vs-eth0`",
+        )
+
+
+@contextmanager
+def _teardown_on_failure(state: LabState) -> Iterator[None]:
+    try:
+        yield
+    except BaseException as err:
+        failures = teardown(state)
+        if failures and isinstance(err, Exception):
+            err.add_note("cleanup after the failure also hit: " + "; ".join(failures))
+        raise
+
+
+def up(scenario: Scenario, scenario_path: Path | str, lab: str | None = None,
+       progress: Progress = lambda _msg: None) -> LabState:
+    """Build the lab; on any failure or interrupt everything created so far is removed before re-raising."""
+    require_root()
+    plan = make_plan(scenario, lab)
+    if load_state(plan.lab) is not None:
+        raise UsageError(f"a lab named '{plan.lab}' is already up",
+                         hint=f"`netlab down {plan.lab}` first, or pick another name with --name")
+    state = LabState(lab=plan.lab, scenario=str(scenario_path))
+    with _teardown_on_failure(state):
+        state.push("state_dir", dir=state.directory)
+        _build(plan, scenario, state, progress)
+        state.status = "up"
+        state.save()
+    return state
+
+
+def _build(plan: LabPlan, scenario: Scenario, state: LabState, progress: Progress) -> None:
+    progress("node namespace")
+    node = _member(state, plan, "_node", plan.node_netns, kind="node", ip=None)
+    write_sysctls(node.netns_path, links.NODE_SYSCTLS)
+    links.set_loopback_up(node.netns_path)
+    state.info["services"] = {
+        name: {"ip": str(s.ip), "port": s.port, "pod": s.pod, "target_port": s.target_port}
+        for name, s in plan.services.items()
+    }
+    hosts_text = plan.hosts_file()
+    for pod in plan.pods.values():
+        progress(f"pod {pod.name}")
+        holder = _member(state, plan, pod.name, pod.netns, kind="pod", ip=str(pod.ip))
+        links.connect_pod(node.netns_path, plan.lab, pod, holder.pid)
+        with deferred():
+            hosts.write_hosts(pod.netns, hosts_text)
+            state.push("hosts", netns=pod.netns)
+    if plan.externals:
+        links.create_external_bridge(node.netns_path, plan)
+    for ext in plan.externals.values():
+        progress(f"external host {ext.name}")
+        holder = _member(state, plan, ext.name, ext.netns, kind="external", ip=str(ext.ip))
+        links.connect_external(node.netns_path, plan, ext, holder.pid)
+        with deferred():
+            hosts.write_hosts(ext.netns, hosts_text)
+            state.push("hosts", netns=ext.netns)
+    progress("node nat: services and masquerade")
+    node_nat.install_node_nat(node.netns_path, plan)
+    for name, pod_spec in scenario.pods.items():
+        if pod_spec.sidecar is not None:
+            from netlab.sidecar import install_sidecar  # rules + proxy; imported late: heavier dependencies
+
+            progress(f"sidecar in {name} (Istio {pod_spec.sidecar.istio})")
+            install_sidecar(state, plan, name, pod_spec.sidecar, scenario)
+    apps = [(n, p.app) for n, p in scenario.pods.items() if p.app]
+    apps += [(n, e.app) for n, e in scenario.external.items() if e.app]
+    for name, app in apps:
+        progress(f"app {app.kind} in {name}")
+        start_app(state, name, app)
+
+
+def _member(state: LabState, plan: LabPlan, member: str, netns: str, kind: str,
+            ip: str | None) -> holders.Holder:
+    with deferred():
+        holder = holders.spawn_holder(plan.lab, member, netns)
+        state.members[member] = {"kind": kind, "netns": netns, "ip": ip, "pid": holder.pid,
+                                 "inode": netns_inode(holder.netns_path)}
+        state.push("holder", member=member, pid=holder.pid, started=holder.started)
+    with deferred():
+        holders.link_netns_name(holder)
+        state.push("netns_link", netns=netns)
+    return holder
+
+
+def member_netns_path(state: LabState, member: str) -> str:
+    info = state.members.get(member)
+    if info is None:
+        known = ", ".join(n for n in state.members if n != "_node")
+        raise UsageError(f"lab '{state.lab}' has no pod or host named '{member}'", hint=f"known: {known}")
+    return f"/proc/{info['pid']}/ns/net"
+
+
+def start_in_member(state: LabState, member: str, role: str, argv: list[str], uid: int = 0, gid: int = 0,
+                    env: dict[str, str] | None = None) -> procs.Started:
+    """Start a process in a pod or host as uid/gid, logging to <state>/logs/<member>.<role>.log."""
+    log = os.path.join(state.directory, "logs", f"{member}.{role}.log")
+    with deferred():
+        started = procs.start_in_netns(member, role, member_netns_path(state, member), argv, log, uid, gid, env)
+        state.push("process", member=member, role=role, pid=started.pid, started=started.started,
+                   argv=argv, log=log)
+    return started
+
+
+def app_argv(state: LabState, member: str, app: App) -> list[str]:
+    if app.kind == "command":
+        return list(app.command or [])
+    assert app.listen is not None
+    host = state.members[member]["ip"] if app.listen.host == "eth0" else app.listen.host
+    peers = os.path.join(state.directory, "apps", f"{member}.peers")
+    os.makedirs(os.path.dirname(peers), exist_ok=True)
+    return [sys.executable, "-m", "netlab.apps", app.kind, "--listen", f"{host}:{app.listen.port}",
+            "--reply", app.reply, "--peers", peers]
+
+
+def start_app(state: LabState, member: str, app: App) -> procs.Started:
+    started = start_in_member(state, member, "app", app_argv(state, member, app), app.uid, app.gid)
+    if app.listen is not None:
+        wait_listening(state, member, app.listen.port, started)
+    return started
+
+
+def wait_listening(state: LabState, member: str, port: int, proc: procs.Started,
+                   timeout: float = APP_START_TIMEOUT) -> None:
+    """Poll the member's TCP table (/proc/PID/net/tcp shows the namespace of PID) for a listener on port."""
+    table = f"/proc/{state.members[member]['pid']}/net/tcp"
+    wanted = f":{port:04X} "
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(table) as f:
+            if any(wanted in line and line.split()[3] == "0A" for line in f.readlines()[1:]):
+                return
+        if not os.path.exists(f"/proc/{proc.pid}"):
+            break
+        time.sleep(0.01)
+    tail = Path(proc.log).read_text(errors="replace")[-800:] if os.path.exists(proc.log) else ""
+    raise KernelError(f"{proc.role} in {member} is not listening on port {port} after {timeout:.0f} s: "
+                      f"{' '.join(proc.argv)}\n{tail}", hint=f"see the log {proc.log}")
+
+
+def teardown(state: LabState) -> list[str]:
+    """Pop the undo stack (LIFO), then sweep holders that carry the lab's mark. Returns what went wrong."""
+    failures: list[str] = []
+    with deferred():  # a second Ctrl-C must not interrupt cleanup half-way
+        while state.undo:
+            entry = state.undo[-1]
+            try:
+                _undo(entry)
+            except Exception as err:  # keep going: remove as much as possible, report the rest
+                failures.append(f"{entry['kind']} {entry}: {err}")
+            state.undo.pop()
+            if state.undo:
+                state.save()
+        for pid, _lab, member in holders.find_holders(state.lab):
+            started = start_time(pid)
+            if started is not None and holders.stop_pid(pid, started):
+                failures.append(f"holder of {member} (pid {pid}) was not in the state; stopped it by its mark")
+    return failures
+
+
+def _undo(entry: dict[str, Any]) -> None:
+    kind = entry["kind"]
+    if kind in ("process", "holder"):
+        holders.stop_pid(entry["pid"], entry["started"])
+    elif kind == "netns_link":
+        holders.unlink_netns_name(entry["netns"])
+    elif kind == "hosts":
+        hosts.remove_hosts(entry["netns"])
+    elif kind == "state_dir":
+        shutil.rmtree(entry["dir"], ignore_errors=True)
+    else:
+        raise ValueError(f"unknown undo entry '{kind}'")
+
+
+def down(lab: str) -> list[str]:
+    """Tear a lab down; quiet and successful when it is already gone. Returns problems met on the way."""
+    require_root()
+    state = load_state(lab)
+    if state is None:
+        return []
+    if state.status == "corrupt":  # nothing to pop: fall back to the marks
+        state.undo = [{"kind": "state_dir", "dir": lab_dir(lab)}]
+    problems = teardown(state)
+    problems += [f"namespace {ns} is still held by pid(s) {', '.join(map(str, pids))} (not started by netlab)"
+                 for ns, pids in _stragglers(state).items()]
+    return problems
+
+
+def _stragglers(state: LabState) -> dict[str, list[int]]:
+    """Processes netlab did not start that keep a lab namespace alive (e.g. a user's `nsenter` shell)."""
+    inodes = {m.get("inode"): m["netns"] for m in state.members.values() if m.get("inode")}
+    found: dict[str, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            netns = inodes.get(netns_inode(f"/proc/{entry}/ns/net"))
+            if netns:
+                found.setdefault(netns, []).append(int(entry))
+    return found
+
+
+@dataclass
+class CleanReport:
+    labs: list[str] = field(default_factory=list)
+    holders: list[str] = field(default_factory=list)
+    netns_links: list[str] = field(default_factory=list)
+    hosts_dirs: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def clean() -> CleanReport:
+    """Remove every marked leftover: labs with state, then holders, netns names and hosts dirs without one."""
+    require_root()
+    report = CleanReport()
+    for lab in list_labs():
+        report.problems += down(lab)
+        report.labs.append(lab)
+    for pid, lab, member in holders.find_holders():
+        started = start_time(pid)
+        if started is not None and holders.stop_pid(pid, started):
+            report.holders.append(f"{lab}:{member} (pid {pid})")
+    for name in _marked(NETNS_DIR):
+        target = os.path.join(NETNS_DIR, name)
+        if os.path.islink(target) and not os.path.exists(target):  # dangling: its holder is gone
+            os.unlink(target)
+            report.netns_links.append(name)
+    for name in _marked(HOSTS_ROOT):
+        if not os.path.exists(os.path.join(NETNS_DIR, name)):
+            hosts.remove_hosts(name)
+            report.hosts_dirs.append(name)
+    return report
+
+
+def _marked(directory: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(directory) if n.startswith(NETNS_PREFIX + "."))
+    except FileNotFoundError:
+        return []
