@@ -1,0 +1,43 @@
+"""A connection's route (cluster, upstream, source binding) and the loop guard, shared by both directions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netlab.proxy.config import BLACKHOLE_CLUSTER, PASSTHROUGH_BIND_IP
+from netlab.proxy.origdst import Addr
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    direction: str  # "inbound" or "outbound"
+    cluster: str
+    upstream: Addr | None  # None when refused
+    bind_ip: str | None = None  # upstream source address (127.0.0.6) or None for the kernel's choice
+    transparent: bool = False  # TPROXY: the upstream socket takes the client's own address (IP_TRANSPARENT)
+    refused: str | None = None  # why the connection is refused instead of forwarded
+
+
+def loop_reason(direction: str, orig_dst: Addr, peer: Addr, local: Addr, capture_ports: frozenset[int],
+                redirect_mode: bool) -> tuple[str, str] | None:
+    """(access-log detail, human message) when forwarding this connection would loop back into the proxy.
+
+    Two shapes of loop: the original destination is a capture listener of this proxy (forwarding there comes
+    straight back), or a captured inbound connection comes from 127.0.0.6, which only the proxy's own upstream
+    sockets use: ISTIO_OUTPUT rule 1 (`-o lo -s 127.0.0.6/32 -j RETURN`) did not let it out, so it was redirected
+    to 15006 again. Following either would recurse until file descriptors run out.
+    """
+    ip, port = orig_dst
+    if port in capture_ports and (ip.startswith("127.") or ip == local[0]):
+        return ("loop_detected:own_listener",
+                f"loop detected: original destination {ip}:{port} is this proxy's own listener; refused")
+    if direction == "inbound" and redirect_mode and peer[0] == PASSTHROUGH_BIND_IP:
+        return ("loop_detected:127.0.0.6_captured_again",
+                f"loop detected: inbound connection from {peer[0]}:{peer[1]} (the proxy's own upstream source) "
+                f"was captured again on its way to {ip}:{port}; ISTIO_OUTPUT rule 1 "
+                "'-o lo -s 127.0.0.6/32 -j RETURN' is missing; refused")
+    return None
+
+
+def refused(direction: str, reason: str) -> Route:
+    return Route(direction, BLACKHOLE_CLUSTER, None, refused=reason)

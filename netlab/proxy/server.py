@@ -1,0 +1,111 @@
+"""Process lifecycle: bind as root, drop privileges, fork one worker per core, serve, signal readiness, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+
+from netlab.proxy.accesslog import AccessLog
+from netlab.proxy.config import ProxyConfig
+from netlab.proxy.privileges import drop
+from netlab.proxy.stats import Stats
+from netlab.proxy.worker import Listeners, Worker, bind_listeners
+
+READY_LINE = "ready"
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(cfg: ProxyConfig) -> int:
+    """Blocking entry point; returns the exit code."""
+    # Everything that needs root happens first: listeners (IP_TRANSPARENT in TPROXY mode, SO_REUSEPORT groups
+    # must share an owner), the access log and ready file under the lab's root-owned state directory.
+    sets = [bind_listeners(cfg, admin=(i == 0), reuseport=cfg.workers > 1) for i in range(cfg.workers)]
+    log = AccessLog.open(cfg.access_log, cfg.access_log_json) if cfg.access_log else None
+    ready_fd = None
+    if cfg.ready_file:
+        ready_fd = os.open(cfg.ready_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    if cfg.drop_privileges:
+        drop(cfg.uid, cfg.gid)
+    stats = Stats(cfg.clusters(), cfg.workers)
+
+    parent = os.getpid()
+    children: list[int] = []
+    for i in range(1, cfg.workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - exercised by the kernel tests
+            code = 1
+            try:
+                for j, other in enumerate(sets):
+                    if j != i:
+                        other.close()
+                if ready_fd is not None:
+                    os.close(ready_fd)
+                stats.use_row(i)
+                code = _serve(cfg, sets[i], stats, log, parent_pid=parent)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    for other in sets[1:]:
+        other.close()
+
+    def announce() -> None:
+        if ready_fd is not None:
+            os.write(ready_fd, f"{os.getpid()}\n".encode())
+            os.close(ready_fd)
+        sys.stdout.write(READY_LINE + "\n")
+        sys.stdout.flush()
+
+    try:
+        return _serve(cfg, sets[0], stats, log, on_ready=announce)
+    finally:
+        _stop_children(children)
+
+
+def _serve(cfg: ProxyConfig, listeners: Listeners, stats: Stats, log: AccessLog | None,
+           parent_pid: int | None = None, on_ready: object = None) -> int:
+    loop = new_loop()
+    asyncio.set_event_loop(loop)
+    worker = Worker(cfg, stats, log, parent_pid=parent_pid)
+
+    async def main() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stopped.set)
+        await worker.start(listeners)
+        if callable(on_ready):
+            on_ready()
+        await worker.stopped.wait()
+        await worker.close()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    return 0
+
+
+def _stop_children(children: list[int], grace: float = 3.0) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    pending = set(children)
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                pending.discard(pid)
+        time.sleep(0.02)
+    for pid in pending:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

@@ -1,0 +1,50 @@
+"""Open the upstream connection of a route: default source, bound to 127.0.0.6, or transparent (TPROXY)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+from netlab.proxy.config import TPROXY_MARK
+from netlab.proxy.routes import Route
+
+IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
+SO_MARK = getattr(socket, "SO_MARK", 36)
+# Defer the source port choice to connect(): bind(ip, 0) alone reserves a port for every destination and runs out
+# of ports under TIME_WAIT at a few hundred new connections per second; connect() can reuse per 4-tuple.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def _bound_socket(ip: str, transparent: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # asyncio skips it for sock= transports
+        if transparent:
+            # Bind to a non-local address (the client's) and mark packets so the app's replies route back here.
+            sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, TPROXY_MARK)
+        sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((ip, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def connect(loop: asyncio.AbstractEventLoop, route: Route, client_ip: str,
+                  factory: Callable[[], asyncio.Protocol]) -> None:
+    """Connect; the protocol's connection_made does the rest. Raises OSError on failure."""
+    assert route.upstream is not None
+    host, port = route.upstream
+    if route.transparent or route.bind_ip:
+        sock = _bound_socket(client_ip if route.transparent else route.bind_ip or "", route.transparent)
+        try:
+            await loop.sock_connect(sock, (host, port))
+            await loop.create_connection(factory, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        await loop.create_connection(factory, host, port)

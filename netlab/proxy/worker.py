@@ -1,0 +1,134 @@
+"""One worker's event-loop side: listeners → Protocol factories, admin endpoints, the 1-second housekeeping tick."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass
+from functools import partial
+
+from netlab.proxy.accesslog import AccessLog
+from netlab.proxy.admin import HttpOnce, health_handler, stats_handler
+from netlab.proxy.config import ProxyConfig
+from netlab.proxy.inbound import choose_inbound
+from netlab.proxy.origdst import Resolver, redirect_original_dst, resolver_for
+from netlab.proxy.outbound import choose_outbound
+from netlab.proxy.relay import Context, Downstream
+from netlab.proxy.stats import Stats
+from netlab.proxy.upstream import IP_TRANSPARENT
+
+BACKLOG = 4096  # asyncio re-listens with 100 unless told: 1000 simultaneous connects would see SYN retries
+
+
+@dataclass
+class Listeners:
+    inbound: socket.socket
+    outbound: socket.socket
+    health: socket.socket | None = None
+    stats: socket.socket | None = None
+
+    def all(self) -> list[socket.socket]:
+        return [s for s in (self.inbound, self.outbound, self.health, self.stats) if s is not None]
+
+    def close(self) -> None:
+        for s in self.all():
+            s.close()
+
+
+def listen(host: str, port: int, reuseport: bool = False, transparent: bool = False) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:  # one accept queue per worker, the kernel spreads connections
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if transparent:  # TPROXY: accept connections addressed to any IP (needs CAP_NET_ADMIN, bound as root)
+            sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_listeners(cfg: ProxyConfig, admin: bool, reuseport: bool) -> Listeners:
+    transparent = cfg.mode == "TPROXY"
+    host = cfg.bind_address
+    return Listeners(
+        inbound=listen(host, cfg.inbound_port, reuseport, transparent),
+        outbound=listen(host, cfg.outbound_port, reuseport, transparent),
+        health=listen(host, cfg.health_port) if admin else None,
+        stats=listen(host, cfg.stats_port) if admin else None,
+    )
+
+
+class Worker:
+    def __init__(self, cfg: ProxyConfig, stats: Stats, log: AccessLog | None,
+                 inbound_resolver: Resolver | None = None, outbound_resolver: Resolver | None = None,
+                 parent_pid: int | None = None) -> None:
+        self.cfg = cfg
+        self.stats = stats
+        self.log = log
+        self.inbound_resolver = inbound_resolver or resolver_for(cfg.mode)
+        # Outbound capture is a nat REDIRECT to 15001 in both modes.
+        self.outbound_resolver = outbound_resolver or redirect_original_dst
+        self.parent_pid = parent_pid  # children stop when the parent (worker 0) is gone
+        self.ready = False
+        self.stopped = asyncio.Event()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.contexts: list[Context] = []
+
+    async def start(self, listeners: Listeners) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        capture_ports = frozenset((listeners.inbound.getsockname()[1], listeners.outbound.getsockname()[1]))
+        redirect = cfg.mode == "REDIRECT"
+        inbound = Context(loop, "inbound", self.inbound_resolver, partial(choose_inbound, cfg), self.stats,
+                          self.log, cfg.connect_timeout, capture_ports, redirect)
+        outbound = Context(loop, "outbound", self.outbound_resolver, choose_outbound, self.stats, self.log,
+                           cfg.connect_timeout, capture_ports, redirect)
+        self.contexts = [inbound, outbound]
+        for ctx, sock in ((inbound, listeners.inbound), (outbound, listeners.outbound)):
+            self.servers.append(await loop.create_server(partial(Downstream, ctx), sock=sock, backlog=BACKLOG))
+        if listeners.health is not None:
+            handler = health_handler(lambda: self.ready)
+            self.servers.append(await loop.create_server(partial(HttpOnce, handler), sock=listeners.health))
+        if listeners.stats is not None:
+            handler = stats_handler(self.stats.prometheus)
+            self.servers.append(await loop.create_server(partial(HttpOnce, handler), sock=listeners.stats))
+        self.interval = min(1.0, cfg.idle_timeout / 4)
+        self._tick_handle = loop.call_later(self.interval, self._tick)
+        self.ready = True
+
+    def _tick(self) -> None:
+        """Publish live byte counts, close idle connections, flush the access log, watch the parent."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        idle = self.cfg.idle_timeout
+        for ctx in self.contexts:
+            for d in list(ctx.active):
+                d.publish()
+                moved = d.rx + d.tx
+                if moved != d.idle_mark:
+                    d.idle_mark, d.idle_since = moved, now
+                elif now - d.idle_since >= idle:
+                    d.idle_close()
+        if self.log is not None:
+            self.log.flush()
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            self.stopped.set()
+        self._tick_handle = loop.call_later(self.interval, self._tick)
+
+    async def close(self) -> None:
+        self.ready = False
+        self._tick_handle.cancel()
+        for server in self.servers:
+            server.close()
+        for ctx in self.contexts:
+            for d in list(ctx.active):
+                d.close_both()
+        await asyncio.sleep(0)  # let connection_lost callbacks log
+        if self.log is not None:
+            self.log.flush()
