@@ -89,7 +89,8 @@ async def _wrap(fn: Callable[[], object]) -> object:
 
 
 class App:
-    """Threaded TCP app: `pong` replies 'pong from PEER_IP' to the first read; `echo` echoes until EOF then closes."""
+    """Threaded TCP app: `pong` replies 'pong from PEER_IP' to the first read; `echo` echoes until EOF then closes;
+    `count` reads to EOF, then replies 'got N'."""
 
     def __init__(self, host: str, port: int = 0, kind: str = "pong") -> None:
         self.sock = socket.socket()
@@ -121,6 +122,11 @@ class App:
                     conn.shutdown(socket.SHUT_WR)
                     while conn.recv(65536):
                         pass
+                elif self.kind == "count":  # replies only after the client's EOF: needs half-close
+                    n = 0
+                    while data := conn.recv(262144):
+                        n += len(data)
+                    conn.sendall(f"got {n}".encode())
                 else:
                     while data := conn.recv(262144):
                         conn.sendall(data)
@@ -147,16 +153,16 @@ def app(host: str, port: int = 0, kind: str = "pong") -> Iterator[App]:
 
 def exchange(addr: Addr, payload: bytes = b"ping", timeout: float = 5.0) -> tuple[str, bytes]:
     """Send, half-close, read to EOF. Returns ("reply", data), ("reset", data so far) or ("closed", b"")."""
-    with socket.create_connection(addr, timeout=timeout) as s:
-        got = b""
-        try:
+    got = b""
+    try:
+        with socket.create_connection(addr, timeout=timeout) as s:
             s.sendall(payload)
             s.shutdown(socket.SHUT_WR)
             while chunk := s.recv(65536):
                 got += chunk
-        except ConnectionResetError:
-            return "reset", got
-        return ("reply" if got else "closed"), got
+    except (ConnectionResetError, BrokenPipeError):  # an early RST can even surface from connect() on loopback
+        return "reset", got
+    return ("reply" if got else "closed"), got
 
 
 def http_get(addr: Addr, path: str) -> tuple[int, str]:

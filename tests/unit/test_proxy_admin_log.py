@@ -1,0 +1,94 @@
+"""Admin endpoints (15021, 15090) and the access-log formats."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from proxy_support import ProxyUnderTest, app, exchange, http_get
+
+from netlab.proxy.accesslog import Entry, format_json, format_text
+from netlab.proxy.config import ProxyConfig
+
+ENTRY = Entry(1700000000.25, "inbound", "inbound|8080||", "UF", "upstream_connect_error:ECONNREFUSED(111)", 4, 0,
+              3, ("10.44.0.2", 8080), None, ("10.44.0.2", 8080), ("10.44.0.1", 53210))
+
+
+def test_text_line_format() -> None:
+    assert format_text(ENTRY) == (
+        '[2023-11-14T22:13:20.250Z] inbound inbound|8080|| UF upstream_connect_error:ECONNREFUSED(111) 4 0 3 '
+        '"10.44.0.2:8080" - 10.44.0.2:8080 10.44.0.1:53210'
+    )
+
+
+def test_json_line_format() -> None:
+    obj = json.loads(format_json(ENTRY))
+    assert obj == {
+        "start_time": "2023-11-14T22:13:20.250Z", "direction": "inbound", "upstream_cluster": "inbound|8080||",
+        "response_flags": "UF", "connection_termination_details": "upstream_connect_error:ECONNREFUSED(111)",
+        "bytes_received": 4, "bytes_sent": 0, "duration": 3, "upstream_host": "10.44.0.2:8080",
+        "upstream_local_address": "-", "downstream_local_address": "10.44.0.2:8080",
+        "downstream_remote_address": "10.44.0.1:53210",
+    }
+
+
+LINE = re.compile(
+    r'^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] (inbound|outbound) (\S+) (\S+) (\S+) (\d+) (\d+) (\d+) '
+    r'"(\S+)" (\S+) (\S+) (\S+)$'
+)
+
+
+def test_live_log_line_fields() -> None:
+    with app("127.0.0.1") as a:
+        port = a.addr[1]
+        with ProxyUnderTest(ProxyConfig(istio="1.10", declared_ports=frozenset({port}))) as p:
+            p.dst = ("127.0.0.1", port)
+            assert exchange(p.inbound, b"ping")[0] == "reply"
+            deadline = time.monotonic() + 5
+            while not p.log_lines() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            m = LINE.match(p.log_lines()[0])
+            assert m, p.log_lines()
+            direction, cluster, flags, details, rx, tx, _dur, up_host, up_local, down_local, _remote = m.groups()
+            assert (direction, cluster, flags, details) == ("inbound", f"inbound|{port}||", "-", "-")
+            assert (rx, tx) == ("4", str(len("pong from 127.0.0.6")))
+            assert up_host == f"127.0.0.1:{port}" and down_local == f"127.0.0.1:{port}"
+            assert up_local.startswith("127.0.0.6:") and up_local != "127.0.0.6:0"
+
+
+def test_json_log_option() -> None:
+    with app("127.0.0.1") as a, ProxyUnderTest(ProxyConfig(access_log_json=True)) as p:
+        p.dst = a.addr
+        exchange(p.outbound)
+        deadline = time.monotonic() + 5
+        while not p.log_lines() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        obj = json.loads(p.log_lines()[0])
+        assert obj["upstream_cluster"] == "PassthroughCluster" and obj["direction"] == "outbound"
+
+
+def test_health_and_prometheus() -> None:
+    with app("127.0.0.1") as a, ProxyUnderTest(ProxyConfig(declared_ports=frozenset({8080}))) as p:
+        assert http_get(p.health, "/healthz/ready") == (200, "")
+        assert http_get(p.health, "/nope")[0] == 404
+        assert http_get(p.stats_addr, "/healthz/ready")[0] == 404
+        p.dst = a.addr
+        exchange(p.inbound, b"12345")
+        p.dst = ("127.0.0.1", 1)
+        exchange(p.inbound, b"x")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            status, body = http_get(p.stats_addr, "/stats/prometheus")
+            if 'envoy_cluster_upstream_cx_total{cluster_name="InboundPassthroughClusterIpv4"} 2' in body:
+                break
+            time.sleep(0.05)
+        assert status == 200
+        metrics = dict(line.rsplit(" ", 1) for line in body.splitlines() if not line.startswith("#"))
+        key = 'envoy_cluster_{}{{cluster_name="InboundPassthroughClusterIpv4"}}'
+        assert metrics[key.format("upstream_cx_total")] == "2"
+        assert metrics[key.format("upstream_cx_connect_fail")] == "1"
+        assert metrics[key.format("upstream_cx_active")] == "0"
+        assert metrics[key.format("upstream_cx_tx_bytes_total")] == "6"
+        assert metrics[key.format("upstream_cx_rx_bytes_total")] == str(len("pong from 127.0.0.6"))
+        assert metrics['envoy_cluster_upstream_cx_total{cluster_name="inbound|8080||"}'] == "0"

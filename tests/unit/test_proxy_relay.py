@@ -1,0 +1,251 @@
+"""The forwarding core over loopback, under asyncio and uvloop: integrity, half-close, resets, timeouts, loop guard."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import struct
+import threading
+import time
+
+import pytest
+from proxy_support import LOOPS, ProxyUnderTest, app, exchange
+
+from netlab.proxy.config import ProxyConfig
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def loop_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def _proxy(loop_name: str, **kw: object) -> ProxyUnderTest:
+    return ProxyUnderTest(ProxyConfig(**kw), loop_name)  # type: ignore[arg-type]
+
+
+def _wait(pred, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_byte_integrity_both_ways_large(loop_name: str) -> None:
+    payload = os.urandom(8 * 1024 * 1024 + 123)
+    with app("127.0.0.1", kind="echo") as a, _proxy(loop_name) as p:
+        p.dst = a.addr
+        got = bytearray()
+        with socket.create_connection(p.inbound, timeout=10) as s:
+            # Write from a thread while reading here: exercises flow control in both directions.
+            t = threading.Thread(target=lambda: (s.sendall(payload), s.shutdown(socket.SHUT_WR)))
+            t.start()
+            while chunk := s.recv(1 << 20):
+                got += chunk
+            t.join()
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+        _wait(lambda: len(p.log_lines()) == 1)
+        fields = p.log_lines()[0].split()
+        assert fields[3:7] == ["-", "-", str(len(payload)), str(len(payload))]
+
+
+def test_declared_port_matrix_on_loopback(loop_name: str) -> None:
+    """1.9 goes to 127.0.0.1:port, 1.10 to the original destination from 127.0.0.6 (127.0.0.2 plays the pod IP)."""
+    with app("127.0.0.1") as lo:
+        port = lo.addr[1]
+        with app("127.0.0.2", port) as eth0:
+            for istio, expect_lo, expect_eth0 in (("1.9", "pong from 127.0.0.1", None),
+                                                  ("1.10", None, "pong from 127.0.0.6")):
+                with _proxy(loop_name, istio=istio, declared_ports=frozenset({port})) as p:
+                    p.dst = ("127.0.0.2", port)
+                    outcome, data = exchange(p.inbound)
+                    expected = expect_lo or expect_eth0
+                    assert (outcome, data.decode()) == ("reply", expected)
+    # Only the pod-IP app: 1.9 is reset.
+    with app("127.0.0.2") as eth0, _proxy(loop_name, istio="1.9", declared_ports=frozenset({eth0.addr[1]})) as p:
+        p.dst = eth0.addr
+        assert exchange(p.inbound)[0] == "reset"
+
+
+def test_undeclared_port_passthrough_from_127_0_0_6_in_1_9(loop_name: str) -> None:
+    with app("127.0.0.2") as a, _proxy(loop_name, istio="1.9") as p:
+        p.dst = a.addr
+        assert exchange(p.inbound) == ("reply", b"pong from 127.0.0.6")
+        _wait(lambda: len(p.log_lines()) == 1)
+        line = p.log_lines()[0]
+        assert " InboundPassthroughClusterIpv4 - - " in line and " 127.0.0.6:" in line
+
+
+def test_outbound_passthrough_keeps_default_source(loop_name: str) -> None:
+    with app("127.0.0.2") as a, _proxy(loop_name) as p:
+        p.dst = a.addr
+        assert exchange(p.outbound) == ("reply", b"pong from 127.0.0.1")
+        _wait(lambda: len(p.log_lines()) == 1)
+        assert " outbound PassthroughCluster - - " in p.log_lines()[0]
+
+
+def test_half_close_both_directions(loop_name: str) -> None:
+    """Client half-closes and still reads; the app half-closes and still reads what the client sends later."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    with srv, _proxy(loop_name) as p:
+        p.dst = srv.getsockname()
+        c = socket.create_connection(p.inbound, timeout=5)
+        conn, _ = srv.accept()
+        conn.settimeout(5)
+        with c, conn:
+            # App -> client, then the app half-closes: the client sees EOF but can still send.
+            conn.sendall(b"hello")
+            conn.shutdown(socket.SHUT_WR)
+            assert c.recv(100) == b"hello"
+            assert c.recv(100) == b""
+            c.sendall(b"after app EOF")
+            assert conn.recv(100) == b"after app EOF"
+            # Client half-closes too: the app sees EOF, then both are closed.
+            c.shutdown(socket.SHUT_WR)
+            assert conn.recv(100) == b""
+        _wait(lambda: len(p.log_lines()) == 1)
+
+
+def test_client_half_close_then_app_replies(loop_name: str) -> None:
+    with app("127.0.0.1", kind="count") as a, _proxy(loop_name) as p:
+        p.dst = a.addr  # the app answers only once it has seen the client's FIN
+        assert exchange(p.inbound, b"x" * 100000) == ("reply", b"got 100000")
+
+
+def test_refused_upstream_resets_client_with_uf(loop_name: str) -> None:
+    with _proxy(loop_name, istio="1.10", declared_ports=frozenset({1})) as p:
+        p.dst = ("127.0.0.1", 1)
+        with socket.create_connection(p.inbound, timeout=5) as s:
+            s.sendall(b"ping")
+            with pytest.raises(ConnectionResetError):
+                s.recv(100)
+        _wait(lambda: len(p.log_lines()) == 1)
+        fields = p.log_lines()[0].split()
+        assert fields[2:5] == ["inbound|1||", "UF", "upstream_connect_error:ECONNREFUSED(111)"]
+        assert p.stats.total("inbound|1||", 2) == 1  # upstream_cx_connect_fail
+
+
+def test_connect_timeout_resets_client(loop_name: str) -> None:
+    # A listener whose accept queue is full drops further SYNs: the proxy's connect hangs until its timeout.
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    try:
+        for _ in range(3):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(full.getsockname())
+            fillers.append(f)
+        time.sleep(0.1)
+        with _proxy(loop_name, connect_timeout=0.5) as p:
+            p.dst = full.getsockname()
+            start = time.monotonic()
+            outcome, _ = exchange(p.inbound)
+            assert outcome == "reset"
+            assert 0.4 < time.monotonic() - start < 3
+            _wait(lambda: len(p.log_lines()) == 1)
+            assert " UF upstream_connect_error:ETIMEDOUT(110) " in p.log_lines()[0]
+    finally:
+        for f in fillers:
+            f.close()
+        full.close()
+
+
+def test_upstream_reset_resets_client(loop_name: str) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    with srv, _proxy(loop_name) as p:
+        p.dst = srv.getsockname()
+        with socket.create_connection(p.inbound, timeout=5) as c:
+            c.sendall(b"hi")
+            conn, _ = srv.accept()
+            assert conn.recv(10) == b"hi"
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # RST
+            with pytest.raises(ConnectionResetError):
+                c.recv(100)
+        _wait(lambda: len(p.log_lines()) == 1)
+        assert " UC upstream_reset:ECONNRESET(104) " in p.log_lines()[0]
+
+
+def test_client_reset_reaches_app(loop_name: str) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    with srv, _proxy(loop_name) as p:
+        p.dst = srv.getsockname()
+        c = socket.create_connection(p.inbound, timeout=5)
+        c.sendall(b"hi")
+        conn, _ = srv.accept()
+        conn.settimeout(5)
+        with conn:
+            assert conn.recv(10) == b"hi"
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+            with pytest.raises(ConnectionResetError):
+                conn.recv(10)
+        _wait(lambda: len(p.log_lines()) == 1)
+        assert " DC downstream_reset:ECONNRESET(104) " in p.log_lines()[0]
+
+
+def test_loop_guard_refuses_own_listener_and_recaptured_127_0_0_6(loop_name: str,
+                                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    with app("127.0.0.2") as a, _proxy(loop_name) as p:
+        p.dst = p.inbound  # original destination is the proxy itself
+        assert exchange(p.inbound)[0] == "reset"
+        p.dst = a.addr
+        with socket.socket() as s:  # a connection from 127.0.0.6 reaching 15006 was captured twice
+            s.bind(("127.0.0.6", 0))
+            s.settimeout(5)
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
+                s.connect(p.inbound)
+                s.sendall(b"ping")
+                s.recv(10)
+        assert a.peers == []  # nothing was forwarded
+        _wait(lambda: len(p.log_lines()) == 2)
+        lines = p.log_lines()
+        assert " BlackHoleCluster NR loop_detected:own_listener " in lines[0]
+        assert " BlackHoleCluster NR loop_detected:127.0.0.6_captured_again " in lines[1]
+    err = capfd.readouterr().err
+    assert "is this proxy's own listener" in err and "'-o lo -s 127.0.0.6/32 -j RETURN' is missing" in err
+
+
+def test_idle_timeout_closes(loop_name: str) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    with srv, _proxy(loop_name, idle_timeout=0.4) as p:
+        p.dst = srv.getsockname()
+        with socket.create_connection(p.inbound, timeout=5) as c:
+            conn, _ = srv.accept()
+            with conn:
+                start = time.monotonic()
+                assert c.recv(10) == b""  # closed by the proxy, FIN
+                assert 0.3 < time.monotonic() - start < 3
+        _wait(lambda: len(p.log_lines()) == 1)
+        assert " - idle_timeout " in p.log_lines()[0]
+
+
+def test_many_concurrent_connections(loop_name: str) -> None:
+    n = 200
+    with app("127.0.0.1", kind="echo") as a, _proxy(loop_name) as p:
+        p.dst = a.addr
+        results: list[bool] = []
+
+        def one(i: int) -> None:
+            data = os.urandom(20000 + i)
+            ok = exchange(p.inbound, data, timeout=20)
+            results.append(ok == ("reply", data))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results.count(True) == n
+        _wait(lambda: p.stats.total("InboundPassthroughClusterIpv4", 0) == n)
+        _wait(lambda: p.stats.total("InboundPassthroughClusterIpv4", 1) == 0)  # none active
