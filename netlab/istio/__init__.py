@@ -1,0 +1,1 @@
+"""istio-init reproduced: istio-iptables flags and versions, the rule renderer, and the apply backends."""
