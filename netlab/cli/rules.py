@@ -1,0 +1,60 @@
+"""`netlab rules`: what istio-init installs, rendered without a kernel.
+
+`netlab rules render --istio-version 1.10 -- -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*'`
+prints the exact `iptables-restore --noflush` input (or the 1.9/1.10 command list) for those istio-iptables
+flags. The ISTIO_* environment variables istio-iptables reads are taken from the caller's environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from netlab.cli.app import app
+from netlab.istio.flags import parse_flags
+from netlab.istio.render import render
+
+# The environment istio-iptables itself reads (the init container's env in a pod).
+ENV_VARS = (
+    "ISTIO_META_DNS_CAPTURE",
+    "ISTIO_META_DNS_CONNTRACK_ZONE",
+    "ISTIO_OUTBOUND_OWNER_GROUPS",
+    "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE",
+    "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR",
+    "INVALID_DROP",
+)
+
+
+@app.group(name="rules")
+def rules() -> None:
+    """istio-init's iptables rules: render them for any Istio version (1.9 … 1.30)."""
+
+
+@rules.command(
+    name="render",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.option("--istio-version", "istio_version", required=True, metavar="VERSION",
+              help="Istio release whose istio-iptables to reproduce: 1.9 … 1.30 (or 1.x.y).")
+@click.option("--format", "fmt", type=click.Choice(["restore", "commands"]), default="restore",
+              show_default=True, help="iptables-restore input, or the 1.9/1.10 iptables command list.")
+@click.option("--ipv6", is_flag=True, help="The pod's first address is IPv6: also render the ip6tables rules.")
+@click.option("--dns-servers", default="", metavar="IP,IP",
+              help="The pod's resolv.conf nameservers (used with DNS capture).")
+@click.argument("flags", nargs=-1, type=click.UNPROCESSED)
+def render_cmd(istio_version: str, fmt: str, ipv6: bool, dns_servers: str, flags: tuple[str, ...]) -> None:
+    """Print what istio-iptables would do for FLAGS (its own flags, after `--`)."""
+    env = {name: os.environ[name] for name in ENV_VARS if name in os.environ}
+    servers = [s for s in dns_servers.split(",") if s.strip()]
+    cfg = parse_flags(list(flags), istio_version, env, ipv6=ipv6, dns_servers=servers)
+    docs = render(cfg, istio_version, "commands" if fmt == "commands" else "restore")
+    if len(docs) == 1:
+        click.echo(docs[0], nl=False)
+        return
+    # Two payloads: say which tool reads which (comment lines are valid iptables-restore input).
+    tools = ("iptables", "ip6tables")
+    for tool, doc in zip(tools, docs, strict=True):
+        header = f"# {tool}-restore --noflush" if fmt == "restore" else f"# {tool} commands"
+        click.echo(header)
+        click.echo(doc, nl=False)
