@@ -16,6 +16,7 @@ from netlab.errors import EXIT_USAGE, NetlabError
 
 # Importing a verb module registers its commands on `app`; keep one import per line.
 # (verbs are added below as they are implemented)
+from netlab.cli import rules  # noqa: E402, F401
 
 _stderr = Console(stderr=True)
 
