@@ -136,6 +136,8 @@ def apply_restore(netns_path: str, text: str, backend: Backend, ipv6: bool = Fal
     proc = run_in_netns(netns_path, argv, stdin=text)
     if proc.returncode != 0:
         message = (proc.stderr or proc.stdout).strip()
+        if proc.returncode < 0:
+            message = f"{message}\nthe apply process was killed by signal {-proc.returncode}".strip()
         raise KernelError(
             f"{tool} --noflush failed in {netns_path}:\n{message}\nrules file:\n{text.rstrip()}",
             hint="istio-init 1.9/1.10 fails like this when it runs twice in one pod (the ISTIO_* chains exist); "
@@ -160,13 +162,15 @@ def setup_tproxy_routes(
             lo = ipr.link_lookup(ifname="lo")[0]
             for family in families:
                 # The kernel's own choice when `ip rule add` gives no pref: just above the first non-local rule.
-                prefs = [r.get_attr("FRA_PRIORITY") or 0 for r in ipr.get_rules(family=family)]
+                rules = ipr.get_rules(family=family)
+                prefs = [r.get_attr("FRA_PRIORITY") or 0 for r in rules]
                 priority = min((p for p in prefs if p > 0), default=32766) - 1
-                try:
+                # `ip rule add` asks for an exclusive create; do the same check explicitly.
+                exists = any(r.get_attr("FRA_FWMARK") == mark and r.get_attr("FRA_TABLE") == table for r in rules)
+                if exists and not exist_ok:
+                    raise NetlinkError(errno.EEXIST, f"RTNETLINK answers: File exists (fwmark {mark} lookup {table})")
+                if not exists:
                     ipr.rule("add", family=family, fwmark=mark, table=table, priority=priority)
-                except NetlinkError as err:
-                    if not (exist_ok and err.code == errno.EEXIST):
-                        raise
                 dst = "0.0.0.0/0" if family == socket.AF_INET else "::/0"
                 try:
                     ipr.route("add", family=family, dst=dst, type="local", scope="host", oif=lo,

@@ -28,9 +28,9 @@ class RestoreError(Exception):
         self.line = line
 
 
-def build_rule(iptc: Any, args: Sequence[str]) -> Any:
-    """iptables rule arguments (after `-A CHAIN`) -> an iptc.Rule, loading implicit tcp/udp matches as iptables does."""
-    rule = iptc.Rule()
+def build_rule(iptc: Any, args: Sequence[str], ipv6: bool = False) -> Any:
+    """iptables rule arguments (after `-A CHAIN`) -> an iptc rule, loading implicit tcp/udp matches as iptables does."""
+    rule = iptc.Rule6() if ipv6 else iptc.Rule()  # a Rule in a Table6 crashes libip6tc
     current: Any = None  # the match or target the next --option belongs to
     negate = False
     i = 0
@@ -89,7 +89,7 @@ def apply_restore(text: str, ipv6: bool = False) -> None:
                 if not table.is_chain(name):
                     table.create_chain(name)
             else:
-                _apply_line(iptc, table, shlex.split(line), lineno)
+                _apply_line(iptc, table, shlex.split(line), lineno, ipv6)
         except RestoreError:
             raise
         except Exception as err:  # libiptc reports through IPTCError / ValueError
@@ -98,7 +98,7 @@ def apply_restore(text: str, ipv6: bool = False) -> None:
         raise RestoreError("COMMIT expected at line end of input", len(text.splitlines()))
 
 
-def _apply_line(iptc: Any, table: Any, words: list[str], lineno: int) -> None:
+def _apply_line(iptc: Any, table: Any, words: list[str], lineno: int, ipv6: bool) -> None:
     if table is None:
         raise RestoreError("no table specified", lineno)
     op, chain_name, rest = words[0], words[1], words[2:]
@@ -111,10 +111,10 @@ def _apply_line(iptc: Any, table: Any, words: list[str], lineno: int) -> None:
         raise RestoreError(f"Couldn't load target `{chain_name}':No such file or directory", lineno)
     chain = iptc.Chain(table, chain_name)
     if op == "-A":
-        chain.append_rule(build_rule(iptc, rest))
+        chain.append_rule(build_rule(iptc, rest, ipv6))
     elif op == "-I":
         position, rest = int(rest[0]), rest[1:]
-        chain.insert_rule(build_rule(iptc, rest), position=position - 1)
+        chain.insert_rule(build_rule(iptc, rest, ipv6), position=position - 1)
     else:
         raise RestoreError(f"unsupported command {op}", lineno)
 
