@@ -153,9 +153,14 @@ class Downstream(asyncio.Protocol):
         # builds a new one per call under uvloop).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, transport.get_extra_info("socket").fileno())
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.local = sock.getsockname()
-            self.peer = sock.getpeername()
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.local = sock.getsockname()
+                self.peer = sock.getpeername()
+            except OSError as e:  # the client reset before we got here
+                self.local = self.peer = self.orig = ("0.0.0.0", 0)
+                self.route = refused(ctx.direction, errno_detail("downstream_gone", e.errno))
+                return self.fail_early()
             try:
                 self.orig = ctx.resolver(sock)
             except OSError as e:
@@ -175,7 +180,8 @@ class Downstream(asyncio.Protocol):
         base = self.base = ctx.stats.base(self.route.cluster)
         row[base + st.CX_TOTAL] += 1
         if self.route.refused is not None:
-            row[base + st.LOOP] += 1
+            if self.route.refused.startswith("loop_detected"):
+                row[base + st.LOOP] += 1
             self.fail("NR", self.route.refused)
             return
         row[base + st.CX_ACTIVE] += 1
@@ -184,6 +190,11 @@ class Downstream(asyncio.Protocol):
             connect(ctx.loop, self.route, self.peer[0], partial(Upstream, self)))
         self.task.add_done_callback(self._connect_done)
         self.timer = ctx.loop.call_later(ctx.connect_timeout, self._connect_timed_out)
+
+    def fail_early(self) -> None:
+        self.row = self.ctx.stats.row
+        self.base = self.ctx.stats.base(self.route.cluster)
+        self.fail("DC", self.route.refused or "-")
 
     def data_received(self, data: bytes) -> None:
         self.rx += len(data)

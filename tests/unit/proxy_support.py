@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import tempfile
@@ -162,6 +163,10 @@ def exchange(addr: Addr, payload: bytes = b"ping", timeout: float = 5.0) -> tupl
                 got += chunk
     except (ConnectionResetError, BrokenPipeError):  # an early RST can even surface from connect() on loopback
         return "reset", got
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:  # shutdown() after the RST arrived
+            return "reset", got
+        raise
     return ("reply" if got else "closed"), got
 
 

@@ -61,10 +61,19 @@ def test_declared_port_matrix_on_loopback(loop_name: str) -> None:
                     outcome, data = exchange(p.inbound)
                     expected = expect_lo or expect_eth0
                     assert (outcome, data.decode()) == ("reply", expected)
-    # Only the pod-IP app: 1.9 is reset.
-    with app("127.0.0.2") as eth0, _proxy(loop_name, istio="1.9", declared_ports=frozenset({eth0.addr[1]})) as p:
-        p.dst = eth0.addr
-        assert exchange(p.inbound)[0] == "reset"
+    # Only the pod-IP app: 1.9 is reset. 127.0.0.1:port is held bound but not listening, so that no other
+    # process on this host can be listening there.
+    for _ in range(50):
+        with app("127.0.0.2") as eth0, socket.socket() as hold:
+            try:
+                hold.bind(("127.0.0.1", eth0.addr[1]))
+            except OSError:
+                continue  # that port is busy on 127.0.0.1 on this host: pick another
+            with _proxy(loop_name, istio="1.9", declared_ports=frozenset({eth0.addr[1]})) as p:
+                p.dst = eth0.addr
+                assert exchange(p.inbound)[0] == "reset"
+            return
+    pytest.fail("no free port pair on 127.0.0.1/127.0.0.2")
 
 
 def test_undeclared_port_passthrough_from_127_0_0_6_in_1_9(loop_name: str) -> None:
