@@ -14,6 +14,7 @@ SO_MARK = getattr(socket, "SO_MARK", 36)
 # Defer the source port choice to connect(): bind(ip, 0) alone reserves a port for every destination and runs out
 # of ports under TIME_WAIT at a few hundred new connections per second; connect() can reuse per 4-tuple.
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+BIND_NO_PORT = True  # False: one create_connection(local_addr=(127.0.0.6, 0)) call (port reserved at bind)
 
 
 def _bound_socket(ip: str, transparent: bool) -> socket.socket:
@@ -38,7 +39,9 @@ async def connect(loop: asyncio.AbstractEventLoop, route: Route, client_ip: str,
     """Connect; the protocol's connection_made does the rest. Raises OSError on failure."""
     assert route.upstream is not None
     host, port = route.upstream
-    if route.transparent or route.bind_ip:
+    if route.bind_ip and not route.transparent and not BIND_NO_PORT:
+        await loop.create_connection(factory, host, port, local_addr=(route.bind_ip, 0))
+    elif route.transparent or route.bind_ip:
         sock = _bound_socket(client_ip if route.transparent else route.bind_ip or "", route.transparent)
         try:
             await loop.sock_connect(sock, (host, port))
