@@ -38,9 +38,12 @@ def require_root() -> None:
 
 @contextmanager
 def _teardown_on_failure(state: LabState) -> Iterator[None]:
+    owner = os.getpid()
     try:
         yield
     except BaseException as err:
+        if os.getpid() != owner:  # a forked child (a library's helper) unwinding: never tear down from there
+            raise
         failures = teardown(state)
         if failures and isinstance(err, Exception):
             err.add_note("cleanup after the failure also hit: " + "; ".join(failures))
@@ -68,7 +71,7 @@ def _build(plan: LabPlan, scenario: Scenario, state: LabState, progress: Progres
     progress("node namespace")
     node = _member(state, plan, "_node", plan.node_netns, kind="node", ip=None)
     write_sysctls(node.netns_path, links.NODE_SYSCTLS)
-    links.set_loopback_up(node.netns_path)
+    links.setup_node(node.netns_path)
     state.info["services"] = {
         name: {"ip": str(s.ip), "port": s.port, "pod": s.pod, "target_port": s.target_port}
         for name, s in plan.services.items()

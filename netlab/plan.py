@@ -1,7 +1,7 @@
 """The lab plan: every name and address a scenario needs, computed without touching the kernel.
 
 Topology: one node namespace; each pod's eth0 is a veth to the node with a /32 pod IP, Calico-style
-(`podIP dev <veth> scope link` in the node, `default via 169.254.1.1` in the pod, proxy ARP on the node end).
+(`podIP dev <veth> scope link` in the node, `default via 169.254.1.1` in the pod; the node owns 169.254.1.1).
 A routed veth rather than a bridge because every pod-to-pod packet then crosses the node's own IP stack, so the
 service DNAT in the node's PREROUTING sees it without br_netfilter — a global module and sysctl that would touch
 the host. External hosts hang off one bridge in the node that carries the node's TEST-NET addresses (.1).

@@ -11,12 +11,19 @@ import sys
 import click
 from rich.console import Console
 
+# Importing a verb module registers its commands on `app`; keep one import per line.
+from netlab.cli import (
+    clean,  # noqa: F401
+    down,  # noqa: F401
+    exec,  # noqa: F401
+    rules,  # noqa: F401
+    run,  # noqa: F401
+    status,  # noqa: F401
+    up,  # noqa: F401
+    validate,  # noqa: F401
+)
 from netlab.cli.app import app
 from netlab.errors import EXIT_USAGE, NetlabError
-
-# Importing a verb module registers its commands on `app`; keep one import per line.
-# (verbs are added below as they are implemented)
-from netlab.cli import rules  # noqa: E402, F401
 
 _stderr = Console(stderr=True)
 

@@ -9,28 +9,39 @@ the namespace of either end, so tearing down the holders removes every link.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pyroute2 import IPRoute
+from pyroute2.netlink import NETLINK_ROUTE
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netlab.errors import KernelError
+from netlab.kernel.nsutil import run_in_netns
 from netlab.plan import POD_GATEWAY, ExternalPlan, LabPlan, PodPlan
 
 NODE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
-    # New node-side veths inherit these: proxy ARP answers for the pods' 169.254.1.1 gateway (Calico-style).
-    "net.ipv4.conf.default.proxy_arp": "1",
-    "net.ipv4.conf.default.rp_filter": "0",
+    # The pods' gateway 169.254.1.1 is an address on the node's lo; with arp_ignore 0 the node answers ARP for it
+    # on every veth. New namespaces copy these from the host, so set them rather than trust them.
+    "net.ipv4.conf.all.arp_ignore": "0",
+    "net.ipv4.conf.default.arp_ignore": "0",
     "net.ipv4.conf.all.rp_filter": "0",
+    "net.ipv4.conf.default.rp_filter": "0",
 }
 
 
 @contextmanager
 def netlink(netns_path: str) -> Iterator[IPRoute]:
+    """An rtnetlink handle bound to the namespace at netns_path.
+
+    The socket is created by a thread that entered the namespace (cheap, and the socket stays there), rather than
+    by pyroute2's own netns support, which forks a copy of this process for every socket.
+    """
+    sock = run_in_netns(netns_path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
     try:
-        with IPRoute(netns=netns_path) as ipr:
+        with IPRoute(fileno=sock.detach()) as ipr:
             yield ipr
     except NetlinkError as err:
         raise KernelError(f"netlink error in {netns_path}: {err}", hint="run `netlab doctor`") from err
@@ -46,6 +57,14 @@ def _index(ipr: IPRoute, ifname: str) -> int:
 def set_loopback_up(netns_path: str) -> None:
     with netlink(netns_path) as ipr:
         ipr.link("set", index=_index(ipr, "lo"), state="up")
+
+
+def setup_node(netns_path: str) -> None:
+    """lo up and the pods' gateway address on it (Calico answers for 169.254.1.1 the same way, by ARP)."""
+    with netlink(netns_path) as ipr:
+        lo = _index(ipr, "lo")
+        ipr.link("set", index=lo, state="up")
+        ipr.addr("add", index=lo, address=str(POD_GATEWAY), prefixlen=32)
 
 
 def _veth_into(node: IPRoute, node_end: str, far_end: str, far_pid: int, mark: str) -> None:

@@ -1,0 +1,28 @@
+"""`netlab clean`: remove every marked netlab leftover (labs, holders, netns names, hosts files)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from netlab import lab as lifecycle
+from netlab.cli.app import app
+from netlab.cli.common import err, out, print_json
+
+
+@app.command()
+@click.option("--json", "as_json", is_flag=True)
+def clean(as_json: bool) -> None:
+    """Remove all labs and anything netlab marked that a killed run left behind. Idempotent."""
+    report = lifecycle.clean()
+    if as_json:
+        print_json(dataclasses.asdict(report))
+        return
+    removed = {k: v for k, v in dataclasses.asdict(report).items() if v and k != "problems"}
+    for kind, items in removed.items():
+        out.print(f"removed {kind.replace('_', ' ')}: {', '.join(items)}")
+    for problem in report.problems:
+        err.print(f"[yellow]warning:[/] {problem}")
+    if not removed:
+        out.print("nothing to clean")

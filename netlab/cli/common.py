@@ -1,0 +1,49 @@
+"""Pieces shared by the verb modules: consoles, JSON output, lab selection, progress."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.console import Console
+
+from netlab.errors import UsageError
+from netlab.state import LabState, list_labs, load_state
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+lab_option = click.option("--lab", "-l", "lab", metavar="LAB", help="which lab (default: the only one up)")
+
+
+def print_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, default=str))
+
+
+def pick_lab(lab: str | None) -> LabState:
+    """The named lab, or the only lab that is up."""
+    if lab is None:
+        labs = list_labs()
+        if len(labs) != 1:
+            raise UsageError(
+                "no lab is up" if not labs else f"several labs are up: {', '.join(labs)}",
+                hint="start one with `netlab up SCENARIO`" if not labs else "choose one with --lab LAB",
+            )
+        lab = labs[0]
+    state = load_state(lab)
+    if state is None:
+        raise UsageError(f"no lab named '{lab}' is up", hint="`netlab status` lists the labs that are up")
+    return state
+
+
+@contextmanager
+def progress_line(title: str, quiet: bool = False) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr showing the current build step (nothing when quiet or not a terminal)."""
+    if quiet or not err.is_terminal:
+        yield lambda _msg: None
+        return
+    with err.status(title) as status:
+        yield lambda msg: status.update(f"{title}: {msg}")

@@ -1,0 +1,28 @@
+"""`netlab exec POD -- CMD`: run a command in a pod (or external host, or `_node`), interactively."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from netlab.cli.app import app
+from netlab.cli.common import lab_option, pick_lab
+from netlab.lab import member_netns_path, require_root
+
+
+@app.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("member", metavar="POD")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@lab_option
+def exec_(member: str, command: tuple[str, ...], lab: str | None) -> None:
+    """Run COMMAND (default: a shell) in POD's network namespace, with the lab's names in /etc/hosts.
+
+    Same as `ip netns exec netlab.LAB.POD CMD`, which bind-mounts the lab's hosts file so that pods, services and
+    external hosts resolve by name.
+    """
+    require_root()
+    state = pick_lab(lab)
+    member_netns_path(state, member)  # a clear error for an unknown member
+    argv = list(command[1:] if command[:1] == ("--",) else command) or [os.environ.get("SHELL", "/bin/sh")]
+    os.execvp("ip", ["ip", "netns", "exec", state.members[member]["netns"], *argv])

@@ -1,0 +1,57 @@
+"""`netlab status [LAB] [--json]`: what is up, with PIDs for `nsenter -t PID -n` and liveness from the kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from netlab.cli.app import app
+from netlab.cli.common import out, print_json
+from netlab.kernel.nsutil import is_same_process
+from netlab.state import LabState, list_labs, load_state
+
+
+def describe(state: LabState) -> dict[str, Any]:
+    holders = {e["member"]: e for e in state.undo if e["kind"] == "holder"}
+    members = {
+        name: {**info, "alive": name in holders and is_same_process(info["pid"], holders[name]["started"])}
+        for name, info in state.members.items()
+    }
+    processes = [
+        {k: e[k] for k in ("member", "role", "pid", "argv", "log")} | {"alive": is_same_process(e["pid"], e["started"])}
+        for e in state.undo if e["kind"] == "process"
+    ]
+    return {"lab": state.lab, "status": state.status, "scenario": state.scenario, "members": members,
+            "processes": processes, "services": state.info.get("services", {})}
+
+
+def print_lab(state: LabState) -> None:
+    info = describe(state)
+    table = Table(title=f"lab {state.lab} ({state.status})", title_justify="left")
+    for column in ("member", "kind", "IP", "netns (ip netns exec)", "PID (nsenter -t)", "processes"):
+        table.add_column(column)
+    for name, m in info["members"].items():
+        procs = ", ".join(f"{p['role']}:{p['pid']}" + ("" if p["alive"] else " (dead)")
+                          for p in info["processes"] if p["member"] == name)
+        pid = str(m["pid"]) + ("" if m["alive"] else " (gone)")
+        table.add_row(name, m["kind"], m["ip"] or "", m["netns"], pid, procs)
+    out.print(table)
+    for name, svc in info["services"].items():
+        out.print(f"service {name}: {svc['ip']}:{svc['port']} -> {svc['pod']}:{svc['target_port']}")
+
+
+@app.command()
+@click.argument("lab", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def status(lab: str | None, as_json: bool) -> None:
+    """Show the labs that are up (or one LAB): members, addresses, PIDs, processes, services."""
+    states = [s for s in (load_state(name) for name in ([lab] if lab else list_labs())) if s is not None]
+    if as_json:
+        print_json({"labs": [describe(s) for s in states]})
+        return
+    if not states:
+        out.print("no lab is up" if lab is None else f"no lab named '{lab}' is up")
+    for state in states:
+        print_lab(state)

@@ -1,0 +1,28 @@
+"""`netlab up SCENARIO`: build a lab and leave it up for exploring."""
+
+from __future__ import annotations
+
+import click
+
+from netlab import lab as lifecycle
+from netlab.cli.app import app
+from netlab.cli.common import out, progress_line
+from netlab.cli.status import print_lab
+from netlab.scenario import load_scenario
+from netlab.signals import interrupts_as_keyboard_interrupt
+
+name_option = click.option("--name", "lab_name", metavar="LAB", help="lab name (default: the scenario's name)")
+
+
+@app.command()
+@click.argument("scenario")
+@name_option
+@click.option("--quiet", "-q", is_flag=True, help="no progress")
+def up(scenario: str, lab_name: str | None, quiet: bool) -> None:
+    """Build the lab of SCENARIO and leave it up (`netlab down LAB` removes it)."""
+    model, path = load_scenario(scenario)  # an invalid scenario stops here: nothing is created
+    with interrupts_as_keyboard_interrupt(), progress_line(f"building {lab_name or model.name}", quiet) as step:
+        state = lifecycle.up(model, path, lab_name, progress=step)
+    print_lab(state)
+    out.print(f"\nexplore: [bold]netlab exec POD -- CMD[/], `nsenter -t PID -n ...`; "
+              f"remove: [bold]netlab down {state.lab}[/]")
