@@ -1,0 +1,79 @@
+"""A pod's sidecar: istio-init's rules (plus the scenario's rule edits), then the proxy as UID/GID 1337.
+
+Both live inside the pod's namespace, so they need no undo of their own: the rules die with the namespace and the
+proxy is a recorded process that teardown stops by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from netlab.errors import KernelError
+from netlab.istio.apply import apply_istio_init, delete_rule, insert_rule
+from netlab.istio.flags import parse_flags
+from netlab.lab import member_netns_path, start_in_member
+from netlab.plan import LabPlan
+from netlab.scenario.model import RuleEdit, Scenario, Sidecar
+from netlab.state import LabState
+
+PROXY_READY_TIMEOUT = 10.0
+
+
+def injector_flags(sidecar: Sidecar) -> list[str]:
+    """What the sidecar injector passes to istio-iptables (the same in 1.9, 1.10 and 1.30)."""
+    if sidecar.iptables_flags is not None:
+        return list(sidecar.iptables_flags)
+    return ["-p", "15001", "-z", "15006", "-u", "1337", "-m", sidecar.interception,
+            "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020"]
+
+
+def declared_ports(plan: LabPlan, pod: str) -> list[int]:
+    """Ports that services selecting the pod declare: those get `inbound|port||` clusters in the proxy."""
+    return sorted({s.target_port for s in plan.services.values() if s.pod == pod})
+
+
+def install_sidecar(state: LabState, plan: LabPlan, pod: str, sidecar: Sidecar, scenario: Scenario) -> None:
+    netns = member_netns_path(state, pod)
+    cfg = parse_flags(injector_flags(sidecar), sidecar.istio, env=sidecar.env)
+    override = None if scenario.iptables == "auto" else scenario.iptables
+    backend = apply_istio_init(netns, cfg, sidecar.istio, override)
+    for edit in sidecar.rule_edits:
+        apply_rule_edit(netns, edit, backend)
+    access_log = os.path.join(state.directory, "logs", f"{pod}.access.log")
+    ready = os.path.join(state.directory, "run", f"{pod}.proxy.ready")
+    os.makedirs(os.path.dirname(ready), exist_ok=True)
+    argv = [sys.executable, "-m", "netlab.proxy", "--istio", sidecar.istio, "--mode", sidecar.interception,
+            "--declared-ports", ",".join(map(str, declared_ports(plan, pod))),
+            "--access-log", access_log, "--ready-file", ready]
+    if sidecar.inbound_passthrough is False:
+        argv.append("--no-inbound-passthrough")
+    state.members[pod]["sidecar"] = {"istio": sidecar.istio, "mode": sidecar.interception, "backend": backend,
+                                     "access_log": access_log, "rule_edits": [e.model_dump(exclude_none=True)
+                                                                              for e in sidecar.rule_edits]}
+    proc = start_in_member(state, pod, "proxy", argv)  # as root: the proxy drops to 1337 itself after binding
+    _wait_ready(ready, proc.pid, proc.log)
+
+
+def apply_rule_edit(netns: str, edit: RuleEdit, backend: str) -> None:
+    target = edit.delete or edit.insert or ""
+    table_chain, position = target.split("#")
+    table, chain = table_chain.split("/")
+    if edit.delete:
+        delete_rule(netns, table, chain, int(position), backend)  # type: ignore[arg-type]
+    else:
+        insert_rule(netns, table, chain, int(position), edit.rule or "", backend)  # type: ignore[arg-type]
+
+
+def _wait_ready(ready_file: str, pid: int, log: str) -> None:
+    deadline = time.monotonic() + PROXY_READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if os.path.exists(ready_file) and os.path.getsize(ready_file) > 0:
+            return
+        if not os.path.exists(f"/proc/{pid}"):
+            break
+        time.sleep(0.01)
+    tail = Path(log).read_text(errors="replace")[-800:] if os.path.exists(log) else ""
+    raise KernelError(f"the sidecar proxy did not become ready: {tail}", hint=f"see {log}")
