@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -13,8 +14,18 @@ _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 
 
+def unblock_signals() -> None:
+    """preexec_fn: clear the signal mask the child inherits.
+
+    Children are spawned inside `signals.deferred()`, which blocks SIGINT/SIGTERM/SIGHUP; the mask survives
+    exec, so without this a holder or app ignores SIGTERM and `stop_pid` waits its whole grace before SIGKILL.
+    """
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
 def unshare_net() -> None:
-    """preexec_fn: give the child a new network namespace before it execs."""
+    """preexec_fn: give the child a new network namespace (and a clear signal mask) before it execs."""
+    unblock_signals()
     if _libc.unshare(CLONE_NEWNET) != 0:
         os._exit(127)
 

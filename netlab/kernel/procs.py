@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass
 
 from netlab.errors import EnvironmentProblem
-from netlab.kernel.nsutil import start_time
+from netlab.kernel.nsutil import start_time, unblock_signals
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def start_in_netns(member: str, role: str, netns_path: str, argv: list[str], log
         try:
             proc = subprocess.Popen(
                 [*cmd, "--", *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, env={**os.environ, **(env or {})},
+                start_new_session=True, env={**os.environ, **(env or {})}, preexec_fn=unblock_signals,
             )
         except FileNotFoundError:
             raise EnvironmentProblem("nsenter is missing", hint="apt-get install util-linux") from None
