@@ -1,0 +1,374 @@
+"""Proxy benchmark (issue 4): the same load with no sidecar, through netlab's proxy, and through HAProxy.
+
+Each variant of each round gets a fresh two-pod lab (client, server): with `Connection: close` load the client's
+ports wrap onto 4-tuples still in TIME_WAIT (and conntrack) after some 20k connections, which would collapse the
+rate of whichever variant runs later. The server pod runs nginx (HTTP, :8080) and iperf3 (bulk, :5201); for the
+proxied variants it also gets istio-init's real rules (Istio 1.10, the injector's flags) and a proxy on 15006:
+- netlab: `python -m netlab.proxy --istio 1.10 --mode REDIRECT --declared-ports 8080`, one worker per core;
+- HAProxy: the same transparent inbound proxy (`server s 0.0.0.0:0` = the original destination, `source
+  127.0.0.6` like Envoy, `tune.bufsize 262144`), one thread per core, run as uid/gid 1337 like Envoy.
+Load runs in the client pod: wrk for throughput, netlab.bench.loadgen for latency, iperf3 for bulk.
+Variants are interleaved (the order rotates every round) and the figures are medians over the rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from netlab import lab as lifecycle
+from netlab.bench.report import (
+    FLOOR,
+    NETLAB,
+    PROXY_HEADERS,
+    VARIANTS,
+    Metric,
+    Round,
+    Row,
+    compare,
+    format_table,
+    row_cells,
+)
+from netlab.errors import EnvironmentProblem, KernelError
+from netlab.istio.apply import apply_istio_init
+from netlab.istio.flags import parse_flags
+from netlab.kernel.nsutil import write_sysctls
+from netlab.scenario.loader import parse_scenario
+from netlab.state import LabState
+
+ISTIO = "1.10"
+INJECTOR_FLAGS = ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*",
+                  "-d", "15090,15021,15020"]
+HTTP_PORT, BULK_PORT, INBOUND_PORT = 8080, 5201, 15006
+PROXY_UID = PROXY_GID = 1337
+TOOLS = {"nginx": "nginx-light", "wrk": "wrk", "iperf3": "iperf3", "haproxy": "haproxy"}
+# Both pods get the widest ephemeral range: more connections per lab before any 4-tuple is reused.
+POD_SYSCTLS = {"net.ipv4.ip_local_port_range": "1024 65535"}
+
+METRICS = [
+    Metric("ka_rps", "keep-alive req/s", True, target=0.95),
+    Metric("nc_rps", "new-connection req/s", True, target=0.6),
+    Metric("open_us", "latency, open conn, µs", False, added=True, target=1.1),
+    Metric("new_us", "latency, new conn, µs", False, added=True, target=1.8),
+    Metric("p50_us", "p50 @1000 req/s, µs", False, added=True, target=1.1),
+    Metric("p90_us", "p90 @1000 req/s, µs", False, added=True, target=1.1),
+    Metric("p99_us", "p99 @1000 req/s, µs", False, added=True, target=1.1),
+    Metric("bulk_mbs", "bulk MB/s", True, target=1.0),
+    Metric("cpu_ms", "proxy CPU ms per 1000 req", False, target=1.3, proxy_only=True),
+    Metric("pss_mb", "proxy memory MB (PSS)", False, limit=30, proxy_only=True),
+    Metric("rss_mb", "proxy RSS MB (sum)", False, limit=30, proxy_only=True),
+]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Durations and sample counts of one variant's load."""
+
+    warmup_s: int = 1
+    keepalive_s: int = 5
+    newconn_s: int = 3
+    rate_s: int = 5
+    bulk_s: int = 3
+    open_samples: int = 3000
+    new_samples: int = 1000
+    rate: int = 1000
+    wrk_connections: int = 32
+
+
+FULL = Plan()
+QUICK = Plan(warmup_s=1, keepalive_s=2, newconn_s=2, rate_s=3, bulk_s=2, open_samples=1000, new_samples=400)
+
+
+@dataclass
+class BenchResult:
+    rounds: list[dict[str, dict[str, float]]]
+    rows: list[Row]
+    plan: Plan
+    workers: int
+    problems: list[str]
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "cores": os.cpu_count(), "workers": self.workers, "plan": self.plan.__dict__, "rounds": self.rounds,
+            "summary": [{"metric": r.metric.key, "label": r.metric.label, "median": r.values, "added": r.added,
+                         "vs_none": r.vs_floor, "netlab_vs_haproxy": r.vs_haproxy, "target_met": r.ok}
+                        for r in self.rows],
+            "problems": self.problems,
+        }
+
+
+def check_tools() -> None:
+    missing = [pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
+    if missing:
+        raise EnvironmentProblem(f"netlab bench proxy needs {', '.join(missing)}",
+                                 hint=f"apt-get install {' '.join(sorted(set(missing)))}")
+
+
+# --- server side --------------------------------------------------------------------------------------------
+
+
+def nginx_conf(directory: str, workers: int) -> str:
+    return f"""worker_processes {workers};
+pid {directory}/nginx.pid;
+error_log {directory}/logs/nginx.error.log warn;
+events {{ worker_connections 65536; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    default_type text/plain;
+    server {{
+        listen {HTTP_PORT} backlog=4096 reuseport;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+def haproxy_conf(threads: int) -> str:
+    # server 0.0.0.0:0 = the connection's original destination (SO_ORIGINAL_DST), port included.
+    return f"""global
+    nbthread {threads}
+    maxconn 8000
+    tune.bufsize 262144
+defaults
+    mode tcp
+    timeout connect 10s
+    timeout client 1h
+    timeout server 1h
+frontend inbound
+    bind 0.0.0.0:{INBOUND_PORT}
+    default_backend original_destination
+backend original_destination
+    source 127.0.0.6
+    server s 0.0.0.0:0
+"""
+
+
+def _write(path: str, text: str) -> str:
+    Path(path).write_text(text)
+    return path
+
+
+def _wait_file(path: str, proc_pid: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path) and Path(path).read_text().strip():
+            return
+        if not os.path.exists(f"/proc/{proc_pid}"):
+            break
+        time.sleep(0.02)
+    raise KernelError(f"the proxy (pid {proc_pid}) did not write {path} within {timeout:.0f} s")
+
+
+def start_servers(state: LabState, workers: int) -> None:
+    conf = _write(os.path.join(state.directory, "nginx.conf"), nginx_conf(state.directory, workers))
+    nginx = lifecycle.start_in_member(state, "server", "nginx",
+                                      ["nginx", "-e", os.path.join(state.directory, "logs", "nginx.error.log"),
+                                       "-c", conf, "-g", "daemon off;"])
+    iperf = lifecycle.start_in_member(state, "server", "iperf3", ["iperf3", "-s", "-4", "-p", str(BULK_PORT)])
+    lifecycle.wait_listening(state, "server", HTTP_PORT, nginx)
+    lifecycle.wait_listening(state, "server", BULK_PORT, iperf)
+
+
+def start_proxy(state: LabState, variant: str, workers: int, access_log: bool) -> int:
+    """Apply istio-init's rules in the server pod and start the variant's proxy on 15006; returns its PID."""
+    netns = lifecycle.member_netns_path(state, "server")
+    apply_istio_init(netns, parse_flags(INJECTOR_FLAGS, ISTIO), ISTIO)
+    if variant == NETLAB:
+        ready = os.path.join(state.directory, "proxy.ready")
+        argv = [sys.executable, "-m", "netlab.proxy", "--istio", ISTIO, "--mode", "REDIRECT",
+                "--declared-ports", str(HTTP_PORT), "--ready-file", ready, "--workers", str(workers)]
+        if access_log:
+            argv += ["--access-log", os.path.join(state.directory, "logs", "server.proxy-access.log")]
+        proc = lifecycle.start_in_member(state, "server", "proxy", argv)  # root; it drops to 1337 itself
+        _wait_file(ready, proc.pid)
+    else:
+        conf = _write(os.path.join(state.directory, "haproxy.cfg"), haproxy_conf(workers))
+        proc = lifecycle.start_in_member(state, "server", "haproxy", ["haproxy", "-db", "-f", conf],
+                                         uid=PROXY_UID, gid=PROXY_GID)
+        lifecycle.wait_listening(state, "server", INBOUND_PORT, proc)
+    return proc.pid
+
+
+# --- process accounting -------------------------------------------------------------------------------------
+
+
+def family(pid: int) -> list[int]:
+    """pid and its direct children (the proxy's forked workers)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return [pid, *kids]
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of the processes (all their threads), in seconds."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mb(pids: Sequence[int]) -> tuple[float, float]:
+    """(sum of VmRSS, sum of PSS) in MB; PSS splits the pages forked workers share, RSS counts them per process."""
+    rss = pss = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1])
+    return rss / 1024, pss / 1024
+
+
+# --- client side --------------------------------------------------------------------------------------------
+
+
+def in_client(state: LabState, argv: Sequence[str], timeout: float) -> str:
+    proc = subprocess.run(["nsenter", f"--net={lifecycle.member_netns_path(state, 'client')}", *argv],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise KernelError(f"{' '.join(argv)} failed in the client pod: {(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout
+
+
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+_BAD = re.compile(r"Non-2xx or 3xx responses: (\d+)|Socket errors: connect (\d+), read (\d+), write (\d+)")
+
+
+def parse_wrk(output: str) -> tuple[float, int]:
+    """(requests per second, errors) from wrk's text output."""
+    found = _RPS.search(output)
+    if found is None:
+        raise ValueError(f"no Requests/sec in wrk output: {output[-300:]}")
+    errors = sum(int(n) for m in _BAD.finditer(output) for n in m.groups() if n)
+    return float(found.group(1)), errors
+
+
+def wrk(state: LabState, url: str, seconds: int, connections: int, close: bool = False) -> tuple[float, int]:
+    argv = ["wrk", f"-t{min(2, os.cpu_count() or 1)}", f"-c{connections}", f"-d{seconds}s"]
+    if close:
+        argv += ["-H", "Connection: close"]
+    return parse_wrk(in_client(state, [*argv, url], timeout=seconds + 30))
+
+
+def loadgen(state: LabState, mode: str, target: str, *args: str, timeout: float = 120) -> dict[str, float]:
+    out = in_client(state, [sys.executable, "-m", "netlab.bench.loadgen", mode, "--target", target, *args], timeout)
+    return json.loads(out)
+
+
+def iperf_mbs(state: LabState, host: str, seconds: int) -> float:
+    out = json.loads(in_client(state, ["iperf3", "-4", "-c", host, "-p", str(BULK_PORT), "-t", str(seconds), "-J"],
+                               timeout=seconds + 30))
+    return out["end"]["sum_received"]["bytes"] / out["end"]["sum_received"]["seconds"] / 1e6
+
+
+# --- one variant in its own lab -----------------------------------------------------------------------------
+
+
+def measure_variant(variant: str, plan: Plan, workers: int, access_log: bool = False,
+                    progress: Callable[[str], None] = lambda _m: None) -> tuple[dict[str, float], list[str]]:
+    name = f"bench-px-{variant}-{secrets.token_hex(2)}"
+    scenario = parse_scenario({"name": name, "pods": {"client": {}, "server": {}}}, source="bench")
+    state = lifecycle.up(scenario, "<netlab bench proxy>", name)
+    try:
+        for pod in ("client", "server"):
+            write_sysctls(lifecycle.member_netns_path(state, pod), POD_SYSCTLS)
+        start_servers(state, workers)
+        pids: list[int] = []
+        if variant != FLOOR:
+            pids = family(start_proxy(state, variant, workers, access_log))
+        server_ip = state.members["server"]["ip"]
+        url, target = f"http://{server_ip}:{HTTP_PORT}/", f"{server_ip}:{HTTP_PORT}"
+        m: dict[str, float] = {}
+        progress("keep-alive req/s")
+        wrk(state, url, plan.warmup_s, plan.wrk_connections)
+        m["ka_rps"], m["ka_errors"] = wrk(state, url, plan.keepalive_s, plan.wrk_connections)
+        progress("latency on an open connection")
+        m["open_us"] = loadgen(state, "open", target, "--count", str(plan.open_samples))["median"]
+        progress(f"latency at {plan.rate} req/s")
+        cpu_before = cpu_seconds(pids)
+        fixed = loadgen(state, "rate", target, "--rate", str(plan.rate), "--duration", str(plan.rate_s))
+        if pids:  # CPU seconds per second at this rate, scaled to 1000 req/s, in ms: ms of CPU per 1000 requests
+            m["cpu_ms"] = (cpu_seconds(pids) - cpu_before) * 1000 / fixed["samples"] * 1000
+        m.update(p50_us=fixed["p50"], p90_us=fixed["p90"], p99_us=fixed["p99"], rate=fixed["rate"],
+                 rate_errors=fixed["errors"], rate_lagged=fixed["lagged"])
+        progress("latency of a new connection")
+        new = loadgen(state, "new", target, "--count", str(plan.new_samples))
+        m["new_us"], m["new_errors"] = new["median"], new["errors"]
+        progress("new-connection req/s")
+        m["nc_rps"], m["nc_errors"] = wrk(state, url, plan.newconn_s, plan.wrk_connections, close=True)
+        progress("bulk")
+        m["bulk_mbs"] = iperf_mbs(state, server_ip, plan.bulk_s)
+        if pids:
+            m["rss_mb"], m["pss_mb"] = memory_mb(pids)
+    finally:
+        problems = lifecycle.down(state.lab)
+    return m, problems
+
+
+def order(round_index: int) -> list[str]:
+    """The variants in a rotated order: each one goes first, second and third in turn."""
+    shift = round_index % len(VARIANTS)
+    return [*VARIANTS[shift:], *VARIANTS[:shift]]
+
+
+def run(repeat: int = 3, quick: bool = False, workers: int | None = None, access_log: bool = False,
+        progress: Callable[[str], None] = lambda _m: None) -> BenchResult:
+    lifecycle.require_root()
+    check_tools()
+    plan = QUICK if quick else FULL
+    workers = workers or os.cpu_count() or 1
+    rounds: list[dict[str, dict[str, float]]] = []
+    problems: list[str] = []
+    for r in range(repeat):
+        results: dict[str, dict[str, float]] = {}
+        for variant in order(r):
+            def step(msg: str, variant: str = variant, r: int = r) -> None:
+                progress(f"round {r + 1}/{repeat}, {variant}: {msg}")
+
+            results[variant], found = measure_variant(variant, plan, workers, access_log, step)
+            problems += found
+        rounds.append(results)
+    typed: list[Round] = rounds
+    return BenchResult(rounds, [compare(m, typed) for m in METRICS], plan, workers, problems)
+
+
+def render(result: BenchResult) -> str:
+    errors = {v: sum(int(r[v].get(k, 0)) for r in result.rounds for k in ("ka_errors", "nc_errors", "new_errors",
+                                                                               "rate_errors"))
+              for v in VARIANTS}
+    notes = [
+        f"{os.cpu_count()} cores; {result.workers} proxy worker(s)/thread(s); medians of {len(result.rounds)} "
+        "interleaved round(s), each variant in a fresh lab",
+        "latency cells: median (+ added over no sidecar, median of per-round differences); "
+        "netlab÷HAProxy compares the added latency",
+        f"CPU: utime+stime of the proxy processes during the fixed {result.plan.rate} req/s run",
+        f"errors (wrk + loadgen): {', '.join(f'{v} {n}' for v, n in errors.items())}",
+    ]
+    table = format_table(PROXY_HEADERS, [row_cells(r) for r in result.rows], left=(0, 7, 8))
+    return table + "\n" + "\n".join(f"({n})" for n in notes)
+
+
+def headline(rows: Sequence[Row]) -> tuple[int, int]:
+    """(targets met, targets measured)."""
+    judged = [r.ok for r in rows if r.ok is not None]
+    return sum(judged), len(judged)
+

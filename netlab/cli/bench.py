@@ -1,0 +1,81 @@
+"""`netlab bench lab|proxy`: the benchmarks of the lab engine and of the sidecar proxy (figures, not tests)."""
+
+from __future__ import annotations
+
+import click
+
+from netlab.cli.app import app
+from netlab.cli.common import out, print_json, progress_line
+from netlab.errors import UsageError
+from netlab.signals import interrupts_as_keyboard_interrupt
+
+
+def _pod_counts(text: str) -> list[int]:
+    try:
+        counts = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise UsageError(f"--pods wants numbers separated by commas, not '{text}'",
+                         hint="e.g. --pods 1,10,50") from None
+    if not counts or any(not 1 <= n <= 500 for n in counts):
+        raise UsageError(f"--pods '{text}': each count must be 1-500", hint="e.g. --pods 1,10,50")
+    return counts
+
+
+@app.group()
+def bench() -> None:
+    """Benchmarks that print figures and ratios against the project's targets (need root)."""
+
+
+@bench.command("lab")
+@click.option("--pods", "pods", default="1,10,50", show_default=True, metavar="N1,N2,...",
+              help="pod counts to bring up and tear down")
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(1, 20), help="runs per pod count")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def bench_lab(pods: str, repeat: int, as_json: bool) -> None:
+    """Time `up` and `down` of N plain pods (links and routes) and the RSS of each pause holder.
+
+    Target: 50 pods up and down in under 5 s in total on 2 cores; pause RSS ≤ 2 MB.
+    """
+    from netlab.bench import lab as lab_bench
+    from netlab.lab import require_root
+
+    counts = _pod_counts(pods)
+    require_root()
+    with interrupts_as_keyboard_interrupt(), progress_line("netlab bench lab", quiet=as_json) as step:
+        runs = lab_bench.run(counts, repeat, progress=step)
+    summaries = [lab_bench.summarize(r) for r in runs]
+    if as_json:
+        print_json([s.as_dict() for s in summaries])
+    else:
+        click.echo(lab_bench.table(summaries))  # plain echo: rich would wrap the table at 80 columns
+        for s in summaries:
+            for problem in s.problems:
+                out.print(f"[yellow]teardown:[/] {problem}")
+
+
+@bench.command("proxy")
+@click.option("--quick", is_flag=True, help="one short round (about a minute)")
+@click.option("--repeat", type=click.IntRange(1, 20), default=None, help="rounds (default 3; 1 with --quick)")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="proxy workers / HAProxy threads (default: one per core)")
+@click.option("--access-log", is_flag=True, help="netlab's proxy writes its access log (HAProxy logs nothing)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def bench_proxy(quick: bool, repeat: int | None, workers: int | None, access_log: bool, as_json: bool) -> None:
+    """Same load with no sidecar, through netlab's proxy and through HAProxy, each behind istio-init's rules.
+
+    Reports keep-alive and new-connection req/s, added latency per hop, bulk MB/s, proxy CPU and memory, as
+    ratios to no sidecar and to HAProxy, with the targets of the proxy issue.
+    """
+    from netlab.bench import proxy as proxy_bench
+
+    rounds = repeat if repeat is not None else (1 if quick else 3)
+    with interrupts_as_keyboard_interrupt(), progress_line("netlab bench proxy", quiet=as_json) as step:
+        result = proxy_bench.run(rounds, quick, workers, access_log, progress=step)
+    if as_json:
+        print_json(result.as_json())
+        return
+    click.echo(proxy_bench.render(result))
+    met, judged = proxy_bench.headline(result.rows)
+    out.print(f"targets met: {met}/{judged}")
+    for problem in result.problems:
+        out.print(f"[yellow]teardown:[/] {problem}")
