@@ -18,7 +18,7 @@ from typing import Any
 
 from netlab.errors import EnvironmentProblem, KernelError, UsageError
 from netlab.kernel import holders, hosts, links, node_nat, procs
-from netlab.kernel.nsutil import netns_inode, start_time, write_sysctls
+from netlab.kernel.nsutil import is_same_process, netns_inode, reap, start_time, write_sysctls
 from netlab.plan import HOSTS_ROOT, NETNS_DIR, NETNS_PREFIX, LabPlan, make_plan
 from netlab.scenario.model import App, Scenario
 from netlab.signals import deferred
@@ -168,7 +168,8 @@ def wait_listening(state: LabState, member: str, port: int, proc: procs.Started,
         with open(table) as f:
             if any(wanted in line and line.split()[3] == "0A" for line in f.readlines()[1:]):
                 return
-        if not os.path.exists(f"/proc/{proc.pid}"):
+        reap(proc.pid)
+        if not is_same_process(proc.pid, proc.started):
             break
         time.sleep(0.01)
     tail = Path(proc.log).read_text(errors="replace")[-800:] if os.path.exists(proc.log) else ""
@@ -245,31 +246,34 @@ class CleanReport:
     problems: list[str] = field(default_factory=list)
 
 
-def clean() -> CleanReport:
-    """Remove every marked leftover: labs with state, then holders, netns names and hosts dirs without one."""
+def clean(only: str | None = None) -> CleanReport:
+    """Remove every marked leftover (of one lab with `only`): labs with state, then holders, netns names and
+    hosts dirs that have none."""
     require_root()
     report = CleanReport()
     for lab in list_labs():
-        report.problems += down(lab)
-        report.labs.append(lab)
-    for pid, lab, member in holders.find_holders():
+        if only in (None, lab):
+            report.problems += down(lab)
+            report.labs.append(lab)
+    for pid, lab, member in holders.find_holders(only):
         started = start_time(pid)
         if started is not None and holders.stop_pid(pid, started):
             report.holders.append(f"{lab}:{member} (pid {pid})")
-    for name in _marked(NETNS_DIR):
+    for name in _marked(NETNS_DIR, only):
         target = os.path.join(NETNS_DIR, name)
         if os.path.islink(target) and not os.path.exists(target):  # dangling: its holder is gone
             os.unlink(target)
             report.netns_links.append(name)
-    for name in _marked(HOSTS_ROOT):
+    for name in _marked(HOSTS_ROOT, only):
         if not os.path.exists(os.path.join(NETNS_DIR, name)):
             hosts.remove_hosts(name)
             report.hosts_dirs.append(name)
     return report
 
 
-def _marked(directory: str) -> list[str]:
+def _marked(directory: str, lab: str | None) -> list[str]:
+    prefix = f"{NETNS_PREFIX}.{lab}." if lab else f"{NETNS_PREFIX}."
     try:
-        return sorted(n for n in os.listdir(directory) if n.startswith(NETNS_PREFIX + "."))
+        return sorted(n for n in os.listdir(directory) if n.startswith(prefix))
     except FileNotFoundError:
         return []

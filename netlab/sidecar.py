@@ -14,6 +14,7 @@ from pathlib import Path
 from netlab.errors import KernelError
 from netlab.istio.apply import apply_istio_init, delete_rule, insert_rule
 from netlab.istio.flags import parse_flags
+from netlab.kernel.nsutil import reap, start_time
 from netlab.lab import member_netns_path, start_in_member
 from netlab.plan import LabPlan
 from netlab.scenario.model import RuleEdit, Scenario, Sidecar
@@ -72,7 +73,8 @@ def _wait_ready(ready_file: str, pid: int, log: str) -> None:
     while time.monotonic() < deadline:
         if os.path.exists(ready_file) and os.path.getsize(ready_file) > 0:
             return
-        if not os.path.exists(f"/proc/{pid}"):
+        reap(pid)
+        if start_time(pid) is None:
             break
         time.sleep(0.01)
     tail = Path(log).read_text(errors="replace")[-800:] if os.path.exists(log) else ""

@@ -9,13 +9,15 @@ import click
 from netlab import lab as lifecycle
 from netlab.cli.app import app
 from netlab.cli.common import err, out, print_json
+from netlab.state import check_lab_name
 
 
 @app.command()
+@click.option("--lab", "-l", metavar="LAB", help="only this lab's leftovers (default: every lab)")
 @click.option("--json", "as_json", is_flag=True)
-def clean(as_json: bool) -> None:
+def clean(lab: str | None, as_json: bool) -> None:
     """Remove all labs and anything netlab marked that a killed run left behind. Idempotent."""
-    report = lifecycle.clean()
+    report = lifecycle.clean(check_lab_name(lab) if lab else None)
     if as_json:
         print_json(dataclasses.asdict(report))
         return

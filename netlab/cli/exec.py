@@ -11,12 +11,14 @@ from netlab.cli.common import lab_option, pick_lab
 from netlab.lab import member_netns_path, require_root
 
 
-@app.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@app.command(name="exec", context_settings={"ignore_unknown_options": True})
 @click.argument("member", metavar="POD")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @lab_option
 def exec_(member: str, command: tuple[str, ...], lab: str | None) -> None:
     """Run COMMAND (default: a shell) in POD's network namespace, with the lab's names in /etc/hosts.
+
+    Put `--` before a command that has options of its own: `netlab exec client -- ip -br addr`.
 
     Same as `ip netns exec netlab.LAB.POD CMD`, which bind-mounts the lab's hosts file so that pods, services and
     external hosts resolve by name.

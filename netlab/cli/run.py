@@ -20,6 +20,7 @@ from netlab.signals import interrupts_as_keyboard_interrupt
 @click.option("--quiet", "-q", is_flag=True, help="no progress")
 def run(scenario: str, lab_name: str | None, keep: bool, quiet: bool) -> None:
     """Build SCENARIO's lab, run its checks, tear it down. Exit 0 when every check passes."""
+    lifecycle.require_root()
     model, path = load_scenario(scenario)
     with interrupts_as_keyboard_interrupt():
         with progress_line(f"building {lab_name or model.name}", quiet) as step:

@@ -20,6 +20,7 @@ name_option = click.option("--name", "lab_name", metavar="LAB", help="lab name (
 @click.option("--quiet", "-q", is_flag=True, help="no progress")
 def up(scenario: str, lab_name: str | None, quiet: bool) -> None:
     """Build the lab of SCENARIO and leave it up (`netlab down LAB` removes it)."""
+    lifecycle.require_root()
     model, path = load_scenario(scenario)  # an invalid scenario stops here: nothing is created
     with interrupts_as_keyboard_interrupt(), progress_line(f"building {lab_name or model.name}", quiet) as step:
         state = lifecycle.up(model, path, lab_name, progress=step)

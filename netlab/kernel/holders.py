@@ -9,7 +9,6 @@ so that the namespace dies with its holder instead of being pinned.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -18,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from netlab.errors import EnvironmentProblem
-from netlab.kernel.nsutil import is_same_process, start_time, unshare_net
+from netlab.kernel.nsutil import is_same_process, reap, start_time, unshare_net
 from netlab.plan import NETNS_DIR
 
 MARK = "netlab-pause"
@@ -85,7 +84,7 @@ def stop_pid(pid: int, started: int, grace: float = 1.0) -> bool:
         return False
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        _reap(pid)
+        reap(pid)
         if not is_same_process(pid, started):
             return True
         time.sleep(0.005)
@@ -94,15 +93,10 @@ def stop_pid(pid: int, started: int, grace: float = 1.0) -> bool:
     except ProcessLookupError:
         return True
     while is_same_process(pid, started):
-        _reap(pid)
+        reap(pid)
         time.sleep(0.005)
     return True
 
-
-def _reap(pid: int) -> None:
-    # Holders started by this process become zombies until waited for; others are reaped by init.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def find_holders(lab: str | None = None) -> list[tuple[int, str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -76,14 +77,19 @@ def write_sysctls(netns_path: str, values: dict[str, str]) -> None:
 
 
 def start_time(pid: int) -> int | None:
-    """The process start time in clock ticks: with the PID it identifies a process despite PID reuse."""
+    """The start time in clock ticks of a live process (None once it exited, zombies included).
+
+    With the PID it identifies a process despite PID reuse. A zombie counts as gone: it has left its namespaces,
+    and its reaper may be slow (this process, if it is the parent, or whatever init the machine has).
+    """
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name (field 2) may contain spaces and parentheses; fields after the last ')' are fixed.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def is_same_process(pid: int, started: int) -> bool:
@@ -95,3 +101,9 @@ def netns_inode(path: str) -> int | None:
         return os.stat(path).st_ino
     except OSError:
         return None
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status if pid is our child (a no-op for processes another process started)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,79 @@
+"""The scenario model and loader: strictness, paths and hints in errors, cross references."""
+
+from __future__ import annotations
+
+import pytest
+
+from netlab.errors import EXIT_USAGE
+from netlab.scenario.loader import ScenarioError, parse_scenario
+
+
+def minimal(**extra: object) -> dict:
+    return {"name": "t", "pods": {"client": {}, "srv": {"app": {"kind": "pong", "listen": "eth0:8080"}}}, **extra}
+
+
+def problems(data: dict) -> list[str]:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(data)
+    assert caught.value.exit_code == EXIT_USAGE
+    return [str(p) for p in caught.value.problems]
+
+
+def test_minimal_scenario_parses() -> None:
+    scenario = parse_scenario(minimal(services={"svc": {"selector": "srv", "port": 80, "target_port": 8080}}))
+    assert scenario.services["svc"].backend_port == 8080
+    assert scenario.pods["srv"].app is not None and str(scenario.pods["srv"].app.listen) == "eth0:8080"
+
+
+def test_unknown_key_names_its_path() -> None:
+    assert problems(minimal(pods={"client": {"sidecarr": {}}})) == [
+        "pods.client.sidecarr: unknown key 'sidecarr' (check its spelling; unknown keys are errors)"
+    ]
+
+
+def test_every_problem_is_reported_together() -> None:
+    found = problems({
+        "name": "t",
+        "pods": {"a": {"sidecar": {"istio": "1.8"}, "app": {"kind": "pong", "listen": "lo:80"}}},
+        "services": {"s": {"selector": "a", "port": 0}},
+    })
+    assert [p.split(":")[0] for p in found] == ["pods.a.sidecar.istio", "pods.a.app.listen", "services.s.port"]
+
+
+def test_unquoted_istio_version_gets_a_hint() -> None:
+    # YAML reads `istio: 1.10` as the float 1.1
+    [problem] = problems(minimal(pods={"p": {"sidecar": {"istio": 1.1}}}))
+    assert "1.1" in problem and 'quote it in YAML: istio: "1.10"' in problem
+
+
+@pytest.mark.parametrize("address", ["192.0.2.10", "10.0.0.5", "198.51.100.1", "203.0.113.255"])
+def test_external_hosts_only_in_test_net(address: str) -> None:
+    [problem] = problems(minimal(external={"web": {"address": address}}))
+    assert problem.startswith("external.web.address:")
+
+
+def test_cross_references() -> None:
+    found = problems(minimal(
+        services={"svc": {"selector": "nope", "port": 80}, "idle": {"selector": "client", "port": 80}},
+        checks=[{"from": "ghost", "to": "svc:80", "expect": "reply"}, {"from": "client", "to": "where:80",
+                                                                       "expect": "reset"},
+                {"pod": "ghost", "expect": {"app_peer": "127.0.0.6"}}],
+    ))
+    assert found[:4] == [
+        "services.svc.selector: no pod named 'nope'; known: client, srv",
+        "services.idle.selector: pod 'client' runs no app",
+        "checks.0.from: no pod named 'ghost'; known: client, srv",
+        "checks.1.to: no pod, service or external host named 'where'; known: client, idle, srv, svc",
+    ]
+    assert found[4].startswith("checks.2.pod: no pod") and "'ghost'" in found[4]
+
+
+def test_command_app_needs_a_command() -> None:
+    [problem] = problems(minimal(pods={"p": {"app": {"kind": "command"}}}))
+    assert "kind 'command' needs 'command:" in problem
+
+
+def test_rule_edit_syntax() -> None:
+    parse_scenario(minimal(pods={"p": {"sidecar": {"rule_edits": [{"delete": "nat/ISTIO_OUTPUT#1"}]}}}))
+    [problem] = problems(minimal(pods={"p": {"sidecar": {"rule_edits": [{"delete": "ISTIO_OUTPUT 1"}]}}}))
+    assert "is not TABLE/CHAIN#N" in problem
