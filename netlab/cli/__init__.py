@@ -15,6 +15,7 @@ from rich.console import Console
 from netlab.cli import (
     bench,  # noqa: F401
     clean,  # noqa: F401
+    doctor,  # noqa: F401
     down,  # noqa: F401
     exec,  # noqa: F401
     rules,  # noqa: F401
