@@ -7,13 +7,17 @@ flags. The ISTIO_* environment variables istio-iptables reads are taken from the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import click
 
 from netlab.cli.app import app
+from netlab.cli.common import lab_option, pick_lab, print_json
+from netlab.istio.apply import format_chains, read_chains, system_backend
 from netlab.istio.flags import parse_flags
 from netlab.istio.render import render
+from netlab.lab import member_netns_path, require_root
 
 # The environment istio-iptables itself reads (the init container's env in a pod).
 ENV_VARS = (
@@ -58,3 +62,27 @@ def render_cmd(istio_version: str, fmt: str, ipv6: bool, dns_servers: str, flags
         header = f"# {tool}-restore --noflush" if fmt == "restore" else f"# {tool} commands"
         click.echo(header)
         click.echo(doc, nl=False)
+
+
+@rules.command(name="show")
+@click.argument("member", metavar="POD")
+@lab_option
+@click.option("--table", "-t", type=click.Choice(["nat", "mangle", "raw", "filter"]), default="nat", show_default=True)
+@click.option("--zero", "-Z", is_flag=True, help="reset the counters after reading them (like iptables -L -Z)")
+@click.option("--json", "as_json", is_flag=True)
+def show_cmd(member: str, lab: str | None, table: str, zero: bool, as_json: bool) -> None:
+    """The live chains of POD with packet and byte counters, like `iptables -t nat -L -n -v` in the pod.
+
+    Read through the backend the pod's rules were applied with (legacy or nft).
+    """
+    require_root()
+    state = pick_lab(lab)
+    netns = member_netns_path(state, member)
+    backend = state.members[member].get("sidecar", {}).get("backend") or system_backend()
+    chains = read_chains(netns, table, backend, zero=zero)
+    if as_json:
+        print_json({"lab": state.lab, "pod": member, "table": table, "backend": backend,
+                    "chains": [dataclasses.asdict(c) for c in chains]})
+    else:
+        click.echo(f"# {member} ({state.lab}), table {table}, backend {backend}")
+        click.echo(format_chains(chains))
