@@ -80,8 +80,13 @@ def _backend() -> Finding:
         backend = system_backend()
     except Exception as err:
         return Finding("iptables backend", FAIL, str(err), "apt-get install iptables")
-    return Finding("iptables backend", OK, f"`iptables` is {backend}: `nsenter -t PID -n iptables -t nat -L -n -v` "
-                   "in a pod shows rules applied with this backend")
+    detail = (f"`iptables` is {backend}: `nsenter -t PID -n iptables -t nat -L -n -v` in a pod shows rules applied "
+              "with this backend")
+    if backend == "legacy" and shutil.which("iptables-nft"):
+        # Istio 1.22+ picks nft in a fresh pod whenever it works, whatever `iptables` points at.
+        return Finding("iptables backend", WARN, detail + "; pods with Istio 1.22+ get nft rules, which it won't show",
+                       "read those with `iptables-nft -t nat -L -n -v` or `netlab rules show POD`")
+    return Finding("iptables backend", OK, detail)
 
 
 def _both_backends() -> Finding:

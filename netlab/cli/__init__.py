@@ -14,6 +14,7 @@ from rich.console import Console
 # Importing a verb module registers its commands on `app`; keep one import per line.
 from netlab.cli import (
     bench,  # noqa: F401
+    checks,  # noqa: F401
     clean,  # noqa: F401
     doctor,  # noqa: F401
     down,  # noqa: F401

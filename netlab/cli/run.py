@@ -1,4 +1,4 @@
-"""`netlab run SCENARIO`: up → checks → down, the CI default."""
+"""`netlab run SCENARIO`: up → checks → report → down, the CI default. Exit 0 when every check passes."""
 
 from __future__ import annotations
 
@@ -6,30 +6,43 @@ import click
 
 from netlab import lab as lifecycle
 from netlab.cli.app import app
+from netlab.cli.checks import check_and_report, json_option, junit_option
 from netlab.cli.common import err, out, progress_line
 from netlab.cli.status import print_lab
 from netlab.cli.up import name_option
 from netlab.scenario import load_scenario
 from netlab.signals import interrupts_as_keyboard_interrupt
 
+DEFAULT_SCENARIO = "lo-vs-eth0"
+
 
 @app.command()
-@click.argument("scenario")
+@click.argument("scenario", default=DEFAULT_SCENARIO)
 @name_option
+@json_option
+@junit_option
 @click.option("--keep", is_flag=True, help="leave the lab up after the checks, for exploring")
-@click.option("--quiet", "-q", is_flag=True, help="no progress")
-def run(scenario: str, lab_name: str | None, keep: bool, quiet: bool) -> None:
-    """Build SCENARIO's lab, run its checks, tear it down. Exit 0 when every check passes."""
+@click.option("--quiet", "-q", is_flag=True, help="no progress, only the summary")
+def run(scenario: str, lab_name: str | None, as_json: bool, junit: str | None, keep: bool, quiet: bool) -> int:
+    """Build SCENARIO's lab (default: lo-vs-eth0), run its checks, report, tear it down.
+
+    Exit codes: 0 every check passed, 1 a check failed, 2 bad scenario or usage, 3 environment problem.
+    """
     lifecycle.require_root()
-    model, path = load_scenario(scenario)
+    model, path = load_scenario(scenario)  # an invalid scenario stops here: nothing is created
     with interrupts_as_keyboard_interrupt():
-        with progress_line(f"building {lab_name or model.name}", quiet) as step:
+        with progress_line(f"building {lab_name or model.name}", quiet or as_json) as step:
             state = lifecycle.up(model, path, lab_name, progress=step)
         try:
-            print_lab(state)
+            if not as_json and not quiet:
+                print_lab(state)
+                out.print()
+            code = check_and_report(state, model, path, as_json, junit, quiet)
         finally:
             if keep:
-                out.print(f"lab {state.lab} left up: `netlab down {state.lab}` removes it")
+                (err if as_json else out).print(f"lab {state.lab} left up: `netlab checks {state.lab}` runs the "
+                                                f"checks again, `netlab down {state.lab}` removes it")
             else:
                 for problem in lifecycle.down(state.lab):
                     err.print(f"[yellow]warning:[/] {problem}")
+    return code

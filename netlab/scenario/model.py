@@ -177,7 +177,8 @@ class ProbeExpectReply(Strict):
     reply: str
 
 
-Outcome = Literal["reply", "reset", "refused", "timeout", "closed"]
+# What a probe can observe. `unreachable` covers ICMP host/network unreachable (no route, no neighbour).
+Outcome = Literal["reply", "reset", "refused", "timeout", "closed", "unreachable"]
 ProbeExpect = Annotated[
     Annotated[Outcome, Tag("outcome")] | Annotated[ProbeExpectReply, Tag("reply")],
     Discriminator(lambda v: "outcome" if isinstance(v, str) else "reply"),
@@ -185,28 +186,83 @@ ProbeExpect = Annotated[
 
 
 class ProbeCheck(Strict):
-    """Connect from a pod to NAME:PORT or IP:PORT, send text, classify what comes back."""
+    """Connect from a pod to NAME:PORT or IP:PORT, send text, half-close, classify what comes back.
 
+    `samples` repeats the probe and reports its latency; `hops` expects that many TCP connections on the way
+    (1 without sidecars; each sidecar adds one); `trace` records every connection of the path.
+    """
+
+    name: str | None = Field(None, description="a title for the report (default: from, to and expect)")
     from_: str = Field(alias="from")
     to: str
     send: str = "ping"
     expect: ProbeExpect
     trace: bool = False
+    hops: int | None = Field(None, ge=1, le=10)
+    samples: int = Field(1, ge=1, le=1000)
+    timeout: float = Field(3.0, gt=0, le=30, description="seconds for connect and for the reply")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class PodExpect(Strict):
+    """What a pod (or an external host) observed during the probe just before this check."""
+
     app_peer: ipaddress.IPv4Address | None = None
     rules_hit: list[str] | None = None
     rules_not_hit: list[str] | None = None
     conntrack: dict[str, str | int] | None = None
     proxy_log: dict[str, str | int] | None = None
 
+    @field_validator("rules_hit", "rules_not_hit")
+    @classmethod
+    def _rule_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not RULE_REF.fullmatch(name):
+                raise ValueError(f"'{name}' is not TABLE/CHAIN#N (e.g. nat/ISTIO_OUTPUT#1)")
+        return value
+
+    @field_validator("conntrack")
+    @classmethod
+    def _conntrack_fields(cls, value: dict[str, str | int] | None) -> dict[str, str | int] | None:
+        unknown = sorted(set(value or {}) - set(CONNTRACK_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown conntrack field(s) {', '.join(unknown)}; use {', '.join(CONNTRACK_FIELDS)}")
+        return value
+
+    @field_validator("proxy_log")
+    @classmethod
+    def _log_fields(cls, value: dict[str, str | int] | None) -> dict[str, str | int] | None:
+        unknown = sorted(set(value or {}) - set(PROXY_LOG_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown proxy_log field(s) {', '.join(unknown)}; use {', '.join(PROXY_LOG_FIELDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> PodExpect:
+        if not self.model_dump(exclude_none=True):
+            raise ValueError("expect at least one of app_peer, rules_hit, rules_not_hit, conntrack, proxy_log")
+        return self
+
+    @property
+    def needs_probe(self) -> bool:
+        """Everything but app_peer describes one probe's connection: such a check must follow a probe."""
+        return any(v is not None for v in (self.rules_hit, self.rules_not_hit, self.conntrack, self.proxy_log))
+
+
+RULE_REF = re.compile(r"(nat|mangle|raw|filter)/[A-Z_]+#[1-9]\d*")
+# Fields of one conntrack entry: the original tuple (as the first packet had it) and the reply tuple.
+CONNTRACK_FIELDS = ("orig_src", "orig_dst", "orig_sport", "orig_dport",
+                    "reply_src", "reply_dst", "reply_sport", "reply_dport", "state", "mark")
+# Fields of one access-log line (netlab/proxy/accesslog.py); addresses may be given without the port.
+PROXY_LOG_FIELDS = ("direction", "cluster", "flags", "details", "bytes_received", "bytes_sent",
+                    "upstream_host", "upstream_local", "downstream_local", "downstream_remote")
+
 
 class PodCheck(Strict):
     """What a pod observed: the app's last peer, rule counters, conntrack, the sidecar's access log."""
 
+    name: str | None = Field(None, description="a title for the report")
     pod: str
     expect: PodExpect
 

@@ -1,0 +1,60 @@
+"""One TCP probe from inside a pod: a socket made in a setns'd thread (it stays in the pod), connect, send,
+half-close, read until EOF, classify."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+
+from netlab.kernel.nsutil import run_in_netns
+from netlab.probe.observed import Addr, ProbeResult
+
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH}
+
+
+def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: str) -> ProbeResult:
+    """Connect to remote from the namespace at netns_path; own_ip names the source when connect fails early."""
+    sock = run_in_netns(netns_path, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    started = time.monotonic()
+    local: Addr | None = None
+    data = b""
+
+    def done(outcome: str, error: str = "") -> ProbeResult:
+        return ProbeResult(outcome, data, local, remote, (time.monotonic() - started) * 1000, error)
+
+    try:
+        sock.settimeout(timeout)
+        # Bind first so the source port is known even when connect fails (conntrack and logs are matched on it).
+        sock.bind(("0.0.0.0", 0))
+        local = (own_ip, sock.getsockname()[1])
+        try:
+            sock.connect(remote)
+        except ConnectionRefusedError:
+            return done("refused", "ECONNREFUSED")
+        except TimeoutError:
+            return done("timeout", "connect timed out")
+        except OSError as err:
+            if err.errno in _UNREACHABLE:
+                return done("unreachable", errno.errorcode.get(err.errno or 0, str(err)))
+            raise
+        local = sock.getsockname()[:2]
+        deadline = started + timeout
+        try:
+            if send:
+                sock.sendall(send)
+            sock.shutdown(socket.SHUT_WR)  # like `nc -N`: tell the server the request is complete
+            while True:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return done("reply" if data else "closed")
+                data += chunk
+        except ConnectionResetError:
+            return done("reset", "ECONNRESET")
+        except BrokenPipeError:
+            return done("reset", "EPIPE")
+        except TimeoutError:
+            return done("timeout", "no EOF before the timeout" if data else "no reply before the timeout")
+    finally:
+        sock.close()

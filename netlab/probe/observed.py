@@ -1,0 +1,181 @@
+"""What probes and pods observed, as plain data, with the pure parsers that build it (no kernel access here)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+Addr = tuple[str, int]
+
+
+def fmt_addr(addr: Addr | None) -> str:
+    return f"{addr[0]}:{addr[1]}" if addr else "-"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One connection attempt from inside a pod."""
+
+    outcome: str  # reply / reset / refused / timeout / closed / unreachable
+    data: bytes
+    local: Addr | None  # the probe socket's own address: what conntrack and access logs show as the client
+    remote: Addr
+    elapsed_ms: float
+    error: str = ""  # errno name or exception text when the outcome is not reply/closed
+
+    @property
+    def text(self) -> str:
+        return self.data.decode(errors="replace").strip()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "reply": self.text if self.data else None, "local": fmt_addr(self.local),
+                "remote": fmt_addr(self.remote), "elapsed_ms": round(self.elapsed_ms, 3), "error": self.error}
+
+
+# --- sidecar access log -------------------------------------------------------------------------------------
+
+_LOG_LINE = re.compile(
+    r'^\[(?P<start_time>[^\]]+)\] (?P<direction>\S+) (?P<cluster>\S+) (?P<flags>\S+) (?P<details>\S+) '
+    r'(?P<bytes_received>\d+) (?P<bytes_sent>\d+) (?P<duration_ms>\d+) "(?P<upstream_host>[^"]*)" '
+    r"(?P<upstream_local>\S+) (?P<downstream_local>\S+) (?P<downstream_remote>\S+)$"
+)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    pod: str
+    raw: str
+    fields: dict[str, str]
+
+    def get(self, key: str) -> str:
+        return self.fields.get(key, "-")
+
+    def addr(self, key: str) -> Addr | None:
+        return parse_addr(self.get(key))
+
+
+def parse_addr(text: str) -> Addr | None:
+    host, sep, port = text.rpartition(":")
+    return (host, int(port)) if sep and port.isdigit() else None
+
+
+def parse_log_line(pod: str, line: str) -> LogLine | None:
+    """One text access-log line (netlab/proxy/accesslog.py); None for anything else."""
+    m = _LOG_LINE.match(line.strip())
+    return LogLine(pod, line.strip(), m.groupdict()) if m else None
+
+
+def parse_log(pod: str, text: str) -> list[LogLine]:
+    return [entry for line in text.splitlines() if (entry := parse_log_line(pod, line)) is not None]
+
+
+# --- conntrack ----------------------------------------------------------------------------------------------
+
+_KV = re.compile(r"(\w+)=(\S+)")
+
+
+@dataclass(frozen=True)
+class ConntrackEntry:
+    raw: str
+    fields: dict[str, str]
+
+    @property
+    def orig_source(self) -> Addr:
+        return self.fields.get("orig_src", ""), int(self.fields.get("orig_sport", 0))
+
+    @property
+    def reply_source(self) -> Addr:
+        return self.fields.get("reply_src", ""), int(self.fields.get("reply_sport", 0))
+
+    def describe(self) -> str:
+        f = self.fields
+        return (f"{f.get('orig_src')}:{f.get('orig_sport')} → {f.get('orig_dst')}:{f.get('orig_dport')}, "
+                f"reply {f.get('reply_src')}:{f.get('reply_sport')} → {f.get('reply_dst')}:{f.get('reply_dport')}"
+                + (f" ({f['state']})" if f.get("state") else ""))
+
+
+def parse_conntrack_line(line: str) -> ConntrackEntry | None:
+    """`tcp 6 118 TIME_WAIT src=.. dst=.. sport=.. dport=.. src=.. dst=.. sport=.. dport=.. [ASSURED] mark=0 ...`.
+
+    The first src/dst/sport/dport are the original tuple, the second the reply tuple.
+    """
+    words = line.split()
+    if len(words) < 4 or words[0] != "tcp":
+        return None
+    fields: dict[str, str] = {}
+    if not words[3].count("="):
+        fields["state"] = words[3]
+    seen: dict[str, int] = {}
+    for key, value in _KV.findall(line):
+        if key in ("src", "dst", "sport", "dport"):
+            n = seen.get(key, 0)
+            seen[key] = n + 1
+            if n < 2:
+                fields[f"{'orig' if n == 0 else 'reply'}_{key}"] = value
+        elif key == "mark":
+            fields["mark"] = value
+    if "orig_src" not in fields or "reply_src" not in fields:
+        return None
+    return ConntrackEntry(line.strip(), fields)
+
+
+def parse_conntrack(text: str) -> list[ConntrackEntry]:
+    return [e for line in text.splitlines() if (e := parse_conntrack_line(line)) is not None]
+
+
+# --- rule counters ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleDelta:
+    """How many packets one rule counted during a probe (None: the rule does not exist)."""
+
+    ref: str  # TABLE/CHAIN#N
+    spec: str | None
+    packets: int | None
+    chain_length: int = 0  # how many rules the chain has (to explain a missing position)
+
+
+def rule_deltas(refs: list[str], before: dict[str, tuple[str, int]], after: dict[str, tuple[str, int]],
+                lengths: dict[str, int]) -> dict[str, RuleDelta]:
+    """before/after map TABLE/CHAIN#N to (spec, packets); lengths map TABLE/CHAIN to its number of rules."""
+    out: dict[str, RuleDelta] = {}
+    for ref in refs:
+        chain = ref.split("#")[0]
+        if ref not in after:
+            out[ref] = RuleDelta(ref, None, None, lengths.get(chain, 0))
+            continue
+        spec, packets = after[ref]
+        prior = before.get(ref, (spec, 0))[1]
+        out[ref] = RuleDelta(ref, spec, packets - prior, lengths.get(chain, 0))
+    return out
+
+
+# --- what a check saw ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeObservation:
+    result: ProbeResult
+    lines: list[LogLine] = field(default_factory=list)  # sidecar access-log lines of this probe, in path order
+    connections: list[tuple[str, ConntrackEntry]] = field(default_factory=list)  # (member, entry) when traced
+    samples_ms: list[float] = field(default_factory=list)
+
+    @property
+    def hops(self) -> int | None:
+        """TCP connections the request crossed, counted from conntrack: distinct original sources."""
+        if not self.connections:
+            return None
+        return len({e.orig_source for _m, e in self.connections})
+
+
+@dataclass
+class PodObservation:
+    pod: str
+    probe_index: int | None  # which check (0-based) was the probe this observation belongs to
+    peers: list[str] = field(default_factory=list)  # "IP PORT" lines the app appended since the probe started
+    last_peer: str | None = None  # the file's last line, when no probe preceded the check
+    rules: dict[str, RuleDelta] = field(default_factory=dict)
+    conntrack: list[ConntrackEntry] = field(default_factory=list)  # entries of the probe's connections
+    lines: list[LogLine] = field(default_factory=list)  # this pod's access-log lines for the probe

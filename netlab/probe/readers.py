@@ -1,0 +1,71 @@
+"""Read what a pod recorded: conntrack entries, iptables counters, the sidecar's access log, the app's peers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from netlab.errors import EnvironmentProblem, KernelError
+from netlab.istio.apply import read_chains
+from netlab.probe.observed import ConntrackEntry, LogLine, parse_conntrack, parse_log
+
+
+def read_conntrack(netns_path: str) -> list[ConntrackEntry]:
+    """`conntrack -L -p tcp` inside the namespace (the same view a student gets with nsenter)."""
+    try:
+        proc = subprocess.run(["nsenter", f"--net={netns_path}", "conntrack", "-L", "-p", "tcp"],
+                              capture_output=True, text=True, check=False)
+    except FileNotFoundError as err:
+        raise EnvironmentProblem(f"{err.filename} not found", hint="install conntrack and util-linux") from err
+    if proc.returncode != 0:
+        if "not found" in proc.stderr or "No such file" in proc.stderr:
+            raise EnvironmentProblem(f"conntrack is not usable: {proc.stderr.strip()}",
+                                     hint="install the conntrack package (conntrack-tools)")
+        raise KernelError(f"conntrack -L failed in {netns_path}: {proc.stderr.strip()}")
+    return parse_conntrack(proc.stdout)
+
+
+Counters = dict[str, tuple[str, int]]  # TABLE/CHAIN#N -> (rule spec, packets)
+
+
+def read_counters(netns_path: str, tables: set[str], backend: str) -> tuple[Counters, dict[str, int]]:
+    """Packet counters of every rule in the tables, plus each chain's length (TABLE/CHAIN -> rules)."""
+    counters: Counters = {}
+    lengths: dict[str, int] = {}
+    for table in sorted(tables):
+        for chain in read_chains(netns_path, table, backend):  # type: ignore[arg-type]
+            lengths[f"{table}/{chain.name}"] = len(chain.rules)
+            for rule in chain.rules:
+                counters[f"{table}/{chain.name}#{rule.position}"] = (rule.spec, rule.packets)
+    return counters, lengths
+
+
+def file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def read_from(path: str, offset: int) -> str:
+    """What was appended to path after offset (whole lines only)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return text[: text.rfind("\n") + 1]
+
+
+def read_log_from(pod: str, path: str, offset: int) -> list[LogLine]:
+    return parse_log(pod, read_from(path, offset))
+
+
+def last_line(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return None
+    return lines[-1] if lines else None

@@ -1,0 +1,206 @@
+"""Run a scenario's checks against a lab that is up: probe, observe, judge, one result per check.
+
+A pod check describes the probe check just above it: before that probe the runner notes where each access log and
+peers file ends and reads the rule counters the pod checks name; after it, it reads what was appended, the
+counters again (deltas) and conntrack. Access-log lines are linked to the probe by addresses: a line belongs to
+the probe when its downstream is the probe's socket or the upstream socket of a line that already belongs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from netlab.lab import member_netns_path
+from netlab.probe.connect import probe
+from netlab.probe.facts import LabFacts, lab_facts
+from netlab.probe.observed import (
+    Addr,
+    ConntrackEntry,
+    LogLine,
+    PodObservation,
+    ProbeObservation,
+    rule_deltas,
+)
+from netlab.probe.readers import file_size, last_line, read_conntrack, read_counters, read_from, read_log_from
+from netlab.scenario.model import PodCheck, ProbeCheck, Scenario
+from netlab.state import LabState
+from netlab.verdict import CheckResult, expect_text, judge_pod, judge_probe
+
+LOG_WAIT = 1.5  # the proxy flushes its access log about once a second
+LOG_POLL = 0.05
+
+
+@dataclass
+class _Marks:
+    """Where each file ended and what the counters were just before the observed probe."""
+
+    logs: dict[str, int] = field(default_factory=dict)
+    peers: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
+
+
+def title_of(check: ProbeCheck | PodCheck) -> str:
+    if check.name:
+        return check.name
+    if isinstance(check, ProbeCheck):
+        return f"{check.from_} → {check.to}: {expect_text(check.expect)}"
+    return f"{check.pod}: " + ", ".join(check.expect.model_dump(exclude_none=True))
+
+
+class Runner:
+    def __init__(self, state: LabState, scenario: Scenario) -> None:
+        self.state = state
+        self.scenario = scenario
+        self.facts: LabFacts = lab_facts(scenario, state.lab, state.members)
+
+    # --- paths ----------------------------------------------------------------------------------------------
+
+    def peers_file(self, member: str) -> str:
+        return os.path.join(self.state.directory, "apps", f"{member}.peers")
+
+    def access_log(self, pod: str) -> str | None:
+        sidecar = self.state.members.get(pod, {}).get("sidecar")
+        return sidecar["access_log"] if sidecar else None
+
+    def sidecar_pods(self) -> list[str]:
+        return [n for n in self.state.members if self.access_log(n)]
+
+    # --- running --------------------------------------------------------------------------------------------
+
+    def run(self, on_result: Callable[[CheckResult], None] = lambda _r: None) -> list[CheckResult]:
+        results: list[CheckResult] = []
+        checks = self.scenario.checks
+        last_probe: tuple[int, ProbeCheck, ProbeObservation, _Marks] | None = None
+        for i, check in enumerate(checks):
+            started = time.monotonic()
+            if isinstance(check, ProbeCheck):
+                followers = []
+                for later in checks[i + 1:]:
+                    if isinstance(later, ProbeCheck):
+                        break
+                    followers.append(later)
+                obs, marks = self.run_probe(check, followers)
+                last_probe = (i, check, obs, marks)
+                verdict = judge_probe(check, obs, self.facts)
+                kind = "probe"
+            else:
+                pod_obs = self.observe_pod(check, last_probe)
+                verdict = judge_pod(check, pod_obs, self.facts)
+                kind = "pod"
+            result = CheckResult(i, kind, title_of(check), check.model_dump(by_alias=True, exclude_none=True),
+                                 verdict, (time.monotonic() - started) * 1000)
+            results.append(result)
+            on_result(result)
+        return results
+
+    def run_probe(self, check: ProbeCheck, followers: list[PodCheck]) -> tuple[ProbeObservation, _Marks]:
+        target = self.facts.resolve(check.to)
+        source = self.facts.members[check.from_]
+        netns = member_netns_path(self.state, check.from_)
+        remote: Addr = (target.ip, target.port)
+        payload = check.send.encode()
+        samples = [probe(netns, remote, payload, check.timeout, source.ip).elapsed_ms
+                   for _ in range(check.samples - 1)]
+        marks = self.mark(followers)
+        result = probe(netns, remote, payload, check.timeout, source.ip)
+        obs = ProbeObservation(result, samples_ms=[*samples, result.elapsed_ms] if check.samples > 1 else [])
+        relevant = [m for m in (check.from_, target.member) if m and self.access_log(m)]
+        obs.lines = self.linked_lines(result.local, marks, relevant)
+        if check.trace or check.hops is not None:
+            obs.connections = self.connections(result.local, obs.lines)
+        return obs, marks
+
+    def mark(self, followers: list[PodCheck]) -> _Marks:
+        marks = _Marks()
+        for pod in self.sidecar_pods():
+            marks.logs[pod] = file_size(self.access_log(pod) or "")
+        for member in self.state.members:
+            marks.peers[member] = file_size(self.peers_file(member))
+        for check in followers:
+            refs = [*(check.expect.rules_hit or []), *(check.expect.rules_not_hit or [])]
+            if refs and check.pod not in marks.counters:
+                marks.counters[check.pod] = self.counters(check.pod, refs)[0]
+        return marks
+
+    def counters(self, pod: str, refs: list[str]) -> tuple[dict[str, tuple[str, int]], dict[str, int]]:
+        backend = self.state.members[pod]["sidecar"]["backend"]
+        return read_counters(member_netns_path(self.state, pod), {r.split("/")[0] for r in refs}, backend)
+
+    def linked_lines(self, local: Addr | None, marks: _Marks, relevant: list[str]) -> list[LogLine]:
+        """Access-log lines of this probe, waiting for the proxies' periodic flush when a sidecar is on the path."""
+        deadline = time.monotonic() + (LOG_WAIT if relevant else 0)
+        while True:
+            fresh = [line for pod, offset in marks.logs.items()
+                     for line in read_log_from(pod, self.access_log(pod) or "", offset)]
+            chain = link(local, fresh)
+            if all(any(line.pod == pod for line in chain) for pod in relevant) or time.monotonic() >= deadline:
+                return chain
+            time.sleep(LOG_POLL)
+
+    def connections(self, local: Addr | None, lines: list[LogLine]) -> list[tuple[str, ConntrackEntry]]:
+        """Every conntrack entry of the probe's connections in pods and external hosts (not the node: it only
+        forwards, and would list each pod-to-pod connection a second time)."""
+        sources = endpoints(local, lines)
+        found: list[tuple[str, ConntrackEntry]] = []
+        for member, info in self.state.members.items():
+            if info["kind"] == "node":
+                continue
+            found += [(member, e) for e in read_conntrack(member_netns_path(self.state, member))
+                      if e.orig_source in sources]
+        return found
+
+    # --- pod checks -----------------------------------------------------------------------------------------
+
+    def observe_pod(self, check: PodCheck,
+                    last_probe: tuple[int, ProbeCheck, ProbeObservation, _Marks] | None) -> PodObservation:
+        pod, exp = check.pod, check.expect
+        if last_probe is None:
+            return PodObservation(pod, None, last_peer=last_line(self.peers_file(pod)))
+        index, _probe, probe_obs, marks = last_probe
+        obs = PodObservation(pod, index)
+        if exp.app_peer is not None:
+            obs.peers = read_from(self.peers_file(pod), marks.peers.get(pod, 0)).splitlines()
+        refs = [*(exp.rules_hit or []), *(exp.rules_not_hit or [])]
+        if refs:
+            after, lengths = self.counters(pod, refs)
+            obs.rules = rule_deltas(refs, marks.counters.get(pod, {}), after, lengths)
+        if exp.conntrack is not None:
+            sources = endpoints(probe_obs.result.local, probe_obs.lines)
+            entries = read_conntrack(member_netns_path(self.state, pod))
+            obs.conntrack = [e for e in entries if e.orig_source in sources]
+        if exp.proxy_log is not None:
+            obs.lines = [line for line in probe_obs.lines if line.pod == pod]
+            if not obs.lines:  # a line flushed after the probe's wait: look once more
+                log = self.access_log(pod) or ""
+                obs.lines = [ln for ln in link(probe_obs.result.local, read_log_from(pod, log, marks.logs[pod]))
+                             if ln.pod == pod]
+        return obs
+
+
+def link(local: Addr | None, lines: list[LogLine]) -> list[LogLine]:
+    """The lines that belong to a probe from `local`, in path order (first hop first)."""
+    if local is None:
+        return []
+    known = {local}
+    chain: list[LogLine] = []
+    changed = True
+    while changed:
+        changed = False
+        for line in lines:
+            if line not in chain and line.addr("downstream_remote") in known:
+                chain.append(line)
+                upstream = line.addr("upstream_local")
+                if upstream is not None:
+                    known.add(upstream)
+                changed = True
+    return chain
+
+
+def endpoints(local: Addr | None, lines: list[LogLine]) -> set[Addr]:
+    """Source addresses of the probe's connections: its own socket and each proxy's upstream socket."""
+    found = {local} if local else set()
+    found |= {a for line in lines if (a := line.addr("upstream_local")) is not None}
+    return found

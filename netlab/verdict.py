@@ -1,0 +1,330 @@
+"""Expected vs observed → PASS/FAIL, explained in words tied to the real path (pure: no kernel access).
+
+The explanation is built from what was observed (the probe's outcome, the sidecars' access-log lines, conntrack
+entries, rule counters) and what the lab knows (Istio version of each sidecar, where each app listens, rule edits).
+Nothing here guesses an outcome: it narrates observations and names the facts that account for them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from netlab.probe.facts import PASSTHROUGH_SOURCE, LabFacts, MemberFacts, Target
+from netlab.probe.observed import (
+    LogLine,
+    PodObservation,
+    ProbeObservation,
+    fmt_addr,
+    parse_addr,
+)
+from netlab.proxy.config import HEALTH_PORT, INBOUND_PORT, OUTBOUND_PORT, STATS_PORT
+from netlab.scenario.model import PodCheck, ProbeCheck, ProbeExpectReply
+
+LOOP_RULE = "nat/ISTIO_OUTPUT#1 '-o lo -s 127.0.0.6/32 -j RETURN'"
+OUTCOME_WORDS = {
+    "reply": "got a reply",
+    "reset": "was reset (connection reset by peer)",
+    "refused": "was refused (RST to the SYN: nothing listens there)",
+    "timeout": "timed out (no answer)",
+    "closed": "was closed without data (EOF)",
+    "unreachable": "was unreachable (no route or ICMP unreachable)",
+}
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    expected: str
+    observed: str
+    explanation: str
+    details: dict[str, Any] = field(default_factory=dict)  # the observation, for JSON
+
+    @property
+    def word(self) -> str:
+        return "PASS" if self.passed else "FAIL"
+
+
+@dataclass
+class CheckResult:
+    index: int  # 0-based position in the scenario's checks
+    kind: str  # probe / pod
+    title: str
+    spec: dict[str, Any]
+    verdict: Verdict
+    duration_ms: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.passed
+
+
+# --- probes -------------------------------------------------------------------------------------------------
+
+
+def expect_text(expect: str | ProbeExpectReply) -> str:
+    return f"reply {expect.reply!r}" if isinstance(expect, ProbeExpectReply) else expect
+
+
+def observed_text(obs: ProbeObservation) -> str:
+    r = obs.result
+    return f"reply {r.text!r}" if r.outcome == "reply" else r.outcome
+
+
+def outcome_matches(expect: str | ProbeExpectReply, obs: ProbeObservation) -> bool:
+    r = obs.result
+    if isinstance(expect, ProbeExpectReply):
+        return r.outcome == "reply" and r.text == expect.reply.strip()
+    return r.outcome == expect
+
+
+def judge_probe(check: ProbeCheck, obs: ProbeObservation, facts: LabFacts) -> Verdict:
+    target = facts.resolve(check.to)
+    ok = outcome_matches(check.expect, obs)
+    expected, observed = expect_text(check.expect), observed_text(obs)
+    hops = obs.hops
+    if check.hops is not None:
+        expected += f", {check.hops} hop(s)"
+        observed += f", {hops if hops is not None else '?'} hop(s)"
+        ok = ok and hops == check.hops
+    story = [path_start(check, obs, target, facts)]
+    story += explain_lines(obs.lines, target, facts)
+    if not obs.lines:
+        story.append(no_proxy_line(check, target, facts))
+    story.append(f"the client {OUTCOME_WORDS.get(obs.result.outcome, obs.result.outcome)}"
+                 + (f" {obs.result.text!r}" if obs.result.outcome == "reply" else "")
+                 + (f" [{obs.result.error}]" if obs.result.error else ""))
+    if obs.connections:
+        story.append(f"{hops} TCP connection(s) on the path: "
+                     + "; ".join(f"{m}: {e.describe()}" for m, e in obs.connections))
+    if obs.samples_ms:
+        story.append(latency_text(obs.samples_ms))
+    story.append("as expected" if ok else f"but the check expected {expected}")
+    details = {"probe": obs.result.to_json(), "access_log": [line.raw for line in obs.lines]}
+    if obs.connections:
+        details["connections"] = [{"member": m, "entry": e.raw} for m, e in obs.connections]
+        details["hops"] = hops
+    if obs.samples_ms:
+        details["latency_ms"] = latency_stats(obs.samples_ms)
+    return Verdict(ok, expected, observed, " → ".join(story), details)
+
+
+def path_start(check: ProbeCheck, obs: ProbeObservation, target: Target, facts: LabFacts) -> str:
+    text = f"{check.from_} ({fmt_addr(obs.result.local)}) → {target.describe()}"
+    if target.kind == "service" and target.member:
+        text += f"; the node DNATs it to {facts.members[target.member].ip}:{target.member_port}"
+    return text
+
+
+def explain_lines(lines: list[LogLine], target: Target, facts: LabFacts) -> list[str]:
+    return [explain_line(line, target, facts) for line in lines]
+
+
+def explain_line(line: LogLine, target: Target, facts: LabFacts) -> str:
+    member = facts.members.get(line.pod)
+    sidecar = member.sidecar if member else None
+    label = f"{sidecar.label} in {line.pod}" if sidecar else f"sidecar in {line.pod}"
+    cluster, flags, details = line.get("cluster"), line.get("flags"), line.get("details")
+    upstream = line.get("upstream_host")
+    if line.get("direction") == "outbound":
+        head = (f"{label} captured the app's connection to {line.get('downstream_local')} on {OUTBOUND_PORT} "
+                f"(OUTPUT → ISTIO_OUTPUT → ISTIO_REDIRECT) and forwarded it to {upstream} ({cluster})")
+    else:
+        how = "TPROXY in mangle PREROUTING" if sidecar and sidecar.mode == "TPROXY" else (
+            "PREROUTING → ISTIO_INBOUND → ISTIO_IN_REDIRECT")
+        head = (f"{label} took it on {INBOUND_PORT} ({how}) and forwarded {line.get('downstream_local')} → "
+                f"{upstream} from {upstream_source(line, sidecar.mode if sidecar else 'REDIRECT')} ({cluster})")
+    if flags == "-":
+        return f"{head}; {line.get('bytes_received')} bytes in, {line.get('bytes_sent')} bytes out"
+    return f"{head}; {failure_text(line, flags, details, facts, member)}"
+
+
+def upstream_source(line: LogLine, mode: str) -> str:
+    local = line.addr("upstream_local")
+    if local is not None:
+        return local[0]
+    # The connection failed before it had a local address: name the source the route binds to.
+    host = line.addr("upstream_host")
+    if mode == "TPROXY":
+        return "the client's own address (TPROXY)"
+    if host and host[0] == "127.0.0.1":
+        return "127.0.0.1"
+    return PASSTHROUGH_SOURCE if line.get("direction") == "inbound" else "the pod IP"
+
+
+def failure_text(line: LogLine, flags: str, details: str, facts: LabFacts, member: MemberFacts | None) -> str:
+    upstream = line.addr("upstream_host")
+    if flags == "NR" and "127.0.0.6_captured_again" in details:
+        edits = member.sidecar.rule_edits if member and member.sidecar else ()
+        text = (f"the loop guard refused it ({details}): a connection from 127.0.0.6 came back to "
+                f"{INBOUND_PORT}, because {LOOP_RULE} did not let the proxy's own upstream connection out")
+        if edits:
+            text += f" — this pod's rule_edits: {', '.join(edits)}"
+        return text + "; without the guard it would loop until file descriptors run out → the client is reset"
+    if flags == "NR":
+        return f"refused ({details}) → the client is reset"
+    if flags == "UF":
+        why = details
+        app = member.app if member else None
+        if upstream and app and not app.accepts(*upstream):
+            why += f"; the app listens on {app.describe()}"
+        elif upstream and app is None and member is not None:
+            why += f"; {member.name} runs no app"
+        return f"the upstream connection failed ({why}) → the proxy reset the client"
+    if flags == "UC":
+        return f"the upstream reset the connection ({details}) → the proxy reset the client"
+    if flags == "DC":
+        return f"the client went away ({details})"
+    return f"flags {flags} ({details})"
+
+
+def no_proxy_line(check: ProbeCheck, target: Target, facts: LabFacts) -> str:
+    parts: list[str] = []
+    source = facts.members.get(check.from_)
+    if source and source.sidecar:
+        parts.append(f"no outbound access-log line in {check.from_}: its sidecar did not handle the connection")
+    dest = facts.members.get(target.member or "")
+    if dest is None:
+        return "; ".join(parts) or "no sidecar on the path: the connection went straight to its destination"
+    if dest.sidecar is None:
+        parts.append(f"{dest.name} has no sidecar: the connection went straight to its app")
+        return "; ".join(parts)
+    port = target.member_port or target.port
+    text = f"no inbound access-log line in {dest.name}: the connection to port {port} bypassed its sidecar"
+    if port in (HEALTH_PORT, STATS_PORT):
+        what = "health (/healthz/ready)" if port == HEALTH_PORT else "stats (/stats/prometheus)"
+        text += (f" (port {port} is excluded from capture by ISTIO_INBOUND, and the proxy itself listens on "
+                 f"0.0.0.0:{port} for {what}: it answered directly)")
+    elif dest.app and dest.app.accepts(dest.ip, port):
+        text += f" (an excluded inbound port: ISTIO_INBOUND returns it before capture; the app on {port} answered)"
+    parts.append(text)
+    return "; ".join(parts)
+
+
+def latency_stats(samples: list[float]) -> dict[str, float | int]:
+    ordered = sorted(samples)
+    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
+    return {"samples": len(ordered), "min": round(ordered[0], 3), "p50": round(statistics.median(ordered), 3),
+            "p90": round(p90, 3), "max": round(ordered[-1], 3)}
+
+
+def latency_text(samples: list[float]) -> str:
+    s = latency_stats(samples)
+    return (f"latency over {s['samples']} sample(s): min {s['min']} ms, p50 {s['p50']} ms, p90 {s['p90']} ms "
+            f"(connect, send, reply, close)")
+
+
+# --- what a pod saw -----------------------------------------------------------------------------------------
+
+
+def value_matches(expected: str | int, actual: str | None) -> bool:
+    """Equal as text; an address given without its port matches any port (source ports are random)."""
+    if actual is None:
+        return False
+    wanted = str(expected)
+    if wanted == actual:
+        return True
+    addr = parse_addr(actual)
+    return addr is not None and ":" not in wanted and addr[0] == wanted
+
+
+def judge_pod(check: PodCheck, obs: PodObservation, facts: LabFacts) -> Verdict:
+    exp = check.expect
+    parts: list[tuple[bool, str, str, str]] = []  # (ok, expected, observed, why)
+    if exp.app_peer is not None:
+        parts.append(judge_peer(str(exp.app_peer), obs, facts))
+    if exp.rules_hit or exp.rules_not_hit:
+        parts.append(judge_rules(exp.rules_hit or [], exp.rules_not_hit or [], obs))
+    if exp.conntrack is not None:
+        parts.append(judge_fields("conntrack", exp.conntrack, [(e.fields, e.describe()) for e in obs.conntrack],
+                                  obs.pod, conntrack_meaning))
+    if exp.proxy_log is not None:
+        parts.append(judge_fields("proxy_log", exp.proxy_log, [(ln.fields, ln.raw) for ln in obs.lines],
+                                  obs.pod, lambda _f: ""))
+    ok = all(p[0] for p in parts)
+    details: dict[str, Any] = {
+        "peers": obs.peers if obs.probe_index is not None else ([obs.last_peer] if obs.last_peer else []),
+        "rules": {r.ref: r.packets for r in obs.rules.values()},
+        "conntrack": [e.raw for e in obs.conntrack],
+        "access_log": [ln.raw for ln in obs.lines],
+    }
+    return Verdict(ok, "; ".join(p[1] for p in parts), "; ".join(p[2] for p in parts),
+                   " | ".join(("" if p[0] else "MISMATCH: ") + p[3] for p in parts), details)
+
+
+def judge_peer(expected: str, obs: PodObservation, facts: LabFacts) -> tuple[bool, str, str, str]:
+    member = facts.members.get(obs.pod)
+    if obs.probe_index is not None:
+        seen = obs.peers
+        scope = f"during probe #{obs.probe_index + 1}"
+    else:
+        seen = [obs.last_peer] if obs.last_peer else []
+        scope = "so far"
+    if not seen:
+        return (False, f"app_peer {expected}", "app_peer (none)",
+                f"the app in {obs.pod} accepted no connection {scope}")
+    peer_ip = seen[-1].split()[0]
+    why = f"the app in {obs.pod} accepted {len(seen)} connection(s) {scope}; the last came from {facts.who(peer_ip)}"
+    sidecar = member.sidecar if member else None
+    if peer_ip == PASSTHROUGH_SOURCE and sidecar:
+        why += (f": the {sidecar.istio} sidecar forwards inbound connections to the pod IP from 127.0.0.6 "
+                "(1.10+ for declared ports, the passthrough cluster for undeclared ports in every version)")
+    elif peer_ip == "127.0.0.1" and sidecar:
+        why += f": the {sidecar.istio} sidecar forwarded to 127.0.0.1:port, so the kernel chose 127.0.0.1 as source"
+    elif sidecar and sidecar.mode == "TPROXY" and facts.member_at(peer_ip):
+        why += ": with TPROXY the sidecar connects with the client's own address (IP_TRANSPARENT), so the app " \
+               "sees the real client"
+    elif peer_ip in facts.node_addresses:
+        why += ": the node masquerades pod traffic leaving for external hosts"
+    elif sidecar is None and facts.member_at(peer_ip):
+        why += ": no sidecar in between, the client connected directly"
+    return peer_ip == expected, f"app_peer {expected}", f"app_peer {peer_ip}", why
+
+
+def judge_rules(hit: list[str], not_hit: list[str], obs: PodObservation) -> tuple[bool, str, str, str]:
+    ok = True
+    words: list[str] = []
+    for ref, want_hit in [(r, True) for r in hit] + [(r, False) for r in not_hit]:
+        delta = obs.rules.get(ref)
+        if delta is None or delta.packets is None:
+            length = delta.chain_length if delta else 0
+            words.append(f"{ref} does not exist in {obs.pod} (the chain has {length} rule(s))")
+            ok = False
+            continue
+        counted = delta.packets > 0
+        ok = ok and counted == want_hit
+        words.append(f"{ref} ({delta.spec}) counted {delta.packets} packet(s)"
+                     + ("" if counted == want_hit else f", expected {'some' if want_hit else 'none'}"))
+    expected = ", ".join([f"hit {r}" for r in hit] + [f"not hit {r}" for r in not_hit])
+    observed = ", ".join(f"{ref}={obs.rules[ref].packets}" for ref in [*hit, *not_hit] if ref in obs.rules)
+    return ok, expected, observed, f"rules in {obs.pod} during the probe: " + "; ".join(words)
+
+
+def judge_fields(kind: str, wanted: dict[str, str | int], candidates: list[tuple[dict[str, str], str]],
+                 pod: str, meaning: Any) -> tuple[bool, str, str, str]:
+    expected = f"{kind} " + " ".join(f"{k}={v}" for k, v in wanted.items())
+    if not candidates:
+        what = "conntrack entry" if kind == "conntrack" else "access-log line"
+        return False, expected, f"{kind} (none)", f"no {what} of the probe's connection in {pod}"
+    for fields, text in candidates:
+        if all(value_matches(v, fields.get(k)) for k, v in wanted.items()):
+            observed = f"{kind} " + " ".join(f"{k}={fields.get(k)}" for k in wanted)
+            return True, expected, observed, f"{pod}: {text}{meaning(wanted)}"
+    first = candidates[0][0]
+    observed = f"{kind} " + " ".join(f"{k}={first.get(k, '-')}" for k in wanted)
+    listing = "; ".join(text for _f, text in candidates)
+    return False, expected, observed, f"{pod} has no {kind} record with {expected.split(' ', 1)[1]}: {listing}"
+
+
+def conntrack_meaning(wanted: dict[str, str | int]) -> str:
+    notes: list[str] = []
+    if str(wanted.get("reply_sport")) == str(INBOUND_PORT):
+        notes.append(f"the reply comes from {INBOUND_PORT}: REDIRECT rewrote the destination to the proxy's "
+                     "inbound listener, and conntrack un-does it for the client")
+    if str(wanted.get("reply_sport")) == str(OUTBOUND_PORT):
+        notes.append(f"the reply comes from {OUTBOUND_PORT}: the app's connection was redirected to the proxy's "
+                     "outbound listener")
+    if str(wanted.get("reply_src")) == "127.0.0.1":
+        notes.append("REDIRECT of a locally generated packet (OUTPUT) sends it to 127.0.0.1")
+    return (" — " + "; ".join(notes)) if notes else ""
