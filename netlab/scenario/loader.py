@@ -10,7 +10,8 @@ import yaml
 from pydantic import ValidationError
 
 from netlab.errors import UsageError
-from netlab.scenario.model import ProbeCheck, Scenario
+from netlab.scenario.checks import check_problems
+from netlab.scenario.model import Scenario
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -106,18 +107,7 @@ def cross_reference_problems(scenario: Scenario) -> list[Problem]:
             problems.append(Problem(f"services.{name}.selector", f"pod '{service.selector}' runs no app"))
         if name in pods or name in externals:
             problems.append(Problem(f"services.{name}", f"'{name}' is already a pod or external host name"))
-    targets = pods | externals | set(scenario.services)
-    for i, check in enumerate(scenario.checks):
-        if isinstance(check, ProbeCheck):
-            if check.from_ not in pods:
-                problems.append(Problem(f"checks.{i}.from", _unknown("pod", check.from_, pods)))
-            host, sep, port = check.to.rpartition(":")
-            if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-                problems.append(Problem(f"checks.{i}.to", f"'{check.to}' is not NAME:PORT or IP:PORT"))
-            elif host not in targets and not _is_ipv4(host):
-                problems.append(Problem(f"checks.{i}.to", _unknown("pod, service or external host", host, targets)))
-        elif check.pod not in pods:
-            problems.append(Problem(f"checks.{i}.pod", _unknown("pod", check.pod, pods)))
+    problems += check_problems(scenario)  # the checks part lives with the checks code
     return problems
 
 
