@@ -40,8 +40,11 @@ class ScenarioError(UsageError):
 def resolve_scenario_path(name_or_path: str) -> Path:
     """A scenario is a path to a file, or the name of a file in scenarios/ (with or without .yaml)."""
     path = Path(name_or_path)
-    if path.is_file():
-        return path
+    try:
+        if path.is_file():
+            return path
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}", hint="check the path and its permissions") from None
     for candidate in (SCENARIO_DIR / name_or_path, SCENARIO_DIR / f"{name_or_path}.yaml"):
         if candidate.is_file():
             return candidate
@@ -56,6 +59,8 @@ def load_scenario(name_or_path: str) -> tuple[Scenario, Path]:
     path = resolve_scenario_path(name_or_path)
     try:
         data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}", hint="check the path and its permissions") from None
     except yaml.YAMLError as err:
         raise UsageError(f"{path}: not valid YAML: {err}", hint="check indentation and quoting") from None
     return parse_scenario(data, source=str(path)), path
