@@ -67,11 +67,6 @@ def expect_text(expect: str | ProbeExpectReply) -> str:
     return f"reply {expect.reply!r}" if isinstance(expect, ProbeExpectReply) else expect
 
 
-def observed_text(obs: ProbeObservation) -> str:
-    r = obs.result
-    return f"reply {r.text!r}" if r.outcome == "reply" else r.outcome
-
-
 def outcome_matches(expect: str | ProbeExpectReply, obs: ProbeObservation) -> bool:
     r = obs.result
     if isinstance(expect, ProbeExpectReply):
@@ -79,65 +74,92 @@ def outcome_matches(expect: str | ProbeExpectReply, obs: ProbeObservation) -> bo
     return r.outcome == expect
 
 
+def short(text: str, limit: int = 60) -> str:
+    """A reply as the report shows it: quoted, cut at limit characters (JSON keeps it whole)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text)} characters)"
+
+
 def judge_probe(check: ProbeCheck, obs: ProbeObservation, facts: LabFacts) -> Verdict:
     target = facts.resolve(check.to)
     ok = outcome_matches(check.expect, obs)
-    expected, observed = expect_text(check.expect), observed_text(obs)
+    expected = expect_text(check.expect)
+    observed = f"reply {short(obs.result.text)}" if obs.result.outcome == "reply" else obs.result.outcome
     hops = obs.hops
     if check.hops is not None:
-        expected += f", {check.hops} hop(s)"
-        observed += f", {hops if hops is not None else '?'} hop(s)"
+        expected += f", {check.hops} TCP connection(s)"
+        observed += f", {hops if hops is not None else '?'} TCP connection(s)"
         ok = ok and hops == check.hops
-    story = [path_start(check, obs, target, facts)]
-    story += explain_lines(obs.lines, target, facts)
+    story = [f"{check.from_} ({fmt_addr(obs.result.local)}) → {target.describe()}"]
+    story += explain_path(obs.lines, target, facts, check.from_)
     if not obs.lines:
         story.append(no_proxy_line(check, target, facts))
     story.append(f"the client {OUTCOME_WORDS.get(obs.result.outcome, obs.result.outcome)}"
-                 + (f" {obs.result.text!r}" if obs.result.outcome == "reply" else "")
+                 + (f" {short(obs.result.text)}" if obs.result.outcome == "reply" else "")
                  + (f" [{obs.result.error}]" if obs.result.error else ""))
-    if obs.connections:
-        story.append(f"{hops} TCP connection(s) on the path: "
-                     + "; ".join(f"{m}: {e.describe()}" for m, e in obs.connections))
+    unique = obs.unique_connections()
+    if unique:
+        story.append(f"{hops} TCP connection(s) on the path (conntrack): "
+                     + "; ".join(f"{m}: {e.describe()}" for m, e in unique))
     if obs.samples_ms:
         story.append(latency_text(obs.samples_ms))
     story.append("as expected" if ok else f"but the check expected {expected}")
-    details = {"probe": obs.result.to_json(), "access_log": [line.raw for line in obs.lines]}
+    details: dict[str, Any] = {"probe": obs.result.to_json(), "access_log": [line.raw for line in obs.lines]}
     if obs.connections:
-        details["connections"] = [{"member": m, "entry": e.raw} for m, e in obs.connections]
+        details["connections"] = [{"member": m, "entry": e.raw} for m, e in unique]
         details["hops"] = hops
     if obs.samples_ms:
         details["latency_ms"] = latency_stats(obs.samples_ms)
     return Verdict(ok, expected, observed, " → ".join(story), details)
 
 
-def path_start(check: ProbeCheck, obs: ProbeObservation, target: Target, facts: LabFacts) -> str:
-    text = f"{check.from_} ({fmt_addr(obs.result.local)}) → {target.describe()}"
+def explain_path(lines: list[LogLine], target: Target, facts: LabFacts, source: str) -> list[str]:
+    """Each proxy hop in path order, the node's service DNAT where it happens, then failures unwinding back."""
+    dnat = ""
     if target.kind == "service" and target.member:
-        text += f"; the node DNATs it to {facts.members[target.member].ip}:{target.member_port}"
-    return text
+        dnat = f"the node DNATs {target.ip}:{target.port} to {facts.members[target.member].ip}:{target.member_port}"
+    steps: list[str] = []
+    failures: list[str] = []
+    outbound_first = bool(lines) and lines[0].get("direction") == "outbound" and lines[0].pod == source
+    if dnat and not outbound_first:
+        steps.append(dnat)
+    for i, line in enumerate(lines):
+        head, failure = explain_line(line, facts)
+        steps.append(head)
+        if failure:
+            failures.append(failure)
+        if i == 0 and outbound_first and dnat:
+            steps.append(dnat)
+    return steps + failures[::-1]
 
 
-def explain_lines(lines: list[LogLine], target: Target, facts: LabFacts) -> list[str]:
-    return [explain_line(line, target, facts) for line in lines]
-
-
-def explain_line(line: LogLine, target: Target, facts: LabFacts) -> str:
+def explain_line(line: LogLine, facts: LabFacts) -> tuple[str, str]:
+    """(what the sidecar did, why it failed or "")."""
     member = facts.members.get(line.pod)
     sidecar = member.sidecar if member else None
     label = f"{sidecar.label} in {line.pod}" if sidecar else f"sidecar in {line.pod}"
     cluster, flags, details = line.get("cluster"), line.get("flags"), line.get("details")
     upstream = line.get("upstream_host")
     if line.get("direction") == "outbound":
-        head = (f"{label} captured the app's connection to {line.get('downstream_local')} on {OUTBOUND_PORT} "
-                f"(OUTPUT → ISTIO_OUTPUT → ISTIO_REDIRECT) and forwarded it to {upstream} ({cluster})")
+        how = f"captured the app's connection to {line.get('downstream_local')} on {OUTBOUND_PORT} " \
+              "(OUTPUT → ISTIO_OUTPUT → ISTIO_REDIRECT)"
+        head = f"{label} {how} and forwarded it to {upstream} ({cluster})"
     else:
-        how = "TPROXY in mangle PREROUTING" if sidecar and sidecar.mode == "TPROXY" else (
-            "PREROUTING → ISTIO_INBOUND → ISTIO_IN_REDIRECT")
-        head = (f"{label} took it on {INBOUND_PORT} ({how}) and forwarded {line.get('downstream_local')} → "
-                f"{upstream} from {upstream_source(line, sidecar.mode if sidecar else 'REDIRECT')} ({cluster})")
+        remote = line.addr("downstream_remote")
+        if remote and remote[0].startswith("127."):  # made in this pod: captured on its way out, through lo
+            how = "OUTPUT → ISTIO_OUTPUT → ISTIO_IN_REDIRECT"
+        elif sidecar and sidecar.mode == "TPROXY":
+            how = "TPROXY in mangle PREROUTING"
+        else:
+            how = "PREROUTING → ISTIO_INBOUND → ISTIO_IN_REDIRECT"
+        if upstream == "-":
+            head = (f"{label} got a connection from {line.get('downstream_remote')} for "
+                    f"{line.get('downstream_local')} on {INBOUND_PORT} ({how})")
+        else:
+            head = (f"{label} took it on {INBOUND_PORT} ({how}) and forwarded {line.get('downstream_local')} → "
+                    f"{upstream} from {upstream_source(line, sidecar.mode if sidecar else 'REDIRECT')} ({cluster})")
     if flags == "-":
-        return f"{head}; {line.get('bytes_received')} bytes in, {line.get('bytes_sent')} bytes out"
-    return f"{head}; {failure_text(line, flags, details, facts, member)}"
+        return f"{head}; {line.get('bytes_received')} bytes in, {line.get('bytes_sent')} bytes out", ""
+    return head, f"{line.pod}: {failure_text(line, flags, details, facts, member)}"
 
 
 def upstream_source(line: LogLine, mode: str) -> str:
@@ -161,9 +183,9 @@ def failure_text(line: LogLine, flags: str, details: str, facts: LabFacts, membe
                 f"{INBOUND_PORT}, because {LOOP_RULE} did not let the proxy's own upstream connection out")
         if edits:
             text += f" — this pod's rule_edits: {', '.join(edits)}"
-        return text + "; without the guard it would loop until file descriptors run out → the client is reset"
+        return text + "; without the guard it would loop until file descriptors run out"
     if flags == "NR":
-        return f"refused ({details}) → the client is reset"
+        return f"refused ({details})"
     if flags == "UF":
         why = details
         app = member.app if member else None

@@ -169,6 +169,16 @@ class ProbeObservation:
             return None
         return len({e.orig_source for _m, e in self.connections})
 
+    def unique_connections(self) -> list[tuple[str, ConntrackEntry]]:
+        """One entry per connection (the first seen: the runner lists pods before the node)."""
+        seen: set[Addr] = set()
+        out: list[tuple[str, ConntrackEntry]] = []
+        for member, entry in self.connections:
+            if entry.orig_source not in seen:
+                seen.add(entry.orig_source)
+                out.append((member, entry))
+        return out
+
 
 @dataclass
 class PodObservation:

@@ -141,16 +141,15 @@ class Runner:
             time.sleep(LOG_POLL)
 
     def connections(self, local: Addr | None, lines: list[LogLine]) -> list[tuple[str, ConntrackEntry]]:
-        """Every conntrack entry of the probe's connections in pods and external hosts (not the node: it only
-        forwards, and would list each pod-to-pod connection a second time)."""
+        """Every conntrack entry of the probe's connections, in path order. The node is read too (last): pods
+        without rules may have no conntrack of their own, while the node tracks everything it routes or NATs."""
         sources = endpoints(local, lines)
+        members = sorted(self.state.members, key=lambda m: self.state.members[m]["kind"] == "node")
         found: list[tuple[str, ConntrackEntry]] = []
-        for member, info in self.state.members.items():
-            if info["kind"] == "node":
-                continue
+        for member in members:
             found += [(member, e) for e in read_conntrack(member_netns_path(self.state, member))
                       if e.orig_source in sources]
-        return found
+        return sorted(found, key=lambda pair: sources.index(pair[1].orig_source))
 
     # --- pod checks -----------------------------------------------------------------------------------------
 
@@ -199,8 +198,8 @@ def link(local: Addr | None, lines: list[LogLine]) -> list[LogLine]:
     return chain
 
 
-def endpoints(local: Addr | None, lines: list[LogLine]) -> set[Addr]:
-    """Source addresses of the probe's connections: its own socket and each proxy's upstream socket."""
-    found = {local} if local else set()
-    found |= {a for line in lines if (a := line.addr("upstream_local")) is not None}
+def endpoints(local: Addr | None, lines: list[LogLine]) -> list[Addr]:
+    """Source addresses of the probe's connections in path order: its own socket, then each proxy's upstream."""
+    found = [local] if local else []
+    found += [a for line in lines if (a := line.addr("upstream_local")) is not None and a not in found]
     return found
