@@ -1,0 +1,45 @@
+"""A pod's TCP sockets with their owning process and uid, like `ss -tanpe` run inside the pod."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+
+from netlab.errors import EnvironmentProblem, KernelError
+
+_USERS = re.compile(r'\("([^"]*)",pid=(\d+),fd=\d+\)')
+_UID = re.compile(r"\buid:(\d+)")
+
+
+@dataclass(frozen=True)
+class SocketRow:
+    state: str
+    local: str
+    peer: str
+    uid: int | None
+    processes: list[tuple[str, int]]  # (command, pid)
+
+
+def parse_ss(text: str) -> list[SocketRow]:
+    """Parse `ss -H -tanpe` output: STATE RECV-Q SEND-Q LOCAL PEER [users:((...))] [uid:N] ..."""
+    rows = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 5:
+            continue
+        uid = _UID.search(line)
+        rows.append(SocketRow(state=words[0], local=words[3], peer=words[4], uid=int(uid[1]) if uid else None,
+                              processes=[(name, int(pid)) for name, pid in _USERS.findall(line)]))
+    return rows
+
+
+def list_sockets(netns_path: str) -> list[SocketRow]:
+    try:
+        proc = subprocess.run(["nsenter", f"--net={netns_path}", "ss", "-H", "-tanpe"], capture_output=True,
+                              text=True, check=False)
+    except FileNotFoundError as err:
+        raise EnvironmentProblem(f"{err.filename} not found", hint="apt-get install util-linux iproute2") from err
+    if proc.returncode != 0:
+        raise KernelError(f"ss failed in {netns_path}: {proc.stderr.strip()}")
+    return parse_ss(proc.stdout)
