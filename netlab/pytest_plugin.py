@@ -1,0 +1,103 @@
+"""pytest plugin (entry point `pytest11`): scenarios as fixtures for privileged CI runners.
+
+    def test_1_9_forwards_to_localhost(netlab_lab):
+        lab = netlab_lab("lo-vs-eth0")
+        assert lab.probe("client", "lo.rev-1-9:8080", send="ping").reply == "pong"
+        assert lab.app_peer("lo-1-9") == "127.0.0.1"
+
+Every lab a test brings up is torn down after it, whatever the outcome. Tests using the fixture are skipped, with
+the reason, when not running as root or when the kernel lacks what netlab needs (see `netlab doctor`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from netlab import lab as lifecycle
+from netlab.probe.connect import probe as probe_once
+from netlab.probe.observed import ProbeResult
+from netlab.probe.readers import last_line
+from netlab.scenario import load_scenario
+from netlab.state import LabState
+
+
+@dataclass(frozen=True)
+class Probe:
+    outcome: str  # reply / reset / refused / timeout / closed / unreachable
+    reply: str | None  # the bytes received, stripped, when any arrived
+    result: ProbeResult
+
+
+class Lab:
+    """A lab that is up, with helpers to probe it and read what its apps saw."""
+
+    def __init__(self, state: LabState) -> None:
+        self.state = state
+        self.name = state.lab
+
+    def netns(self, member: str) -> str:
+        return lifecycle.member_netns_path(self.state, member)
+
+    def address(self, name: str) -> str:
+        """The IP a pod, external host or service name resolves to."""
+        if name in self.state.info.get("services", {}):
+            return self.state.info["services"][name]["ip"]
+        member = self.state.members.get(name)
+        if member is None or member["ip"] is None:
+            raise KeyError(f"lab {self.name} has no pod, host or service named {name!r}")
+        return member["ip"]
+
+    def probe(self, from_pod: str, to: str, send: str = "ping", timeout: float = 2.0) -> Probe:
+        host, _, port = to.rpartition(":")
+        ip = host if host.replace(".", "").isdigit() else self.address(host)
+        result = probe_once(self.netns(from_pod), (ip, int(port)), send.encode(), timeout,
+                            self.state.members[from_pod]["ip"])
+        return Probe(result.outcome, result.text if result.data else None, result)
+
+    def app_peer(self, pod: str) -> str | None:
+        """The peer address of the last connection the pod's built-in app accepted."""
+        line = last_line(str(Path(self.state.directory, "apps", f"{pod}.peers")))
+        return line.split()[0] if line else None
+
+    def exec(self, member: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        """Run a command in a pod's namespace (like `netlab exec`), capturing its output."""
+        return subprocess.run(["ip", "netns", "exec", self.state.members[member]["netns"], *argv],
+                              capture_output=True, text=True, check=False)
+
+
+@functools.cache
+def _unsupported_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "netlab needs root (run the tests with sudo)"
+    from netlab.doctor import FAIL, run_checks
+
+    missing = [f"{f.check}: {f.detail}" for f in run_checks() if f.status == FAIL]
+    return "netlab cannot run here: " + "; ".join(missing) if missing else None
+
+
+@pytest.fixture
+def netlab_lab() -> Iterator[Callable[..., Lab]]:
+    """Factory: `netlab_lab(SCENARIO, name=None)` brings a scenario up; it comes down after the test."""
+    reason = _unsupported_reason()
+    if reason:
+        pytest.skip(reason)
+    started: list[str] = []
+
+    def bring_up(scenario: str, name: str | None = None) -> Lab:
+        model, path = load_scenario(scenario)
+        state = lifecycle.up(model, path, name)
+        started.append(state.lab)
+        return Lab(state)
+
+    try:
+        yield bring_up
+    finally:
+        for lab in reversed(started):
+            lifecycle.down(lab)
