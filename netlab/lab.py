@@ -19,10 +19,10 @@ from typing import Any
 from netlab.errors import EnvironmentProblem, KernelError, UsageError
 from netlab.kernel import holders, hosts, links, node_nat, procs
 from netlab.kernel.nsutil import is_same_process, netns_inode, reap, start_time, write_sysctls
-from netlab.plan import HOSTS_ROOT, NETNS_DIR, NETNS_PREFIX, LabPlan, make_plan
+from netlab.plan import HOSTS_ROOT, NETNS_DIR, NETNS_PREFIX, STATE_ROOT, LabPlan, make_plan
 from netlab.scenario.model import App, Scenario
 from netlab.signals import deferred
-from netlab.state import LabState, lab_dir, list_labs, load_state
+from netlab.state import LabState, check_lab_name, lab_dir, list_labs, load_state
 
 Progress = Callable[[str], None]
 APP_START_TIMEOUT = 5.0
@@ -54,11 +54,14 @@ def up(scenario: Scenario, scenario_path: Path | str, lab: str | None = None,
        progress: Progress = lambda _msg: None) -> LabState:
     """Build the lab; on any failure or interrupt everything created so far is removed before re-raising."""
     require_root()
-    plan = make_plan(scenario, lab)
-    if load_state(plan.lab) is not None:
-        raise UsageError(f"a lab named '{plan.lab}' is already up",
-                         hint=f"`netlab down {plan.lab}` first, or pick another name with --name")
+    plan = make_plan(scenario, check_lab_name(lab) if lab else None)
     state = LabState(lab=plan.lab, scenario=str(scenario_path))
+    os.makedirs(STATE_ROOT, exist_ok=True)
+    try:
+        os.mkdir(state.directory)  # atomic: of two `up`s with the same name, one wins
+    except FileExistsError:
+        raise UsageError(f"a lab named '{plan.lab}' is already up",
+                         hint=f"`netlab down {plan.lab}` first, or pick another name with --name") from None
     with _teardown_on_failure(state):
         state.push("state_dir", dir=state.directory)
         _build(plan, scenario, state, progress)
@@ -95,17 +98,22 @@ def _build(plan: LabPlan, scenario: Scenario, state: LabState, progress: Progres
             state.push("hosts", netns=ext.netns)
     progress("node nat: services and masquerade")
     node_nat.install_node_nat(node.netns_path, plan)
+    # Start every proxy and app first, then wait for them all: their interpreters start up in parallel.
+    waits: list[Callable[[], None]] = []
     for name, pod_spec in scenario.pods.items():
         if pod_spec.sidecar is not None:
             from netlab.sidecar import install_sidecar  # rules + proxy; imported late: heavier dependencies
 
             progress(f"sidecar in {name} (Istio {pod_spec.sidecar.istio})")
-            install_sidecar(state, plan, name, pod_spec.sidecar, scenario)
+            waits.append(install_sidecar(state, plan, name, pod_spec.sidecar, scenario))
     apps = [(n, p.app) for n, p in scenario.pods.items() if p.app]
     apps += [(n, e.app) for n, e in scenario.external.items() if e.app]
     for name, app in apps:
         progress(f"app {app.kind} in {name}")
-        start_app(state, name, app)
+        waits.append(start_app(state, name, app))
+    progress("waiting for sidecars and apps")
+    for wait in waits:
+        wait()
 
 
 def _member(state: LabState, plan: LabPlan, member: str, netns: str, kind: str,
@@ -151,11 +159,11 @@ def app_argv(state: LabState, member: str, app: App) -> list[str]:
             "--reply", app.reply, "--peers", peers]
 
 
-def start_app(state: LabState, member: str, app: App) -> procs.Started:
+def start_app(state: LabState, member: str, app: App) -> Callable[[], None]:
+    """Start the app; returns a function that waits until it listens (when it declares a port)."""
     started = start_in_member(state, member, "app", app_argv(state, member, app), app.uid, app.gid)
-    if app.listen is not None:
-        wait_listening(state, member, app.listen.port, started)
-    return started
+    port = app.listen.port if app.listen is not None else None
+    return lambda: wait_listening(state, member, port, started) if port is not None else None
 
 
 def wait_listening(state: LabState, member: str, port: int, proc: procs.Started,

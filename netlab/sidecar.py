@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from netlab.errors import KernelError
@@ -36,7 +37,9 @@ def declared_ports(plan: LabPlan, pod: str) -> list[int]:
     return sorted({s.target_port for s in plan.services.values() if s.pod == pod})
 
 
-def install_sidecar(state: LabState, plan: LabPlan, pod: str, sidecar: Sidecar, scenario: Scenario) -> None:
+def install_sidecar(state: LabState, plan: LabPlan, pod: str, sidecar: Sidecar,
+                    scenario: Scenario) -> Callable[[], None]:
+    """Apply the rules and start the proxy; returns a function that waits until the proxy is ready."""
     netns = member_netns_path(state, pod)
     cfg = parse_flags(injector_flags(sidecar), sidecar.istio, env=sidecar.env)
     override = None if scenario.iptables == "auto" else scenario.iptables
@@ -55,7 +58,7 @@ def install_sidecar(state: LabState, plan: LabPlan, pod: str, sidecar: Sidecar, 
                                      "access_log": access_log, "rule_edits": [e.model_dump(exclude_none=True)
                                                                               for e in sidecar.rule_edits]}
     proc = start_in_member(state, pod, "proxy", argv)  # as root: the proxy drops to 1337 itself after binding
-    _wait_ready(ready, proc.pid, proc.log)
+    return lambda: _wait_ready(ready, proc.pid, proc.log)
 
 
 def apply_rule_edit(netns: str, edit: RuleEdit, backend: str) -> None:
