@@ -32,6 +32,10 @@ def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: st
             sock.connect(remote)
         except ConnectionRefusedError:
             return done("refused", "ECONNREFUSED")
+        except ConnectionResetError:
+            # Established and reset before connect() returned: a proxy that failed its upstream very fast.
+            # (A refused SYN is ECONNREFUSED instead, so the two stay distinct.)
+            return done("reset", "ECONNRESET during connect")
         except TimeoutError:
             return done("timeout", "connect timed out")
         except OSError as err:
