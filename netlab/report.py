@@ -6,7 +6,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -22,7 +23,7 @@ class RunInfo:
     duration_s: float = 0.0
 
 
-def check_line(result: CheckResult) -> Text:
+def check_line(result: CheckResult) -> Group:
     """`PASS  #3 client → eth0.rev-1-9:8080: reset` and, indented below, the explanation."""
     v = result.verdict
     line = Text()
@@ -30,8 +31,7 @@ def check_line(result: CheckResult) -> Text:
     line.append(f" #{result.index + 1:<2} {result.title}")
     if not v.passed:
         line.append(f"  (expected {v.expected}, observed {v.observed})", style="red")
-    line.append(f"\n       {v.explanation}", style="dim" if v.passed else "")
-    return line
+    return Group(line, Padding(Text(v.explanation, style="dim" if v.passed else ""), (0, 0, 0, 9)))
 
 
 def summary(results: list[CheckResult]) -> dict[str, int]:

@@ -257,7 +257,9 @@ def judge_pod(check: PodCheck, obs: PodObservation, facts: LabFacts) -> Verdict:
     if exp.app_peer is not None:
         parts.append(judge_peer(str(exp.app_peer), obs, facts))
     if exp.rules_hit or exp.rules_not_hit:
-        parts.append(judge_rules(exp.rules_hit or [], exp.rules_not_hit or [], obs))
+        edits = facts.members[obs.pod].sidecar.rule_edits if obs.pod in facts.members and facts.members[
+            obs.pod].sidecar else ()
+        parts.append(judge_rules(exp.rules_hit or [], exp.rules_not_hit or [], obs, edits))
     if exp.conntrack is not None:
         parts.append(judge_fields("conntrack", exp.conntrack, [(e.fields, e.describe()) for e in obs.conntrack],
                                   obs.pod, conntrack_meaning))
@@ -304,7 +306,8 @@ def judge_peer(expected: str, obs: PodObservation, facts: LabFacts) -> tuple[boo
     return peer_ip == expected, f"app_peer {expected}", f"app_peer {peer_ip}", why
 
 
-def judge_rules(hit: list[str], not_hit: list[str], obs: PodObservation) -> tuple[bool, str, str, str]:
+def judge_rules(hit: list[str], not_hit: list[str], obs: PodObservation,
+                edits: tuple[str, ...] = ()) -> tuple[bool, str, str, str]:
     ok = True
     words: list[str] = []
     for ref, want_hit in [(r, True) for r in hit] + [(r, False) for r in not_hit]:
@@ -320,7 +323,10 @@ def judge_rules(hit: list[str], not_hit: list[str], obs: PodObservation) -> tupl
                      + ("" if counted == want_hit else f", expected {'some' if want_hit else 'none'}"))
     expected = ", ".join([f"hit {r}" for r in hit] + [f"not hit {r}" for r in not_hit])
     observed = ", ".join(f"{ref}={obs.rules[ref].packets}" for ref in [*hit, *not_hit] if ref in obs.rules)
-    return ok, expected, observed, f"rules in {obs.pod} during the probe: " + "; ".join(words)
+    why = f"rules in {obs.pod} during the probe: " + "; ".join(words)
+    if edits:
+        why += f" (this pod's rules were edited before the sidecar started: {', '.join(edits)}; positions move)"
+    return ok, expected, observed, why
 
 
 def judge_fields(kind: str, wanted: dict[str, str | int], candidates: list[tuple[dict[str, str], str]],

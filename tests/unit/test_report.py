@@ -68,6 +68,7 @@ def render(renderable: object) -> str:
 def test_check_line_and_tables() -> None:
     line = render(check_line(results()[1]))
     assert line.startswith("FAIL #2  lo-1-9: app_peer") and "(expected reset, observed reply 'pong')" in line
+    assert line.splitlines()[1].startswith(" " * 9 + "the sidecar forwarded")
     buf = io.StringIO()
     print_report(Console(file=buf, width=200, color_system=None), INFO, results())
     text = buf.getvalue()
