@@ -21,6 +21,7 @@ Lines are buffered and written with O_APPEND, whole lines per write, so several 
 
 from __future__ import annotations
 
+import json  # at import, as root: the stdlib may be unreadable once the proxy runs as 1337
 import os
 import sys
 import time
@@ -64,8 +65,6 @@ def format_text(e: Entry) -> str:
 
 
 def format_json(e: Entry) -> str:
-    import json  # only paid for when JSON logging is on
-
     return json.dumps(
         {
             "start_time": _time(e.start),

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+
+# Imported now, as root: after the drop to 1337 the interpreter's stdlib may be unreadable (it can live under
+# /root), and uvloop imports concurrent.futures when imported and the idna codec at its first connect. Importing
+# it lazily after the drop silently fell back to the stdlib loop (ImportError), and warming only uvloop made every
+# upstream connect fail with "unknown encoding: idna".
+import encodings.idna  # noqa: F401
 import os
 import signal
 import sys
@@ -15,15 +21,16 @@ from netlab.proxy.privileges import drop
 from netlab.proxy.stats import Stats
 from netlab.proxy.worker import Listeners, Worker, bind_listeners
 
+try:
+    import uvloop
+except ImportError:
+    uvloop = None
+
 READY_LINE = "ready"
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+    return asyncio.new_event_loop() if uvloop is None else uvloop.new_event_loop()
 
 
 def run(cfg: ProxyConfig) -> int:
