@@ -227,18 +227,21 @@ def down(lab: str) -> list[str]:
         return []
     if state.status == "corrupt":  # nothing to pop: fall back to the marks
         state.undo = [{"kind": "state_dir", "dir": lab_dir(lab)}]
+    # Looked for before teardown: once the holders are gone, their namespace inode numbers can be reused.
+    strays = _stragglers(state)
     problems = teardown(state)
-    problems += [f"namespace {ns} is still held by pid(s) {', '.join(map(str, pids))} (not started by netlab)"
-                 for ns, pids in _stragglers(state).items()]
+    problems += [f"namespace {ns} stays alive: pid(s) {', '.join(map(str, pids))} netlab did not start are "
+                 "inside it (a shell from `nsenter`?)" for ns, pids in strays.items()]
     return problems
 
 
 def _stragglers(state: LabState) -> dict[str, list[int]]:
-    """Processes netlab did not start that keep a lab namespace alive (e.g. a user's `nsenter` shell)."""
+    """Processes netlab did not start that are inside a lab namespace and will keep it alive after teardown."""
     inodes = {m.get("inode"): m["netns"] for m in state.members.values() if m.get("inode")}
+    ours = {e["pid"] for e in state.undo if e["kind"] in ("process", "holder")}
     found: dict[str, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        if entry.isdigit() and int(entry) not in ours:
             netns = inodes.get(netns_inode(f"/proc/{entry}/ns/net"))
             if netns:
                 found.setdefault(netns, []).append(int(entry))
