@@ -8,8 +8,9 @@ import click
 from rich.table import Table
 
 from netlab.cli.app import app
-from netlab.cli.common import out, print_json
+from netlab.cli.common import out, pick_lab, print_json
 from netlab.kernel.nsutil import is_same_process
+from netlab.lab import member_netns_path
 from netlab.state import LabState, list_labs, load_state
 
 
@@ -45,8 +46,14 @@ def print_lab(state: LabState) -> None:
 @app.command()
 @click.argument("lab", required=False)
 @click.option("--json", "as_json", is_flag=True)
-def status(lab: str | None, as_json: bool) -> None:
+@click.option("--pid", "pid_of", metavar="POD", help="print only POD's PID, for `nsenter -t $(netlab status --pid POD) -n`")
+def status(lab: str | None, as_json: bool, pid_of: str | None) -> None:
     """Show the labs that are up (or one LAB): members, addresses, PIDs, processes, services."""
+    if pid_of is not None:
+        state = pick_lab(lab)
+        member_netns_path(state, pid_of)  # a clear error for an unknown pod
+        click.echo(state.members[pid_of]["pid"])
+        return
     states = [s for s in (load_state(name) for name in ([lab] if lab else list_labs())) if s is not None]
     if as_json:
         print_json({"labs": [describe(s) for s in states]})
