@@ -46,7 +46,7 @@ def print_lab(state: LabState) -> None:
 @app.command()
 @click.argument("lab", required=False)
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--pid", "pid_of", metavar="POD", help="print only POD's PID, for `nsenter -t $(netlab status --pid POD) -n`")
+@click.option("--pid", "pid_of", metavar="POD", help="print only the PID of POD (for nsenter -t PID -n)")
 def status(lab: str | None, as_json: bool, pid_of: str | None) -> None:
     """Show the labs that are up (or one LAB): members, addresses, PIDs, processes, services."""
     if pid_of is not None:
