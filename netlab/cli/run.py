@@ -9,7 +9,7 @@ from netlab.cli.app import app
 from netlab.cli.checks import check_and_report, json_option, junit_option
 from netlab.cli.common import err, out, progress_line
 from netlab.cli.status import print_lab
-from netlab.cli.up import name_option
+from netlab.cli.up import iptables_option, name_option, with_backend
 from netlab.scenario import load_scenario
 from netlab.signals import interrupts_as_keyboard_interrupt
 
@@ -19,17 +19,20 @@ DEFAULT_SCENARIO = "lo-vs-eth0"
 @app.command()
 @click.argument("scenario", default=DEFAULT_SCENARIO)
 @name_option
+@iptables_option
 @json_option
 @junit_option
 @click.option("--keep", is_flag=True, help="leave the lab up after the checks, for exploring")
 @click.option("--quiet", "-q", is_flag=True, help="no progress, only the summary")
-def run(scenario: str, lab_name: str | None, as_json: bool, junit: str | None, keep: bool, quiet: bool) -> int:
+def run(scenario: str, lab_name: str | None, iptables: str | None, as_json: bool, junit: str | None, keep: bool,
+        quiet: bool) -> int:
     """Build SCENARIO's lab (default: lo-vs-eth0), run its checks, report, tear it down.
 
     Exit codes: 0 every check passed, 1 a check failed, 2 bad scenario or usage, 3 environment problem.
     """
     lifecycle.require_root()
     model, path = load_scenario(scenario)  # an invalid scenario stops here: nothing is created
+    model = with_backend(model, iptables)
     with interrupts_as_keyboard_interrupt():
         with progress_line(f"building {lab_name or model.name}", quiet or as_json) as step:
             state = lifecycle.up(model, path, lab_name, progress=step)
