@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from netlab.errors import UsageError
-from netlab.scenario.checks import check_problems
+from netlab.scenario.checks import check_problems, unknown
 from netlab.scenario.model import Scenario
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
@@ -107,7 +107,7 @@ def cross_reference_problems(scenario: Scenario) -> list[Problem]:
         problems.append(Problem(f"external.{clash}", f"'{clash}' is already a pod name; names must be unique"))
     for name, service in scenario.services.items():
         if service.selector not in pods:
-            problems.append(Problem(f"services.{name}.selector", _unknown("pod", service.selector, pods)))
+            problems.append(Problem(f"services.{name}.selector", unknown("pod", service.selector, pods)))
         elif scenario.pods[service.selector].app is None:
             problems.append(Problem(f"services.{name}.selector", f"pod '{service.selector}' runs no app"))
         if name in pods or name in externals:
@@ -115,11 +115,3 @@ def cross_reference_problems(scenario: Scenario) -> list[Problem]:
     problems += check_problems(scenario)  # the checks part lives with the checks code
     return problems
 
-
-def _unknown(what: str, name: str, known: set[str]) -> str:
-    return f"no {what} named '{name}'; known: {', '.join(sorted(known)) or '(none)'}"
-
-
-def _is_ipv4(text: str) -> bool:
-    parts = text.split(".")
-    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
