@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.console import Console
 
 # Importing a verb module registers its commands on `app`; keep one import per line.
 from netlab.cli import (
@@ -27,9 +26,8 @@ from netlab.cli import (
     validate,  # noqa: F401
 )
 from netlab.cli.app import app
+from netlab.cli.common import err as _stderr
 from netlab.errors import EXIT_USAGE, NetlabError
-
-_stderr = Console(stderr=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,8 +15,10 @@ from rich.console import Console
 from netlab.errors import UsageError
 from netlab.state import LabState, list_labs, load_state
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns, so tables stay readable.
+_PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+out = Console(highlight=False, width=_PIPE_WIDTH)
+err = Console(stderr=True, highlight=False, width=_PIPE_WIDTH)
 
 lab_option = click.option("--lab", "-l", "lab", metavar="LAB", help="which lab (default: the only one up)")
 
