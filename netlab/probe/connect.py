@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import socket
 import time
+from collections.abc import Callable
 
 from netlab.kernel.nsutil import run_in_netns
 from netlab.probe.observed import Addr, ProbeResult
@@ -13,8 +14,13 @@ from netlab.probe.observed import Addr, ProbeResult
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH}
 
 
-def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: str) -> ProbeResult:
-    """Connect to remote from the namespace at netns_path; own_ip names the source when connect fails early."""
+def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: str,
+          on_connected: Callable[[Addr], None] | None = None) -> ProbeResult:
+    """Connect to remote from the namespace at netns_path; own_ip names the source when connect fails early.
+
+    on_connected(local) runs once the connection is up, before anything is sent (a trace samples the socket
+    tables there, while every connection of the path is still open).
+    """
     sock = run_in_netns(netns_path, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     started = time.monotonic()
     local: Addr | None = None
@@ -43,6 +49,8 @@ def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: st
                 return done("unreachable", errno.errorcode.get(err.errno or 0, str(err)))
             raise
         local = sock.getsockname()[:2]
+        if on_connected is not None:
+            on_connected(local)
         deadline = started + timeout
         try:
             if send:

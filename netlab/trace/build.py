@@ -1,0 +1,460 @@
+"""Build a probe's path from recorded observations (pure).
+
+The path is a chain of TCP connections ("legs"): the probe's own, then one per proxy that forwarded it. Legs come
+from the probe socket and the linked access-log lines (each line's upstream local address opens the next leg);
+conntrack entries say where each leg was rewritten (the node's DNAT and masquerade, a pod's REDIRECT) and where it
+ended; rule walks rebuilt from counter deltas are attributed to the leg whose conntrack shows their effect; socket
+tables and the app's peers file say who accepted. Whatever is missing is reported as not observed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from netlab.probe.observed import Addr, LogLine, fmt_addr, parse_addr, parse_log_line
+from netlab.trace.model import Observations, Step, Trace
+from netlab.trace.walk import TARGETS, Walk, walks
+
+NODE = "_node"
+INGRESS = ("PREROUTING", "INPUT")
+EGRESS = ("OUTPUT", "POSTROUTING")
+
+
+@dataclass
+class Leg:
+    index: int
+    origin: str  # member the connection was opened in
+    actor: str  # lifeline that opened it
+    src: Addr | None
+    dst: Addr | None
+    line: LogLine | None = None  # the access-log line of the proxy that opened it (legs after the first)
+    dest: str | None = None  # member it ended in
+    dest_addr: Addr | None = None  # its destination after any DNAT
+    seen_src: Addr | None = None  # its source as the destination saw it (after masquerade)
+    via_node: bool = False
+    src_from_conntrack: bool = False  # the access log had no upstream local address
+    local_redirect: int | None = None  # REDIRECT port in the origin (OUTPUT capture)
+    dest_redirect: int | None = None  # REDIRECT port in the destination (inbound capture)
+    ct: dict[str, dict[str, str]] = field(default_factory=dict)  # member -> conntrack entry of this leg
+    walks: dict[str, list[Walk]] = field(default_factory=dict)  # "member/phase" -> walks attributed here
+
+
+def _fa(addr: Addr | None) -> str:
+    return fmt_addr(addr) if addr else "?"
+
+
+def app_actor(member: str, obs: Observations) -> str:
+    return f"{member} app" if obs.members[member].kind != "external" else f"{member} (external)"
+
+
+def sidecar_actor(member: str) -> str:
+    return f"{member} sidecar"
+
+
+def node_actor() -> str:
+    return "node"
+
+
+def _ct_addr(entry: dict[str, str], side: str, end: str) -> Addr:
+    port = "sport" if end == "src" else "dport"
+    return entry[f"{side}_{end}"], int(entry[f"{side}_{port}"])
+
+
+def find_ct(obs: Observations, member: str, src: Addr | None, dst_ip: str | None = None) -> dict[str, str] | None:
+    """The member's conntrack entry whose original source is src (and original destination dst_ip, if given)."""
+    if src is None:
+        return None
+    for entry in obs.conntrack.get(member, []):
+        if _ct_addr(entry, "orig", "src") == src and (dst_ip is None or entry["orig_dst"] == dst_ip):
+            return entry
+    return None
+
+
+def ct_text(member: str, e: dict[str, str]) -> str:
+    return (f"conntrack in {member}: {e['orig_src']}:{e['orig_sport']} → {e['orig_dst']}:{e['orig_dport']}, reply "
+            f"{e['reply_src']}:{e['reply_sport']} → {e['reply_dst']}:{e['reply_dport']}"
+            + (f" ({e['state']})" if e.get("state") else ""))
+
+
+def member_at(obs: Observations, ip: str) -> str | None:
+    return next((m.name for m in obs.members.values() if m.ip == ip and m.kind != "node"), None)
+
+
+def is_local(obs: Observations, member: str, ip: str) -> bool:
+    return ip.startswith("127.") or obs.members[member].ip == ip
+
+
+# --- legs -----------------------------------------------------------------------------------------------------
+
+
+def make_legs(obs: Observations, lines: list[LogLine]) -> list[Leg]:
+    legs = [Leg(0, obs.source, app_actor(obs.source, obs), parse_addr(obs.result.get("local") or "-"),
+                parse_addr(obs.result["remote"]))]
+    for line in lines:
+        legs.append(Leg(len(legs), line.pod, sidecar_actor(line.pod), line.addr("upstream_local"),
+                        line.addr("upstream_host"), line=line))
+    taken = {leg.src for leg in legs if leg.src}
+    for leg in legs:
+        guess_src_from_conntrack(obs, leg, taken)
+        locate(obs, leg)
+    return legs
+
+
+def guess_src_from_conntrack(obs: Observations, leg: Leg, taken: set[Addr]) -> None:
+    """A proxy that failed its upstream may log no local address; the new conntrack entry toward the upstream
+    (entries that existed before the probe are not recorded) still names it, when there is exactly one."""
+    if leg.src is not None or leg.dst is None:
+        return
+    found = [_ct_addr(e, "orig", "src") for e in obs.conntrack.get(leg.origin, [])
+             if _ct_addr(e, "orig", "dst") == leg.dst and _ct_addr(e, "orig", "src") not in taken]
+    if len(found) == 1:
+        leg.src = found[0]
+        leg.src_from_conntrack = True
+
+
+def locate(obs: Observations, leg: Leg) -> None:
+    """Where the leg went: conntrack in its origin, then the node, then its destination."""
+    if leg.dst is None:
+        return
+    here = find_ct(obs, leg.origin, leg.src)
+    if here:
+        leg.ct[leg.origin] = here
+        reply_src = _ct_addr(here, "reply", "src")
+        if reply_src != leg.dst and is_local(obs, leg.origin, reply_src[0]):
+            leg.local_redirect = reply_src[1]  # OUTPUT → REDIRECT: the local proxy answers
+            leg.dest, leg.dest_addr, leg.seen_src = leg.origin, reply_src, leg.src
+            return
+    if is_local(obs, leg.origin, leg.dst[0]):
+        leg.dest, leg.dest_addr, leg.seen_src = leg.origin, leg.dst, leg.src
+        return
+    node = find_ct(obs, NODE, leg.src) if NODE in obs.members else None
+    leg.dest_addr, leg.seen_src = leg.dst, leg.src
+    if node:
+        leg.ct[NODE] = node
+        leg.via_node = True
+        leg.dest_addr = _ct_addr(node, "reply", "src")
+        leg.seen_src = _ct_addr(node, "reply", "dst")
+    leg.dest = member_at(obs, leg.dest_addr[0])
+    if leg.dest and leg.dest != leg.origin:
+        leg.via_node = True  # pods and external hosts reach each other only through the node
+        there = find_ct(obs, leg.dest, leg.seen_src, leg.dest_addr[0])
+        if there:
+            leg.ct[leg.dest] = there
+            reply_src = _ct_addr(there, "reply", "src")
+            if reply_src[1] != leg.dest_addr[1]:
+                leg.dest_redirect = reply_src[1]
+
+
+# --- rule walks → legs ----------------------------------------------------------------------------------------
+
+
+def _rewritten(leg: Leg, member: str) -> bool:
+    e = leg.ct.get(member)
+    return bool(e) and (_ct_addr(e, "reply", "src") != _ct_addr(e, "orig", "dst")
+                        or _ct_addr(e, "reply", "dst") != _ct_addr(e, "orig", "src"))
+
+
+def _matches(walk: Walk, leg: Leg, member: str) -> bool:
+    """Does the leg's conntrack entry in member show what the walk's last rule did?"""
+    e = leg.ct.get(member)
+    port = walk.redirect_port()
+    if port is not None:
+        if walk.verdict == "TPROXY":  # TPROXY does not NAT: conntrack shows no rewrite to match on
+            return True
+        return bool(e) and int(e["reply_sport"]) == port
+    if walk.dnat_to() is not None:
+        return bool(e) and f"{e['reply_src']}:{e['reply_sport']}" == walk.dnat_to()
+    if walk.verdict in ("MASQUERADE", "SNAT"):
+        return bool(e) and _ct_addr(e, "reply", "dst") != _ct_addr(e, "orig", "src")
+    return not _rewritten(leg, member) or member == NODE
+
+
+def attribute(obs: Observations, legs: list[Leg]) -> list[str]:
+    """Give each walk to the one leg it can belong to; return the walks that fit none or several."""
+    left: list[str] = []
+    for member, changes in obs.rules.items():
+        for walk in walks(changes):
+            phase = "node" if member == NODE else ("in" if walk.root in INGRESS else "out")
+            if member == NODE:
+                candidates = [leg for leg in legs if leg.via_node]
+            elif phase == "out":
+                candidates = [leg for leg in legs if leg.origin == member]
+            else:
+                candidates = [leg for leg in legs if leg.dest == member and
+                              (leg.origin != member or walk.table != "nat")]
+            fits = [leg for leg in candidates if _matches(walk, leg, member)]
+            chosen = fits if len(fits) == 1 else candidates if len(candidates) == 1 else []
+            if chosen:
+                chosen[0].walks.setdefault(f"{member}/{phase}", []).append(walk)
+            else:
+                legs_text = ", ".join(str(leg.index) for leg in (fits or candidates)) or "none"
+                left.append(f"{member}: {' → '.join(walk.describe())} (connections that fit: {legs_text})")
+    return left
+
+
+def walk_rules(walk_list: list[Walk]) -> list[str]:
+    out: list[str] = []
+    for walk in walk_list:
+        out += walk.describe()
+        last = walk.verdict
+        if last not in TARGETS and last != "-":
+            out.append(f"(nothing in {last} matched: back to {walk.root}, on to its policy)")
+    return out
+
+
+def walk_summary(walk_list: list[Walk]) -> str:
+    parts = []
+    for walk in walk_list:
+        chains = " → ".join(dict.fromkeys(r.chain for r in walk.rules))
+        what = walk.verdict
+        if walk.redirect_port() is not None:
+            what = f"{walk.verdict} to :{walk.redirect_port()}"
+        elif walk.dnat_to():
+            what = f"DNAT to {walk.dnat_to()}"
+        if walk.verdict not in TARGETS and walk.verdict != "-":
+            parts.append(f"{walk.table} {walk.root} → {what}: no rule matched")
+        else:
+            parts.append(f"{walk.table} {chains} #{walk.last.position} {what}")
+    return "; ".join(parts)
+
+
+# --- sockets, peers, interfaces -------------------------------------------------------------------------------
+
+
+def socket_text(row: dict[str, Any]) -> str:
+    procs = ", ".join(f"{name}[{pid}]" for name, pid in row.get("processes") or [])
+    uid = row.get("uid")
+    return (f"socket in ss: {row['state']} {row['local']} → {row['peer']}"
+            + (f" uid {uid}" if uid is not None else "") + (f" {procs}" if procs else ""))
+
+
+def find_socket(obs: Observations, member: str, local: Addr | None = None,
+                peer: Addr | None = None) -> dict[str, Any] | None:
+    for row in obs.sockets.get(member, []):
+        if row["state"] == "LISTEN":
+            continue
+        if (local is None or row["local"] == fmt_addr(local)) and (peer is None or row["peer"] == fmt_addr(peer)):
+            return row
+    return None
+
+
+def iface_delta(obs: Observations, member: str, iface: str | None) -> tuple[int, int] | None:
+    if iface is None:
+        return None
+    rx_tx = obs.ifaces.get(member, {}).get(iface)
+    return (rx_tx[0], rx_tx[1]) if rx_tx else None
+
+
+def iface_text(member: str, iface: str, delta: tuple[int, int] | None) -> str:
+    if delta is None:
+        return f"{member} {iface}: counters not read"
+    return f"{member} {iface}: rx +{delta[0]} tx +{delta[1]} packets during the probe"
+
+
+# --- steps ----------------------------------------------------------------------------------------------------
+
+
+class _Builder:
+    def __init__(self, obs: Observations) -> None:
+        self.obs = obs
+        self.lines = [ln for d in obs.log_lines if (ln := parse_log_line(d["pod"], d["raw"])) is not None]
+        self.legs = make_legs(obs, self.lines)
+        self.unattributed = attribute(obs, self.legs)
+        self.steps: list[Step] = []
+        self.last_actor = app_actor(obs.source, obs)
+
+    def add(self, step: Step) -> None:
+        self.steps.append(step)
+
+    def build(self) -> Trace:
+        for leg in self.legs:
+            self.leg_steps(leg)
+        self.outcome()
+        participants: list[str] = []
+        for s in self.steps:
+            for a in (s.actor, s.target):
+                if a and a not in participants:
+                    participants.append(a)
+        counters = {m: [c.describe() for c in changes] for m, changes in self.obs.rules.items() if changes}
+        r = self.obs.result
+        return Trace(self.obs.lab, self.obs.source, self.obs.to, r["outcome"], r.get("reply"), participants,
+                     self.steps, counters, self.obs.ifaces, self.unattributed, self.obs.captures)
+
+    def rules_of(self, leg: Leg, member: str, phase: str) -> list[str]:
+        return walk_rules(leg.walks.get(f"{member}/{phase}", []))
+
+    def rules_note(self, member: str) -> str:
+        if member not in self.obs.rules_read:
+            return f"{member} has no iptables rules netlab installed (no sidecar): nothing counted there"
+        return f"no rule counter in {member} moved for this connection"
+
+    def leg_steps(self, leg: Leg) -> None:
+        obs = self.obs
+        tup = f"{_fa(leg.src)} → {_fa(leg.dst)}"
+        opened = find_socket(obs, leg.origin, local=leg.src) if leg.src else None
+        if opened:
+            first_ev = [socket_text(opened)]
+        elif leg.src:
+            first_ev = [f"no socket of {fmt_addr(leg.src)} in {leg.origin}'s socket table while the probe was "
+                        "connected (already closed)"]
+        else:
+            first_ev = [f"source port not observed: the access log has no upstream local address and {leg.origin}'s"
+                        " conntrack kept no new entry toward the upstream"]
+        if leg.src_from_conntrack:
+            first_ev.insert(0, f"source {fmt_addr(leg.src)} from {leg.origin}'s new conntrack entry (the access "
+                               "log has no upstream local address)")
+        if leg.index == 0:
+            first_ev.insert(0, f"probe socket {tup}")
+        elif leg.line:
+            first_ev.insert(0, f"access log of {leg.origin}: upstream_local {leg.line.get('upstream_local')}, "
+                               f"upstream_host {leg.line.get('upstream_host')}")
+        if leg.dst is None:
+            self.add(Step("connect", leg.origin, leg.actor, None, leg.index, tup, "no upstream connection",
+                          observed=False, evidence=first_ev))
+            return
+        out_rules = self.rules_of(leg, leg.origin, "out")
+        out_walks = leg.walks.get(f"{leg.origin}/out", [])
+        if leg.local_redirect is not None:
+            ct = leg.ct[leg.origin]
+            self.add(Step("redirect", leg.origin, leg.actor, sidecar_actor(leg.origin), leg.index, tup,
+                          f"captured in {leg.origin}: {walk_summary(out_walks) or 'REDIRECT'} "
+                          f"(the kernel hands it to {fmt_addr(leg.dest_addr)})",
+                          interface="lo", rules=out_rules, evidence=[*first_ev, ct_text(leg.origin, ct)]))
+            self.accept(leg, sidecar_actor(leg.origin))
+            return
+        if leg.dest == leg.origin:
+            target = self.local_target(leg)
+            ev = [*first_ev] + ([ct_text(leg.origin, leg.ct[leg.origin])] if leg.origin in leg.ct else [])
+            delta = iface_delta(obs, leg.origin, "lo")
+            ev.append(iface_text(leg.origin, "lo", delta))
+            self.add(Step("local", leg.origin, leg.actor, target, leg.index, tup,
+                          f"over lo inside {leg.origin}: " + (walk_summary(out_walks) or self.rules_note(leg.origin)),
+                          interface="lo", rules=out_rules, evidence=ev))
+            self.accept(leg, target)
+            return
+        # Leaves the pod through eth0 toward the node.
+        delta = iface_delta(obs, leg.origin, "eth0")
+        ev = [*first_ev] + ([ct_text(leg.origin, leg.ct[leg.origin])] if leg.origin in leg.ct else [])
+        ev.append(iface_text(leg.origin, "eth0", delta))
+        seen = bool(leg.ct.get(NODE)) or bool(delta and delta[1])
+        self.add(Step("send", leg.origin, leg.actor, node_actor(), leg.index, tup,
+                      f"leaves {leg.origin} through eth0: "
+                      + (walk_summary(out_walks) or self.rules_note(leg.origin)),
+                      observed=seen, interface="eth0", rules=out_rules, evidence=ev))
+        self.node_step(leg)
+        if leg.dest is None:
+            self.add(Step("deliver", NODE, node_actor(), None, leg.index, f"→ {fmt_addr(leg.dest_addr)}",
+                          f"not observed: no lab member has {leg.dest_addr[0] if leg.dest_addr else '?'}",
+                          observed=False))
+            return
+        target = sidecar_actor(leg.dest) if leg.dest_redirect is not None else app_actor(leg.dest, obs)
+        in_walks = leg.walks.get(f"{leg.dest}/in", [])
+        ev = [ct_text(leg.dest, leg.ct[leg.dest])] if leg.dest in leg.ct else [
+            f"no conntrack entry in {leg.dest} for this connection"]
+        node_if = obs.members[leg.dest].node_iface
+        ev += [iface_text(NODE, node_if, iface_delta(obs, NODE, node_if))] if node_if else []
+        ev.append(iface_text(leg.dest, "eth0", iface_delta(obs, leg.dest, "eth0")))
+        summary = f"arrives in {leg.dest} through eth0"
+        if leg.dest_redirect is not None:
+            summary += f": {walk_summary(in_walks) or 'REDIRECT'} — captured, to :{leg.dest_redirect}"
+        else:
+            summary += ": " + (walk_summary(in_walks) or self.rules_note(leg.dest))
+        tup2 = f"{fmt_addr(leg.seen_src)} → {fmt_addr(leg.dest_addr)}"
+        self.add(Step("deliver", leg.dest, node_actor(), target, leg.index, tup2, summary,
+                      observed=bool(leg.ct.get(NODE) or leg.ct.get(leg.dest)),
+                      interface=f"{node_if} → eth0" if node_if else "eth0",
+                      rules=self.rules_of(leg, leg.dest, "in"), evidence=ev))
+        self.accept(leg, target)
+
+    def local_target(self, leg: Leg) -> str:
+        """A connection inside one pod ends at its app unless a proxy logged accepting it."""
+        if any(ln.pod == leg.origin and ln.addr("downstream_remote") == leg.src for ln in self.lines):
+            return sidecar_actor(leg.origin)
+        return app_actor(leg.origin, self.obs)
+
+    def node_step(self, leg: Leg) -> None:
+        ct = leg.ct.get(NODE)
+        node_walks = leg.walks.get(f"{NODE}/node", [])
+        src_if = self.obs.members[leg.origin].node_iface
+        if ct is None:
+            self.add(Step("route", NODE, node_actor(), None, leg.index, f"{fmt_addr(leg.src)} → {fmt_addr(leg.dst)}",
+                          "not observed: no conntrack entry at the node for this connection", observed=False,
+                          rules=walk_rules(node_walks)))
+            return
+        rewrites = []
+        if leg.dest_addr != leg.dst:
+            rewrites.append(f"DNAT {fmt_addr(leg.dst)} → {fmt_addr(leg.dest_addr)}")
+        if leg.seen_src != leg.src:
+            rewrites.append(f"masquerade {fmt_addr(leg.src)} → {fmt_addr(leg.seen_src)}")
+        ev = [ct_text(NODE, ct)]
+        if src_if:
+            ev.append(iface_text(NODE, src_if, iface_delta(self.obs, NODE, src_if)))
+        summary = "routed by the node" + (": " + ", ".join(rewrites) if rewrites else ", no address rewritten")
+        if node_walks:
+            summary += f" ({walk_summary(node_walks)})"
+        self.add(Step("nat" if rewrites else "route", NODE, node_actor(), None, leg.index,
+                      f"{fmt_addr(leg.src)} → {fmt_addr(leg.dst)}", summary,
+                      interface=src_if, rules=walk_rules(node_walks), evidence=ev))
+
+    def accept(self, leg: Leg, actor: str) -> None:
+        obs = self.obs
+        member = leg.dest or leg.origin
+        tup = f"{_fa(leg.seen_src)} → {_fa(leg.dest_addr)}"
+        if actor.endswith(" sidecar"):
+            line = next((ln for ln in self.lines if ln.pod == member and ln.addr("downstream_remote") == leg.seen_src),
+                        None)
+            row = find_socket(obs, member, peer=leg.seen_src)
+            ev = [socket_text(row)] if row else []
+            if line is None:
+                self.add(Step("proxy", member, actor, None, leg.index, tup,
+                              "not observed: no access-log line of this connection", observed=False, evidence=ev))
+                return
+            self.last_actor = actor
+            flags = line.get("flags")
+            summary = (f"proxy accepted (original destination {line.get('downstream_local')}), {line.get('direction')}"
+                       f" cluster {line.get('cluster')} → upstream {line.get('upstream_host')}"
+                       + (f" from {line.get('upstream_local')}" if line.get("upstream_local") != "-" else ""))
+            if flags != "-":
+                summary += f"; flags {flags} {line.get('details')}"
+            self.add(Step("proxy", member, actor, None, leg.index, tup, summary,
+                          evidence=[*ev, f"access log of {member}: {line.raw}"]))
+            return
+        peers = obs.peers.get(member, [])
+        want = f"{leg.seen_src[0]} {leg.seen_src[1]}" if leg.seen_src else None
+        row = find_socket(obs, member, peer=leg.seen_src) if leg.seen_src else None
+        ev = [socket_text(row)] if row else []
+        if want and want in peers:
+            self.last_actor = actor
+            self.add(Step("accept", member, actor, None, leg.index, tup,
+                          f"the app accepted, peer {fmt_addr(leg.seen_src)}",
+                          evidence=[*ev, f"{member}'s app logged peer {want}"]))
+            return
+        failed = next((ln for ln in self.lines if ln.addr("upstream_local") == leg.src and ln.get("flags") != "-"),
+                      None) if leg.src else leg.line if leg.line and leg.line.get("flags") != "-" else None
+        if failed is not None:
+            self.add(Step("refused", member, actor, None, leg.index, tup,
+                          f"no app accepted: the proxy logged {failed.get('flags')} {failed.get('details')}",
+                          evidence=[*ev, f"access log of {failed.pod}: {failed.raw}"]))
+            return
+        self.add(Step("accept", member, actor, None, leg.index, tup,
+                      "not observed: the app did not log this peer", observed=False, evidence=ev))
+
+    def outcome(self) -> None:
+        r = self.obs.result
+        source = app_actor(self.obs.source, self.obs)
+        words = {"reply": f"reply {r.get('reply')!r}", "reset": "connection reset (RST)", "closed": "closed, no data",
+                 "refused": "connection refused", "timeout": "timeout", "unreachable": "unreachable"}
+        text = words.get(r["outcome"], r["outcome"])
+        if r["outcome"] == "reply":
+            text = f"reply {(r.get('reply') or '').splitlines()[0][:80]!r}"
+        arrow = self.last_actor if r["outcome"] not in ("timeout",) and self.last_actor != source else None
+        self.add(Step("outcome", self.obs.source, arrow or source, source if arrow else None, 0,
+                      f"{r['remote']} → {r.get('local')}", f"the client saw: {text}"
+                      + (f" [{r['error']}]" if r.get("error") else ""),
+                      evidence=[f"probe result: {r['outcome']} after {r.get('elapsed_ms')} ms"]))
+
+
+def build_trace(obs: Observations) -> Trace:
+    return _Builder(obs).build()
+
