@@ -31,7 +31,15 @@ def check_line(result: CheckResult) -> Group:
     line.append(f" #{result.index + 1:<2} {result.title}")
     if not v.passed:
         line.append(f"  (expected {v.expected}, observed {v.observed})", style="red")
-    return Group(line, Padding(Text(v.explanation, style="dim" if v.passed else ""), (0, 0, 0, 9)))
+    parts = [line, Padding(Text(v.explanation, style="dim" if v.passed else ""), (0, 0, 0, 9))]
+    if "trace" in v.details:  # `trace: true` on the probe: its path hop by hop
+        from netlab.trace.model import Trace  # late: keeps report importable without the trace package's deps
+        from netlab.trace.text import render_text
+
+        parts.append(Padding(Text(render_text(Trace.from_json(v.details["trace"]), evidence=False)), (0, 0, 0, 9)))
+    if v.details.get("captures") and "trace" not in v.details:  # a trace lists its own
+        parts.append(Padding(Text("pcap: " + ", ".join(v.details["captures"]), style="dim"), (0, 0, 0, 9)))
+    return Group(*parts)
 
 
 def summary(results: list[CheckResult]) -> dict[str, int]:

@@ -22,6 +22,7 @@ from netlab.cli import (
     rules,  # noqa: F401
     run,  # noqa: F401
     status,  # noqa: F401
+    trace,  # noqa: F401
     up,  # noqa: F401
     validate,  # noqa: F401
 )

@@ -23,7 +23,7 @@ junit_option = click.option("--junit", "junit", metavar="FILE", type=click.Path(
 
 
 def check_and_report(state: LabState, scenario: Scenario, path: Path | str, as_json: bool, junit: str | None,
-                     quiet: bool = False) -> int:
+                     quiet: bool = False, capture_dir: str | None = None) -> int:
     """Run the checks, print a line per check as it finishes, then the summary; returns the exit code."""
     started = time.monotonic()
     # With --json stdout carries only the document: the running lines go to stderr.
@@ -31,7 +31,7 @@ def check_and_report(state: LabState, scenario: Scenario, path: Path | str, as_j
     show = (lambda r: live.print(check_line(r))) if not quiet else (lambda _r: None)
     if not as_json and not quiet and scenario.description:
         out.print(f"[bold]{scenario.name}[/]: {scenario.description.strip()}\n", highlight=False)
-    results = Runner(state, scenario).run(on_result=show)
+    results = Runner(state, scenario, capture_dir).run(on_result=show)
     info = RunInfo(state.lab, scenario.name, str(path), scenario.description.strip(), time.monotonic() - started)
     if junit:
         Path(junit).write_text(to_junit(info, results))

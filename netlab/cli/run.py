@@ -24,8 +24,10 @@ DEFAULT_SCENARIO = "lo-vs-eth0"
 @junit_option
 @click.option("--keep", is_flag=True, help="leave the lab up after the checks, for exploring")
 @click.option("--quiet", "-q", is_flag=True, help="no progress, only the summary")
+@click.option("--capture", "capture_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="keep a pcap per probe in DIR, on lo and eth0 of each pod involved (tcpdump -r reads them)")
 def run(scenario: str, lab_name: str | None, iptables: str | None, as_json: bool, junit: str | None, keep: bool,
-        quiet: bool) -> int:
+        quiet: bool, capture_dir: str | None) -> int:
     """Build SCENARIO's lab (default: lo-vs-eth0), run its checks, report, tear it down.
 
     Exit codes: 0 every check passed, 1 a check failed, 2 bad scenario or usage, 3 environment problem.
@@ -40,7 +42,7 @@ def run(scenario: str, lab_name: str | None, iptables: str | None, as_json: bool
             if not as_json and not quiet:
                 print_lab(state)
                 out.print()
-            code = check_and_report(state, model, path, as_json, junit, quiet)
+            code = check_and_report(state, model, path, as_json, junit, quiet, capture_dir)
         finally:
             if keep:
                 (err if as_json else out).print(f"lab {state.lab} left up: `netlab checks {state.lab}` runs the "

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from netlab.lab import member_netns_path
 from netlab.probe.connect import probe
@@ -22,6 +23,7 @@ from netlab.probe.observed import (
     LogLine,
     PodObservation,
     ProbeObservation,
+    ProbeResult,
     rule_deltas,
 )
 from netlab.probe.readers import file_size, last_line, read_conntrack, read_counters, read_from, read_log_from
@@ -51,10 +53,12 @@ def title_of(check: ProbeCheck | PodCheck) -> str:
 
 
 class Runner:
-    def __init__(self, state: LabState, scenario: Scenario) -> None:
+    def __init__(self, state: LabState, scenario: Scenario, capture_dir: str | None = None) -> None:
         self.state = state
         self.scenario = scenario
         self.facts: LabFacts = lab_facts(scenario, state.lab, state.members)
+        self.capture_dir = capture_dir  # a pcap per probe on lo and eth0 of each pod involved
+        self.extra: dict[str, Any] = {}  # the last probe's trace and pcap files, for the verdict's details
 
     # --- paths ----------------------------------------------------------------------------------------------
 
@@ -82,9 +86,10 @@ class Runner:
                     if isinstance(later, ProbeCheck):
                         break
                     followers.append(later)
-                obs, marks = self.run_probe(check, followers)
+                obs, marks = self.run_probe(check, followers, i)
                 last_probe = (i, check, obs, marks)
                 verdict = judge_probe(check, obs, self.facts)
+                verdict.details.update(self.extra)
                 kind = "probe"
             else:
                 pod_obs = self.observe_pod(check, last_probe)
@@ -96,7 +101,8 @@ class Runner:
             on_result(result)
         return results
 
-    def run_probe(self, check: ProbeCheck, followers: list[PodCheck]) -> tuple[ProbeObservation, _Marks]:
+    def run_probe(self, check: ProbeCheck, followers: list[PodCheck],
+                  index: int = 0) -> tuple[ProbeObservation, _Marks]:
         target = self.facts.resolve(check.to)
         source = self.facts.members[check.from_]
         netns = member_netns_path(self.state, check.from_)
@@ -105,13 +111,40 @@ class Runner:
         samples = [probe(netns, remote, payload, check.timeout, source.ip).elapsed_ms
                    for _ in range(check.samples - 1)]
         marks = self.mark(followers)
-        result = probe(netns, remote, payload, check.timeout, source.ip)
+        result = self.observed_probe(check, index, netns, remote, payload)
         obs = ProbeObservation(result, samples_ms=[*samples, result.elapsed_ms] if check.samples > 1 else [])
         relevant = [m for m in (check.from_, target.member) if m and self.access_log(m)]
         obs.lines = self.linked_lines(result.local, marks, relevant)
         if check.trace or check.hops is not None:
             obs.connections = self.connections(result.local, obs.lines)
         return obs, marks
+
+    def observed_probe(self, check: ProbeCheck, index: int, netns: str, remote: Addr, payload: bytes) -> ProbeResult:
+        """The probe itself; with `trace: true` recorded hop by hop, with a capture dir inside tcpdumps."""
+        # Imported here: netlab.trace builds on this module.
+        from netlab.trace.build import build_trace
+        from netlab.trace.capture import captures
+        from netlab.trace.collect import trace_probe
+
+        self.extra = {}
+        prefix = f"probe{index + 1:02d}"
+        if check.trace:
+            result, recorded = trace_probe(self.state, self.scenario, self.facts, check.from_, check.to, payload,
+                                           check.timeout, self.capture_dir, prefix)
+            self.extra["trace"] = build_trace(recorded).to_json()
+            if recorded.captures:
+                self.extra["captures"] = recorded.captures
+            return result
+        source = self.facts.members[check.from_]
+        if not self.capture_dir:
+            return probe(netns, remote, payload, check.timeout, source.ip)
+        member = self.facts.resolve(check.to).member
+        pods = [(m, member_netns_path(self.state, m)) for m in dict.fromkeys([check.from_, member])
+                if m and self.state.members[m]["kind"] == "pod"]
+        with captures(pods, self.capture_dir, prefix) as paths:
+            result = probe(netns, remote, payload, check.timeout, source.ip)
+        self.extra["captures"] = paths
+        return result
 
     def mark(self, followers: list[PodCheck]) -> _Marks:
         marks = _Marks()

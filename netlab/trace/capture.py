@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from netlab.errors import EnvironmentProblem, KernelError
 
 READY_TIMEOUT = 5.0
-SETTLE = 0.15  # let the last packets (FIN/RST, the proxy's close) reach tcpdump before it is stopped
+SETTLE = 0.1  # let the last packets (FIN/RST, the proxy's close) reach tcpdump before it is stopped
 CAPTURE_IFACES = ("lo", "eth0")
 
 
@@ -46,7 +46,10 @@ def _wait_listening(proc: subprocess.Popen[bytes], what: str) -> None:
 
 
 def start(member: str, netns_path: str, iface: str, path: str) -> Capture:
-    argv = ["nsenter", f"--net={netns_path}", "tcpdump", "-n", "-U", "-Z", "root", "-i", iface, "-w", path, "tcp"]
+    # --immediate-mode: packets reach the file as they come (buffered ones would be lost at the SIGTERM);
+    # -Z root: Debian's tcpdump otherwise drops to user tcpdump, which may not write into DIR.
+    argv = ["nsenter", f"--net={netns_path}", "tcpdump", "-n", "-U", "--immediate-mode", "-Z", "root",
+            "-i", iface, "-w", path, "tcp"]
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except FileNotFoundError as err:

@@ -1,0 +1,70 @@
+"""`netlab trace LAB --from POD --to NAME:PORT`: run one probe and show its path hop by hop, from observations."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+import click
+
+from netlab.cli.app import app
+from netlab.cli.common import pick_lab, print_json
+from netlab.errors import UsageError
+from netlab.lab import require_root
+from netlab.probe.facts import lab_facts
+from netlab.scenario import load_scenario
+from netlab.signals import interrupts_as_keyboard_interrupt
+from netlab.trace.build import build_trace
+from netlab.trace.collect import trace_probe
+from netlab.trace.png import svg_to_png
+from netlab.trace.svg import render_svg
+from netlab.trace.text import render_text
+
+
+def unescape(text: str) -> bytes:
+    """`--send 'GET / HTTP/1.1\\r\\n\\r\\n'`: backslash escapes as in the shell's $'...'."""
+    return codecs.decode(text, "unicode_escape").encode("latin-1") if "\\" in text else text.encode()
+
+
+@app.command()
+@click.argument("lab", required=False)
+@click.option("--from", "source", required=True, metavar="POD", help="the pod the probe connects from")
+@click.option("--to", "to", required=True, metavar="NAME:PORT", help="a service, pod or external host, or IP:PORT")
+@click.option("--send", default="ping", show_default=True, help="what to send (\\r \\n escapes understood)")
+@click.option("--timeout", default=3.0, show_default=True, type=float, help="seconds for connect and the reply")
+@click.option("--json", "as_json", is_flag=True, help="the trace as JSON: `hops` is the list of steps")
+@click.option("--svg", "svg", metavar="FILE", type=click.Path(dir_okay=False), help="write a sequence diagram")
+@click.option("--png", "png", metavar="FILE", type=click.Path(dir_okay=False),
+              help="the same diagram as PNG (needs rsvg-convert: apt-get install librsvg2-bin)")
+@click.option("--capture", "capture_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="keep a pcap of lo and eth0 of each pod on the path in DIR")
+@click.option("--evidence/--no-evidence", default=True, help="show the observation behind each step")
+def trace(lab: str | None, source: str, to: str, send: str, timeout: float, as_json: bool, svg: str | None,
+          png: str | None, capture_dir: str | None, evidence: bool) -> None:
+    """Run one probe from POD to NAME:PORT and show its path: every namespace, interface, nat chain and rule that
+    counted it, the address and port rewrites (service DNAT, REDIRECT to 15006/15001, masquerade), the proxies'
+    hops with cluster and upstream address, and the app that accepted. Steps nothing recorded are marked."""
+    require_root()
+    state = pick_lab(lab)
+    if state.status != "up":
+        raise UsageError(f"lab {state.lab} is {state.status}, not up", hint=f"`netlab down {state.lab}` removes it")
+    if source not in state.members or state.members[source]["kind"] == "node":
+        raise UsageError(f"no pod named '{source}' in lab {state.lab}",
+                         hint="pods: " + ", ".join(m for m, i in state.members.items() if i["kind"] != "node"))
+    host, sep, port = to.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UsageError(f"--to {to!r} is not NAME:PORT", hint="e.g. --to web:8080 or --to 10.96.0.10:8080")
+    scenario, _path = load_scenario(state.scenario)
+    facts = lab_facts(scenario, state.lab, state.members)
+    with interrupts_as_keyboard_interrupt():
+        result, obs = trace_probe(state, scenario, facts, source, to, unescape(send), timeout, capture_dir)
+    path = build_trace(obs)
+    diagram = render_svg(path) if svg or png else ""
+    if svg:
+        Path(svg).write_text(diagram)
+    if png:
+        svg_to_png(diagram, png)
+    if as_json:
+        print_json({"probe": result.to_json(), **path.to_json()})
+    else:
+        click.echo(render_text(path, evidence=evidence))
