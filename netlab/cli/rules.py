@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import click
+from rich.live import Live
 
 from netlab.cli.app import app
-from netlab.cli.common import lab_option, pick_lab, print_json
-from netlab.istio.apply import format_chains, read_chains, system_backend
+from netlab.cli.common import lab_option, out, pick_lab, print_json
+from netlab.errors import UsageError
+from netlab.istio.apply import Backend, format_chains, read_chains, system_backend
 from netlab.istio.flags import parse_flags
 from netlab.istio.render import render
 from netlab.lab import member_netns_path, require_root
+from netlab.trace.watch import changed, counter_map, watch_table
 
 # The environment istio-iptables itself reads (the init container's env in a pod).
 ENV_VARS = (
@@ -70,7 +74,11 @@ def render_cmd(istio_version: str, fmt: str, ipv6: bool, dns_servers: str, flags
 @click.option("--table", "-t", type=click.Choice(["nat", "mangle", "raw", "filter"]), default="nat", show_default=True)
 @click.option("--zero", "-Z", is_flag=True, help="reset the counters after reading them (like iptables -L -Z)")
 @click.option("--json", "as_json", is_flag=True)
-def show_cmd(member: str, lab: str | None, table: str, zero: bool, as_json: bool) -> None:
+@click.option("--watch", "-w", is_flag=True, help="refresh until Ctrl-C, highlighting counters that moved (watch -d)")
+@click.option("--interval", "-n", default=1.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="seconds between refreshes with --watch")
+def show_cmd(member: str, lab: str | None, table: str, zero: bool, as_json: bool, watch: bool,
+             interval: float) -> None:
     """The live chains of POD with packet and byte counters, like `iptables -t nat -L -n -v` in the pod.
 
     Read through the backend the pod's rules were applied with (legacy or nft).
@@ -79,6 +87,11 @@ def show_cmd(member: str, lab: str | None, table: str, zero: bool, as_json: bool
     state = pick_lab(lab)
     netns = member_netns_path(state, member)
     backend = state.members[member].get("sidecar", {}).get("backend") or system_backend()
+    if watch:
+        if as_json:
+            raise UsageError("--watch and --json do not go together", hint="use --json alone, repeatedly")
+        _watch(netns, table, backend, zero, interval, f"{member} ({state.lab}), table {table}, backend {backend}")
+        return
     chains = read_chains(netns, table, backend, zero=zero)
     if as_json:
         print_json({"lab": state.lab, "pod": member, "table": table, "backend": backend,
@@ -86,3 +99,20 @@ def show_cmd(member: str, lab: str | None, table: str, zero: bool, as_json: bool
     else:
         click.echo(f"# {member} ({state.lab}), table {table}, backend {backend}")
         click.echo(format_chains(chains))
+
+
+def _watch(netns: str, table: str, backend: Backend, zero: bool, interval: float, title: str) -> None:
+    """Redraw the chains every interval; counters that moved since the last refresh are shown reversed."""
+    previous = None
+    with Live(console=out, auto_refresh=False, transient=False) as live:
+        try:
+            while True:
+                chains = read_chains(netns, table, backend, zero=zero)
+                current = counter_map(chains)
+                stamp = time.strftime("%H:%M:%S")
+                live.update(watch_table(chains, changed(previous, current),
+                                        f"{title}  every {interval:g}s  {stamp}  (Ctrl-C stops)"), refresh=True)
+                previous = current
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return
