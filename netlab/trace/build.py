@@ -184,7 +184,10 @@ def attribute(obs: Observations, legs: list[Leg]) -> list[str]:
                 candidates = [leg for leg in legs if leg.dest == member and
                               (leg.origin != member or walk.table != "nat")]
             fits = [leg for leg in candidates if _matches(walk, leg, member)]
-            chosen = fits if len(fits) == 1 else candidates if len(candidates) == 1 else []
+            # One leg whose conntrack shows the walk's effect; or the only candidate when conntrack has nothing
+            # to say about it either way. A walk whose effect no leg shows stays unattributed.
+            lone = len(candidates) == 1 and member not in candidates[0].ct
+            chosen = fits if len(fits) == 1 else candidates if lone else []
             if chosen:
                 chosen[0].walks.setdefault(f"{member}/{phase}", []).append(walk)
             else:
