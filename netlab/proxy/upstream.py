@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 from collections.abc import Callable
 
@@ -34,6 +36,23 @@ def _bound_socket(ip: str, transparent: bool) -> socket.socket:
     return sock
 
 
+async def _sock_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, addr: tuple[str, int]) -> None:
+    """Non-blocking connect to a numeric address. Not `loop.sock_connect`: uvloop's resolves the address with
+    getaddrinfo on its thread pool (no numeric fast path there), a thread hop per connection."""
+    err = sock.connect_ex(addr)
+    if err == errno.EINPROGRESS:
+        done = loop.create_future()
+        fd = sock.fileno()
+        loop.add_writer(fd, lambda: done.done() or done.set_result(None))
+        try:
+            await done
+        finally:
+            loop.remove_writer(fd)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
+
+
 async def connect(loop: asyncio.AbstractEventLoop, route: Route, client_ip: str,
                   factory: Callable[[], asyncio.Protocol]) -> None:
     """Connect; the protocol's connection_made does the rest. Raises OSError on failure."""
@@ -44,7 +63,7 @@ async def connect(loop: asyncio.AbstractEventLoop, route: Route, client_ip: str,
     elif route.transparent or route.bind_ip:
         sock = _bound_socket(client_ip if route.transparent else route.bind_ip or "", route.transparent)
         try:
-            await loop.sock_connect(sock, (host, port))
+            await _sock_connect(loop, sock, (host, port))
             await loop.create_connection(factory, sock=sock)
         except BaseException:
             sock.close()

@@ -175,9 +175,11 @@ def test_rst_on_upstream_failure(lab: PodLab, tmp_path: Path) -> None:
         s = in_netns(lab.client_path, socket.socket)
         with s:
             s.settimeout(5)
-            s.connect((POD_IP, 8080))  # the proxy accepts: the connection exists before the upstream fails
-            s.sendall(b"ping")
+            # The proxy accepts, so the connection exists before the upstream fails; its RST may then arrive before
+            # sendall or recv returns: either raises ECONNRESET.
             with pytest.raises(ConnectionResetError):
+                s.connect((POD_IP, 8080))
+                s.sendall(b"ping")
                 s.recv(100)
         assert " UF upstream_connect_error:ECONNREFUSED(111) " in p.log_lines()[0]
 
