@@ -17,7 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 3
 fi
 
-packages="python3 python3-venv python3-dev gcc iproute2 iptables nftables conntrack tcpdump util-linux procps kmod curl"
+packages="python3 python3-venv python3-dev gcc iproute2 iptables nftables conntrack tcpdump util-linux procps kmod curl librsvg2-bin"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
