@@ -252,13 +252,13 @@ def test_exercise(exercise: Exercise, tmp_path: Path) -> None:
 
     chunks, done = split_output(output)
     problems: list[str] = []
+    ran = max(chunks, default=0)
     if not done or rc != 0:
-        ran = max(chunks, default=0)
-        failed = next((ln for ln in output.splitlines() if ln.startswith(f"{MARK} failed")), f"exit {rc}")
-        problems.append(f"the sh block at guide line {blocks[ran].line} failed: {failed.removeprefix(MARK)}\n"
+        failed = next((ln for ln in output.splitlines() if ln.startswith(f"{MARK} failed")), f"{MARK} failed ({rc})")
+        problems.append(f"the sh block at guide line {blocks[ran].line} {failed.removeprefix(MARK + ' ')}\n"
                         f"--- commands\n{blocks[ran].commands}\n--- output\n{chunks.get(ran, output)}")
     for n, block in enumerate(blocks):
-        if n not in chunks or not block.expected:
+        if n not in chunks or not block.expected or (n == ran and not done):  # a block that stopped half-way
             continue
         missing = missing_lines(block.expected, chunks[n])
         if missing:
