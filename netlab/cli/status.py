@@ -30,11 +30,14 @@ def describe(state: LabState) -> dict[str, Any]:
 
 def print_lab(state: LabState) -> None:
     info = describe(state)
-    table = Table(title=f"lab {state.lab} ({state.status})", title_justify="left")
-    for column in ("member", "kind", "IP", "netns (ip netns exec)", "PID (nsenter -t)", "processes"):
-        table.add_column(column)
+    table = Table(title=f"lab {state.lab} ({state.status})", title_justify="left",
+                  caption="ip netns exec NETNS CMD  ·  nsenter -t PID -n CMD", caption_justify="left")
+    # Names and PIDs are what users copy into `ip netns exec` and `nsenter -t`: never shorten them.
+    for column in ("member", "kind", "IP", "netns", "PID"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("processes", overflow="fold")
     for name, m in info["members"].items():
-        procs = ", ".join(f"{p['role']}:{p['pid']}" + ("" if p["alive"] else " (dead)")
+        procs = " ".join(f"{p['role']}:{p['pid']}" + ("" if p["alive"] else "(dead)")
                           for p in info["processes"] if p["member"] == name)
         pid = str(m["pid"]) + ("" if m["alive"] else " (gone)")
         table.add_row(name, m["kind"], m["ip"] or "", m["netns"], pid, procs)

@@ -35,5 +35,5 @@ def up(scenario: str, lab_name: str | None, iptables: str | None, quiet: bool) -
     with interrupts_as_keyboard_interrupt(), progress_line(f"building {lab_name or model.name}", quiet) as step:
         state = lifecycle.up(model, path, lab_name, progress=step)
     print_lab(state)
-    out.print(f"\nexplore: [bold]netlab exec POD -- CMD[/], `nsenter -t PID -n ...`; "
-              f"remove: [bold]netlab down {state.lab}[/]")
+    out.print("\nexplore: [bold]netlab exec POD -- CMD[/] or [bold]nsenter -t PID -n CMD[/]")
+    out.print(f"remove:  [bold]netlab down {state.lab}[/]")
