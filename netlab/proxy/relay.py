@@ -1,10 +1,19 @@
-"""The forwarding core: a Protocol pair per connection, with transport flow control and Envoy's failure semantics.
+"""The forwarding core: one Connection per accepted socket, relayed with raw non-blocking sockets and the loop's
+`add_reader`/`add_writer`, with flow control and Envoy's failure semantics.
 
-- Bytes go straight from `data_received` to the peer transport; a peer whose write buffer passes the high-water
-  mark pauses reading on this side (large reads and no copies make bulk fast).
-- Bytes that arrive before the upstream is connected are buffered (uvloop may deliver data even when paused).
-- Half-close: EOF on one side becomes `write_eof()` on the other; the connection closes once both ended.
-- An upstream connect failure or reset resets the client (SO_LINGER 0 + abort: RST, "connection reset by peer").
+Why not transports: per new connection they cost a transport object per side, getsockname/getpeername calls,
+repeated ioctl(FIONBIO) and epoll registrations, a Task and futures for the connect. Here the accept gives the
+peer, SO_ORIGINAL_DST the destination, and each socket is registered once.
+
+- Each read (up to 256 KiB, a fresh bytes object: measured cheaper for bulk than recv_into one shared buffer)
+  goes straight to the peer socket; only what the peer cannot take now is kept (its backlog). Reading from the
+  source stops while that backlog is over 256 KiB and resumes below 64 KiB (the transports' high/low-water
+  marks), so reads overlap the peer's draining.
+- Bytes that arrive before the upstream is connected are kept in order (reading pauses past 256 KiB).
+- Half-close: EOF on one side becomes shutdown(SHUT_WR) on the other once its backlog is drained; when the
+  second direction ends both sockets are closed (close() sends that FIN, no extra shutdown).
+- An upstream connect failure or reset resets the client (SO_LINGER 0 + close: RST, "connection reset by peer");
+  a client reset is passed on to the app the same way.
 """
 
 from __future__ import annotations
@@ -17,16 +26,21 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 
 from netlab.proxy import stats as st
 from netlab.proxy.accesslog import AccessLog, Entry
 from netlab.proxy.origdst import Addr, Resolver
 from netlab.proxy.routes import Route, loop_reason, refused
-from netlab.proxy.upstream import connect
+from netlab.proxy.upstream import open_upstream
 
 HIGH_WATER = 256 * 1024
+READS_PER_WAKEUP = 16  # bulk: consecutive full reads without going back to the loop
+LOW_WATER = HIGH_WATER // 4  # resume reading the source once its peer's backlog is this small
 _LINGER_RST = struct.pack("ii", 1, 0)
+_SOL_SOCKET, _SO_LINGER, _SO_ERROR = socket.SOL_SOCKET, socket.SO_LINGER, socket.SO_ERROR
+_IPPROTO_TCP, _TCP_NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
+_NEW = socket.SocketType  # the C socket type: no Python-level __init__ per connection
+_AGAIN = (BlockingIOError, InterruptedError)
 
 
 def errno_detail(prefix: str, err: int | None) -> str:
@@ -35,17 +49,8 @@ def errno_detail(prefix: str, err: int | None) -> str:
     return f"{prefix}:{errno.errorcode.get(err, 'E?')}({err})"
 
 
-def reset_transport(transport: asyncio.BaseTransport) -> None:
-    """Close with RST instead of FIN, as Envoy does on upstream failure."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-    transport.abort()
-
-
 class Context:
-    """What a listener's connections share: routing, stats, log, the set of live connections."""
+    """What a listener's connections share: routing, stats, log, the live connections."""
 
     __slots__ = ("active", "capture_ports", "choose", "connect_timeout", "direction", "log", "loop",
                  "redirect_mode", "resolver", "stats")
@@ -62,257 +67,305 @@ class Context:
         self.connect_timeout = connect_timeout
         self.capture_ports = capture_ports
         self.redirect_mode = redirect_mode
-        self.active: set[Downstream] = set()
+        self.active: set[Connection] = set()
 
 
-class Upstream(asyncio.Protocol):
-    __slots__ = ("d",)
+class Side:
+    """One socket of a connection and what the relay knows about it."""
 
-    def __init__(self, downstream: Downstream) -> None:
-        self.d = downstream
+    __slots__ = ("backlog", "closed", "eof", "fd", "reading", "shut", "sock", "writing")
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.d.upstream_made(transport)  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        d = self.d
-        d.tx += len(data)
-        d.t.write(data)
-
-    def eof_received(self) -> bool:
-        d = self.d
-        d.up_eof = True
-        if not d.t.is_closing():
-            d.t.write_eof()
-        if d.down_eof:
-            d.close_both()
-        return True  # keep the other direction open (half-close)
-
-    def pause_writing(self) -> None:
-        self.d.t.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.d.t.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.d.upstream_lost(exc)
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.reading = self.writing = self.eof = self.shut = self.closed = False
+        self.backlog: bytearray | None = None  # bytes this side could not take yet
 
 
-class Downstream(asyncio.Protocol):
-    __slots__ = (
-        "base",
-        "ctx",
-        "details",
-        "down_eof",
-        "down_lost",
-        "flags",
-        "idle_mark",
-        "idle_since",
-        "local",
-        "orig",
-        "peer",
-        "pending",
-        "pub_rx",
-        "pub_tx",
-        "route",
-        "row",
-        "rx",
-        "start",
-        "t",
-        "task",
-        "timed_out",
-        "timer",
-        "tx",
-        "up_eof",
-        "up_local",
-        "up_lost",
-        "up_t",
-    )
+class Connection:
+    __slots__ = ("base", "ctx", "d", "details", "flags", "idle_mark", "idle_since", "orig", "peer", "pending",
+                 "pub_rx", "pub_tx", "route", "row", "rx", "start", "timer", "tx", "u", "up_local")
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, sock: socket.socket, peer: Addr) -> None:
         self.ctx = ctx
-        self.up_t: asyncio.Transport | None = None
-        self.pending: list[bytes] | None = []
+        self.d = Side(sock)
+        self.u: Side | None = None
+        self.peer = peer
         self.rx = self.tx = self.pub_rx = self.pub_tx = 0
-        self.down_eof = self.up_eof = self.down_lost = self.up_lost = self.timed_out = False
         self.flags = self.details = "-"
+        self.pending: list[bytes] | None = []  # client bytes read before the upstream is connected
         self.up_local: Addr | None = None
-        self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.idle_mark = -1
         self.idle_since = 0.0
+        self.start = 0.0
 
-    # --- downstream side -------------------------------------------------------------------------------------
+    # --- accept -> route -> connect --------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def begin(self) -> None:
         ctx = self.ctx
-        self.t: asyncio.Transport = transport  # type: ignore[assignment]
-        self.start = time.time()
-        self.t.set_write_buffer_limits(HIGH_WATER)
-        # One plain socket object over the fd for all the per-connection syscalls (the transport's wrapper
-        # builds a new one per call under uvloop).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, transport.get_extra_info("socket").fileno())
+        if ctx.log is not None:
+            self.start = time.time()
+        sock = self.d.sock
         try:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self.local = sock.getsockname()
-                self.peer = sock.getpeername()
-            except OSError as e:  # the client reset before we got here
-                self.local = self.peer = self.orig = ("0.0.0.0", 0)
-                self.route = refused(ctx.direction, errno_detail("downstream_gone", e.errno))
-                return self.fail_early()
-            try:
-                self.orig = ctx.resolver(sock)
-            except OSError as e:
-                self.orig = self.local
-                self.route = refused(ctx.direction, errno_detail("no_original_destination", e.errno))
-            else:
-                loop = loop_reason(ctx.direction, self.orig, self.peer, self.local, ctx.capture_ports,
-                                   ctx.redirect_mode)
-                if loop is None:
-                    self.route = ctx.choose(self.orig)
-                else:
-                    self.route = refused(ctx.direction, loop[0])
-                    print(f"netlab-proxy: {loop[1]}", file=sys.stderr, flush=True)
-        finally:
-            sock.detach()
+            sock.setblocking(False)
+            sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        except OSError as e:  # the client reset before we got here
+            self.orig = ("0.0.0.0", 0)
+            self.route = refused(ctx.direction, errno_detail("downstream_gone", e.errno))
+            self.row, self.base = ctx.stats.row, ctx.stats.base(self.route.cluster)
+            return self.fail("DC", self.route.refused or "-")
+        self.route = self.resolve()
+        route = self.route
         row = self.row = ctx.stats.row
-        base = self.base = ctx.stats.base(self.route.cluster)
+        base = self.base = ctx.stats.base(route.cluster)
         row[base + st.CX_TOTAL] += 1
-        if self.route.refused is not None:
-            if self.route.refused.startswith("loop_detected"):
+        if route.refused is not None:
+            if route.refused.startswith("loop_detected"):
                 row[base + st.LOOP] += 1
-            self.fail("NR", self.route.refused)
-            return
+            return self.fail("NR", route.refused)
         row[base + st.CX_ACTIVE] += 1
         ctx.active.add(self)
-        self.task = ctx.loop.create_task(
-            connect(ctx.loop, self.route, self.peer[0], partial(Upstream, self)))
-        self.task.add_done_callback(self._connect_done)
-        self.timer = ctx.loop.call_later(ctx.connect_timeout, self._connect_timed_out)
+        try:
+            up, err = open_upstream(route, self.peer[0])
+        except OSError as e:
+            return self.connect_failed(e.errno or errno.EIO)
+        u = self.u = Side(up)
+        loop = ctx.loop
+        d = self.d
+        d.reading = True
+        loop.add_reader(d.fd, self.readable, d, u)
+        if err == 0:
+            self.connected()
+        elif err == errno.EINPROGRESS:
+            u.writing = True
+            loop.add_writer(u.fd, self.connect_ready)
+            self.timer = loop.call_later(ctx.connect_timeout, self.connect_timed_out)
+        else:
+            self.connect_failed(err)
 
-    def fail_early(self) -> None:
-        self.row = self.ctx.stats.row
-        self.base = self.ctx.stats.base(self.route.cluster)
-        self.fail("DC", self.route.refused or "-")
+    def resolve(self) -> Route:
+        """Original destination, loop guard, route. The local address is only read when the guard needs it."""
+        ctx = self.ctx
+        sock = self.d.sock
+        try:
+            orig = self.orig = ctx.resolver(sock)
+        except OSError as e:
+            try:
+                self.orig = sock.getsockname()
+            except OSError:
+                self.orig = ("0.0.0.0", 0)
+            return refused(ctx.direction, errno_detail("no_original_destination", e.errno))
+        local = orig
+        if orig[1] in ctx.capture_ports:
+            try:
+                local = sock.getsockname()
+            except OSError as e:
+                return refused(ctx.direction, errno_detail("downstream_gone", e.errno))
+        loop = loop_reason(ctx.direction, orig, self.peer, local, ctx.capture_ports, ctx.redirect_mode)
+        if loop is not None:
+            print(f"netlab-proxy: {loop[1]}", file=sys.stderr, flush=True)
+            return refused(ctx.direction, loop[0])
+        return ctx.choose(orig)
 
-    def data_received(self, data: bytes) -> None:
-        self.rx += len(data)
-        up = self.up_t
-        if up is not None:
-            up.write(data)
-        elif self.pending is not None:
-            self.pending.append(data)
-            if self.rx > HIGH_WATER:
-                self.t.pause_reading()
+    def connect_ready(self) -> None:
+        u = self.u
+        assert u is not None
+        err = u.sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+        if err:
+            self.connect_failed(err)
+        elif not u.closed:
+            self.connected()
 
-    def eof_received(self) -> bool:
-        self.down_eof = True
-        up = self.up_t
-        if up is not None:
-            if not up.is_closing():
-                up.write_eof()
-            if self.up_eof:
-                self.close_both()
-        return True
-
-    def pause_writing(self) -> None:
-        if self.up_t is not None:
-            self.up_t.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.up_t is not None:
-            self.up_t.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.down_lost = True
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-        up = self.up_t
-        if exc is not None and self.flags == "-":
-            self.flags = "DC"
-            self.details = errno_detail("downstream_reset", getattr(exc, "errno", None))
-            self.row[self.base + st.DOWN_RESET] += 1
-            if up is not None:
-                reset_transport(up)  # pass the client's reset on to the app
-        elif up is not None:
-            up.close()
-        if up is None or self.up_lost:
-            self.finish()
-
-    # --- upstream side ---------------------------------------------------------------------------------------
-
-    def upstream_made(self, transport: asyncio.Transport) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.up_t = transport
-        if self.down_lost:  # the client left while we were connecting
-            transport.close()
-            return
-        transport.set_write_buffer_limits(HIGH_WATER)
-        if self.ctx.log is not None:
-            self.up_local = transport.get_extra_info("sockname")
-        pending = self.pending
-        self.pending = None
-        if pending:
-            transport.write(b"".join(pending))
-            self.t.resume_reading()
-        if self.down_eof:
-            transport.write_eof()
-
-    def _connect_timed_out(self) -> None:
-        self.timed_out = True
-        if self.task is not None:
-            self.task.cancel()
-
-    def _connect_done(self, task: asyncio.Task[None]) -> None:
-        if self.down_lost or self.up_t is not None:
-            return
-        if task.cancelled():
-            if self.timed_out:
-                self.row[self.base + st.CONNECT_TIMEOUT] += 1
-                self.connect_failed(errno.ETIMEDOUT)
-            return
-        exc = task.exception()
-        if exc is not None:
-            self.connect_failed(getattr(exc, "errno", None) or errno.EIO)
+    def connect_timed_out(self) -> None:
+        self.timer = None
+        self.row[self.base + st.CONNECT_TIMEOUT] += 1
+        self.connect_failed(errno.ETIMEDOUT)
 
     def connect_failed(self, err: int) -> None:
         self.row[self.base + st.CONNECT_FAIL] += 1
         self.fail("UF", errno_detail("upstream_connect_error", err))
 
-    def upstream_lost(self, exc: Exception | None) -> None:
-        self.up_lost = True
-        if not self.down_lost:
-            if exc is not None and self.flags == "-":
-                self.row[self.base + st.UP_RESET] += 1
-                self.fail("UC", errno_detail("upstream_reset", getattr(exc, "errno", None)))
+    def connected(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        d, u = self.d, self.u
+        assert u is not None
+        loop = self.ctx.loop
+        if self.ctx.log is not None:
+            with contextlib.suppress(OSError):
+                self.up_local = u.sock.getsockname()
+        # Start reading before dropping write interest: uvloop keeps one poll per fd, so this is one epoll MOD.
+        u.reading = True
+        loop.add_reader(u.fd, self.readable, u, d)
+        if u.writing:
+            u.writing = False
+            loop.remove_writer(u.fd)
+        pending = self.pending
+        self.pending = None
+        if pending:
+            self.forward(b"".join(pending) if len(pending) > 1 else pending[0], d, u)
+        if d.eof and u.backlog is None and not u.closed:
+            self.end_direction(d, u)
+        elif not d.reading and not d.eof and u.backlog is None and not d.closed:
+            d.reading = True  # paused while connecting
+            loop.add_reader(d.fd, self.readable, d, u)
+
+    # --- relay -----------------------------------------------------------------------------------------------
+
+    def readable(self, src: Side, dst: Side) -> None:
+        ctx = self.ctx
+        recv = src.sock.recv
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                data = recv(HIGH_WATER)
+            except _AGAIN:
                 return
-            self.t.close()
-        else:
-            self.finish()
+            except OSError as e:
+                return self.reset_by(src, e)
+            n = len(data)
+            if n == 0:
+                src.eof = True
+                src.reading = False
+                ctx.loop.remove_reader(src.fd)
+                if self.pending is not None:  # still connecting: connected() passes the EOF on
+                    return
+                if dst.backlog is None:
+                    self.end_direction(src, dst)
+                return
+            if src is self.d:
+                self.rx += n
+                pending = self.pending
+                if pending is not None:
+                    pending.append(data)
+                    if self.rx > HIGH_WATER:
+                        src.reading = False
+                        ctx.loop.remove_reader(src.fd)
+                    return
+            else:
+                self.tx += n
+            backlog = dst.backlog
+            if backlog is not None:  # dst is still draining: queue behind it, keep order
+                backlog += data
+                if len(backlog) >= HIGH_WATER:
+                    src.reading = False
+                    ctx.loop.remove_reader(src.fd)
+                return
+            self.forward(data, src, dst)
+            # A full buffer means more is probably waiting: read again now rather than after another epoll_wait,
+            # as long as dst takes everything.
+            if n < HIGH_WATER or dst.backlog is not None or not src.reading:
+                return
+
+    def forward(self, data: bytes | memoryview, src: Side, dst: Side) -> None:
+        try:
+            sent = dst.sock.send(data)
+        except _AGAIN:
+            sent = 0
+        except OSError as e:
+            return self.reset_by(dst, e)
+        if sent == len(data):
+            return
+        dst.backlog = bytearray(memoryview(data)[sent:])
+        loop = self.ctx.loop
+        dst.writing = True
+        loop.add_writer(dst.fd, self.writable, src, dst)
+        if src.reading and len(data) - sent >= HIGH_WATER:  # flow control: read no more until dst takes some
+            src.reading = False
+            loop.remove_reader(src.fd)
+
+    def writable(self, src: Side, dst: Side) -> None:
+        data = dst.backlog
+        assert data is not None
+        try:
+            sent = dst.sock.send(data)
+        except _AGAIN:
+            return
+        except OSError as e:
+            return self.reset_by(dst, e)
+        if sent < len(data):
+            del data[:sent]  # bytearray: cheap from the front
+            if not src.reading and not src.eof and not src.closed and len(data) <= LOW_WATER:
+                src.reading = True
+                self.ctx.loop.add_reader(src.fd, self.readable, src, dst)
+            return
+        dst.backlog = None
+        loop = self.ctx.loop
+        if src.eof:
+            dst.writing = False
+            loop.remove_writer(dst.fd)
+            self.end_direction(src, dst)
+            return
+        if not src.reading and not src.closed:
+            src.reading = True
+            loop.add_reader(src.fd, self.readable, src, dst)
+        dst.writing = False
+        loop.remove_writer(dst.fd)
+
+    def end_direction(self, src: Side, dst: Side) -> None:
+        """src sent EOF and dst has everything: pass the FIN on, or close both when the other way ended too."""
+        if src.shut:
+            self.close()
+            return
+        dst.shut = True
+        try:
+            dst.sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            self.reset_by(dst, e)
 
     # --- endings ---------------------------------------------------------------------------------------------
 
+    def reset_by(self, side: Side, exc: OSError) -> None:
+        """side failed (reset, broken pipe): reset the other one too, as Envoy does."""
+        if self.flags != "-":
+            return self.close()
+        err = exc.errno
+        if side is self.d:
+            self.flags, self.details = "DC", errno_detail("downstream_reset", err)
+            self.row[self.base + st.DOWN_RESET] += 1
+            self.close(reset_up=True)  # pass the client's reset on to the app
+        else:
+            self.flags, self.details = "UC", errno_detail("upstream_reset", err)
+            self.row[self.base + st.UP_RESET] += 1
+            self.close(reset_down=True)
+
     def fail(self, flags: str, details: str) -> None:
-        """Reset the client; finish() runs from connection_lost."""
+        """Reset the client (and an upstream, if any)."""
         self.flags = flags
         self.details = details
         self.pending = None
-        reset_transport(self.t)
-        if self.up_t is not None and not self.up_t.is_closing():
-            reset_transport(self.up_t)
+        self.close(reset_down=True, reset_up=True)
 
     def close_both(self) -> None:
-        self.t.close()
-        if self.up_t is not None:
-            self.up_t.close()
+        self.close()
 
     def idle_close(self) -> None:
         self.details = "idle_timeout"
-        self.close_both()
+        self.close()
+
+    def close(self, reset_down: bool = False, reset_up: bool = False) -> None:
+        if self.d.closed:  # both sides are closed together: already done
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        loop = self.ctx.loop
+        for side, rst in ((self.d, reset_down), (self.u, reset_up)):
+            if side is None or side.closed:
+                continue
+            side.closed = True
+            if side.reading:
+                side.reading = False
+                loop.remove_reader(side.fd)
+            if side.writing:
+                side.writing = False
+                loop.remove_writer(side.fd)
+            if rst:
+                with contextlib.suppress(OSError):
+                    side.sock.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER_RST)
+            side.sock.close()
+        self.finish()
 
     def finish(self) -> None:
         """Both sides are gone: account and log once."""
@@ -335,3 +388,48 @@ class Downstream(asyncio.Protocol):
         row[base + st.TX_BYTES] += self.rx - self.pub_rx
         row[base + st.RX_BYTES] += self.tx - self.pub_tx
         self.pub_rx, self.pub_tx = self.rx, self.tx
+
+
+class Acceptor:
+    """Accepts on a listening socket from the loop's reader callback: (fd, peer) straight from accept4."""
+
+    __slots__ = ("ctx", "fd", "paused", "sock")
+
+    BATCH = 64  # accepts per wake-up: bounded so a flood cannot starve established connections
+    RETRY_DELAY = 1.0  # out of fds or memory: stop accepting for a while instead of spinning
+
+    def __init__(self, ctx: Context, sock: socket.socket) -> None:
+        self.ctx = ctx
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.paused = False
+        ctx.loop.add_reader(self.fd, self.ready)
+
+    def ready(self) -> None:
+        ctx = self.ctx
+        accept = self.sock._accept  # (fd, address) without building a Python-level socket object
+        for _ in range(self.BATCH):
+            try:
+                fd, peer = accept()
+            except _AGAIN:
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    print(f"netlab-proxy: accept: {e}; pausing {self.RETRY_DELAY:g} s", file=sys.stderr, flush=True)
+                    self.paused = True
+                    ctx.loop.remove_reader(self.fd)
+                    ctx.loop.call_later(self.RETRY_DELAY, self.resume)
+                    return
+                continue  # ECONNABORTED and the like: that one connection is gone
+            Connection(ctx, _NEW(socket.AF_INET, socket.SOCK_STREAM, 0, fd), peer).begin()
+
+    def resume(self) -> None:
+        if self.paused and self.fd >= 0:
+            self.paused = False
+            self.ctx.loop.add_reader(self.fd, self.ready)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            if not self.paused:
+                self.ctx.loop.remove_reader(self.fd)
+            self.fd = -1

@@ -1,12 +1,12 @@
-"""Open the upstream connection of a route: default source, bound to 127.0.0.6, or transparent (TPROXY)."""
+"""Open the upstream socket of a route: default source, bound to 127.0.0.6, or transparent (TPROXY).
+
+A plain non-blocking socket and `connect_ex`: no resolver, no transport constructor (those cost getsockname,
+getpeername and extra ioctl/epoll calls per connection); the relay watches it for writability itself.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import os
 import socket
-from collections.abc import Callable
 
 from netlab.proxy.config import TPROXY_MARK
 from netlab.proxy.routes import Route
@@ -16,57 +16,30 @@ SO_MARK = getattr(socket, "SO_MARK", 36)
 # Defer the source port choice to connect(): bind(ip, 0) alone reserves a port for every destination and runs out
 # of ports under TIME_WAIT at a few hundred new connections per second; connect() can reuse per 4-tuple.
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-BIND_NO_PORT = True  # False: one create_connection(local_addr=(127.0.0.6, 0)) call (port reserved at bind)
+# SOCK_NONBLOCK in the type: non-blocking from socket() on, no extra ioctl.
+_STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
+_NEW = socket.SocketType  # the C socket type: no Python-level __init__ per connection
 
 
-def _bound_socket(ip: str, transparent: bool) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def open_upstream(route: Route, client_ip: str) -> tuple[socket.socket, int]:
+    """A non-blocking socket with connect() started: (socket, errno of connect_ex; 0 or EINPROGRESS when fine).
+    Raises OSError (the socket closed) when it cannot even be set up."""
+    assert route.upstream is not None
+    sock = _NEW(socket.AF_INET, _STREAM_NONBLOCK)
     try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # asyncio skips it for sock= transports
-        if transparent:
+        if not _STREAM_NONBLOCK & ~socket.SOCK_STREAM:
+            sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if route.transparent:
             # Bind to a non-local address (the client's) and mark packets so the app's replies route back here.
             sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
             sock.setsockopt(socket.SOL_SOCKET, SO_MARK, TPROXY_MARK)
-        sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-        sock.bind((ip, 0))
+            sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((client_ip, 0))
+        elif route.bind_ip:
+            sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((route.bind_ip, 0))
+        return sock, sock.connect_ex(route.upstream)
     except BaseException:
         sock.close()
         raise
-    return sock
-
-
-async def _sock_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, addr: tuple[str, int]) -> None:
-    """Non-blocking connect to a numeric address. Not `loop.sock_connect`: uvloop's resolves the address with
-    getaddrinfo on its thread pool (no numeric fast path there), a thread hop per connection."""
-    err = sock.connect_ex(addr)
-    if err == errno.EINPROGRESS:
-        done = loop.create_future()
-        fd = sock.fileno()
-        loop.add_writer(fd, lambda: done.done() or done.set_result(None))
-        try:
-            await done
-        finally:
-            loop.remove_writer(fd)
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if err:
-        raise OSError(err, os.strerror(err))
-
-
-async def connect(loop: asyncio.AbstractEventLoop, route: Route, client_ip: str,
-                  factory: Callable[[], asyncio.Protocol]) -> None:
-    """Connect; the protocol's connection_made does the rest. Raises OSError on failure."""
-    assert route.upstream is not None
-    host, port = route.upstream
-    if route.bind_ip and not route.transparent and not BIND_NO_PORT:
-        await loop.create_connection(factory, host, port, local_addr=(route.bind_ip, 0))
-    elif route.transparent or route.bind_ip:
-        sock = _bound_socket(client_ip if route.transparent else route.bind_ip or "", route.transparent)
-        try:
-            await _sock_connect(loop, sock, (host, port))
-            await loop.create_connection(factory, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-    else:
-        await loop.create_connection(factory, host, port)

@@ -14,7 +14,7 @@ from netlab.proxy.config import ProxyConfig
 from netlab.proxy.inbound import choose_inbound
 from netlab.proxy.origdst import Resolver, redirect_original_dst, resolver_for
 from netlab.proxy.outbound import choose_outbound
-from netlab.proxy.relay import Context, Downstream
+from netlab.proxy.relay import Acceptor, Context
 from netlab.proxy.stats import Stats
 from netlab.proxy.upstream import IP_TRANSPARENT
 
@@ -79,6 +79,7 @@ class Worker:
         self.stopped = asyncio.Event()
         self.servers: list[asyncio.AbstractServer] = []
         self.contexts: list[Context] = []
+        self.acceptors: list[Acceptor] = []
 
     async def start(self, listeners: Listeners) -> None:
         loop = asyncio.get_running_loop()
@@ -90,8 +91,8 @@ class Worker:
         outbound = Context(loop, "outbound", self.outbound_resolver, choose_outbound, self.stats, self.log,
                            cfg.connect_timeout, capture_ports, redirect)
         self.contexts = [inbound, outbound]
-        for ctx, sock in ((inbound, listeners.inbound), (outbound, listeners.outbound)):
-            self.servers.append(await loop.create_server(partial(Downstream, ctx), sock=sock, backlog=BACKLOG))
+        # Accepted on the loop's reader callback, not create_server: no transport per connection (relay.py).
+        self.acceptors = [Acceptor(inbound, listeners.inbound), Acceptor(outbound, listeners.outbound)]
         if listeners.health is not None:
             handler = health_handler(lambda: self.ready)
             self.servers.append(await loop.create_server(partial(HttpOnce, handler), sock=listeners.health))
@@ -124,6 +125,8 @@ class Worker:
     async def close(self) -> None:
         self.ready = False
         self._tick_handle.cancel()
+        for acceptor in self.acceptors:
+            acceptor.close()
         for server in self.servers:
             server.close()
         for ctx in self.contexts:
