@@ -1,5 +1,5 @@
-"""The forwarding core: one Connection per accepted socket, relayed with raw non-blocking sockets and the loop's
-`add_reader`/`add_writer`, with flow control and Envoy's failure semantics.
+"""The forwarding core: one Connection per accepted socket, relayed with raw non-blocking sockets in the worker's
+edge-triggered epoll set (poller.py), with flow control and Envoy's failure semantics.
 
 Why not transports: per new connection they cost a transport object per side, getsockname/getpeername calls,
 repeated ioctl(FIONBIO) and epoll registrations, a Task and futures for the connect. Here the accept gives the
@@ -9,7 +9,7 @@ peer, SO_ORIGINAL_DST the destination, and each socket is registered once.
   goes straight to the peer socket; only what the peer cannot take now is kept (its backlog). Reading from the
   source stops while that backlog is over 256 KiB and resumes below 64 KiB (the transports' high/low-water
   marks), so reads overlap the peer's draining.
-- Bytes that arrive before the upstream is connected are kept in order (reading pauses past 256 KiB).
+- Client bytes that arrive before the upstream is connected wait in the kernel; they are read once connected.
 - Half-close: EOF on one side becomes shutdown(SHUT_WR) on the other once its backlog is drained; when the
   second direction ends both sockets are closed (close() sends that FIN, no extra shutdown).
 - An upstream connect failure or reset resets the client (SO_LINGER 0 + close: RST, "connection reset by peer");
@@ -30,12 +30,14 @@ from collections.abc import Callable
 from netlab.proxy import stats as st
 from netlab.proxy.accesslog import AccessLog, Entry
 from netlab.proxy.origdst import Addr, Resolver
+from netlab.proxy.poller import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, Poller
 from netlab.proxy.routes import Route, loop_reason, refused
 from netlab.proxy.upstream import open_upstream
 
 HIGH_WATER = 256 * 1024
-READS_PER_WAKEUP = 16  # bulk: consecutive full reads without going back to the loop
+READS_PER_WAKEUP = 16  # bulk: consecutive full reads before letting other connections run
 LOW_WATER = HIGH_WATER // 4  # resume reading the source once its peer's backlog is this small
+_READABLE = EPOLLIN | EPOLLERR | EPOLLHUP
 _LINGER_RST = struct.pack("ii", 1, 0)
 _SOL_SOCKET, _SO_LINGER, _SO_ERROR = socket.SOL_SOCKET, socket.SO_LINGER, socket.SO_ERROR
 _IPPROTO_TCP, _TCP_NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
@@ -50,14 +52,15 @@ def errno_detail(prefix: str, err: int | None) -> str:
 
 
 class Context:
-    """What a listener's connections share: routing, stats, log, the live connections."""
+    """What a listener's connections share: routing, stats, log, the live connections, the epoll set."""
 
-    __slots__ = ("active", "capture_ports", "choose", "connect_timeout", "direction", "log", "loop",
+    __slots__ = ("active", "capture_ports", "choose", "connect_timeout", "direction", "log", "loop", "poller",
                  "redirect_mode", "resolver", "stats")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, direction: str, resolver: Resolver,
                  choose: Callable[[Addr], Route], stats: st.Stats, log: AccessLog | None,
-                 connect_timeout: float, capture_ports: frozenset[int], redirect_mode: bool) -> None:
+                 connect_timeout: float, capture_ports: frozenset[int], redirect_mode: bool,
+                 poller: Poller | None = None) -> None:
         self.loop = loop
         self.direction = direction
         self.resolver = resolver
@@ -67,23 +70,26 @@ class Context:
         self.connect_timeout = connect_timeout
         self.capture_ports = capture_ports
         self.redirect_mode = redirect_mode
+        self.poller = poller or Poller(loop)
         self.active: set[Connection] = set()
 
 
 class Side:
     """One socket of a connection and what the relay knows about it."""
 
-    __slots__ = ("backlog", "closed", "eof", "fd", "reading", "shut", "sock", "writing")
+    __slots__ = ("backlog", "closed", "eof", "fd", "hup", "reading", "shut", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.reading = self.writing = self.eof = self.shut = self.closed = False
+        self.reading = True  # False: paused (peer backlog full), at EOF or closed
+        self.eof = self.shut = self.closed = False
+        self.hup = False  # its FIN is queued (EPOLLRDHUP): read on to EOF even after a short read
         self.backlog: bytearray | None = None  # bytes this side could not take yet
 
 
 class Connection:
-    __slots__ = ("base", "ctx", "d", "details", "flags", "idle_mark", "idle_since", "orig", "peer", "pending",
+    __slots__ = ("base", "connecting", "ctx", "d", "details", "flags", "idle_mark", "idle_since", "orig", "peer",
                  "pub_rx", "pub_tx", "route", "row", "rx", "start", "timer", "tx", "u", "up_local")
 
     def __init__(self, ctx: Context, sock: socket.socket, peer: Addr) -> None:
@@ -93,7 +99,7 @@ class Connection:
         self.peer = peer
         self.rx = self.tx = self.pub_rx = self.pub_tx = 0
         self.flags = self.details = "-"
-        self.pending: list[bytes] | None = []  # client bytes read before the upstream is connected
+        self.connecting = False
         self.up_local: Addr | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.idle_mark = -1
@@ -131,16 +137,14 @@ class Connection:
         except OSError as e:
             return self.connect_failed(e.errno or errno.EIO)
         u = self.u = Side(up)
-        loop = ctx.loop
-        d = self.d
-        d.reading = True
-        loop.add_reader(d.fd, self.readable, d, u)
+        poller = ctx.poller
+        poller.add(self.d.fd, self.on_down)
+        poller.add(u.fd, self.on_up)
         if err == 0:
             self.connected()
         elif err == errno.EINPROGRESS:
-            u.writing = True
-            loop.add_writer(u.fd, self.connect_ready)
-            self.timer = loop.call_later(ctx.connect_timeout, self.connect_timed_out)
+            self.connecting = True
+            self.timer = ctx.loop.call_later(ctx.connect_timeout, self.connect_timed_out)
         else:
             self.connect_failed(err)
 
@@ -168,15 +172,6 @@ class Connection:
             return refused(ctx.direction, loop[0])
         return ctx.choose(orig)
 
-    def connect_ready(self) -> None:
-        u = self.u
-        assert u is not None
-        err = u.sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
-        if err:
-            self.connect_failed(err)
-        elif not u.closed:
-            self.connected()
-
     def connect_timed_out(self) -> None:
         self.timer = None
         self.row[self.base + st.CONNECT_TIMEOUT] += 1
@@ -184,38 +179,79 @@ class Connection:
 
     def connect_failed(self, err: int) -> None:
         self.row[self.base + st.CONNECT_FAIL] += 1
+        self.count_unread()
         self.fail("UF", errno_detail("upstream_connect_error", err))
 
+    def count_unread(self) -> None:
+        """Client bytes that waited for a connect that failed still count as received (log, tx_bytes)."""
+        d = self.d
+        while not d.closed and self.rx < HIGH_WATER:
+            try:
+                n = len(d.sock.recv(HIGH_WATER))
+            except OSError:
+                return
+            if n == 0:
+                return
+            self.rx += n
+
     def connected(self) -> None:
+        self.connecting = False
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         d, u = self.d, self.u
         assert u is not None
-        loop = self.ctx.loop
         if self.ctx.log is not None:
             with contextlib.suppress(OSError):
                 self.up_local = u.sock.getsockname()
-        # Start reading before dropping write interest: uvloop keeps one poll per fd, so this is one epoll MOD.
-        u.reading = True
-        loop.add_reader(u.fd, self.readable, u, d)
-        if u.writing:
-            u.writing = False
-            loop.remove_writer(u.fd)
-        pending = self.pending
-        self.pending = None
-        if pending:
-            self.forward(b"".join(pending) if len(pending) > 1 else pending[0], d, u)
-        if d.eof and u.backlog is None and not u.closed:
-            self.end_direction(d, u)
-        elif not d.reading and not d.eof and u.backlog is None and not d.closed:
-            d.reading = True  # paused while connecting
-            loop.add_reader(d.fd, self.readable, d, u)
+        self.readable(d, u)  # what the client sent (or its EOF) while we were connecting
+
+    # --- epoll events ----------------------------------------------------------------------------------------
+
+    def on_down(self, events: int) -> None:
+        d, u = self.d, self.u
+        assert u is not None
+        if events & EPOLLRDHUP:
+            d.hup = True
+        if events & EPOLLERR and self.failed(d):
+            return
+        if self.connecting:
+            return  # bytes and EOF wait in the kernel until connected() reads them
+        if events & _READABLE and d.reading:
+            self.readable(d, u)
+        if events & EPOLLOUT and d.backlog is not None and not d.closed:
+            self.writable(u, d)
+
+    def on_up(self, events: int) -> None:
+        d, u = self.d, self.u
+        assert u is not None
+        if events & EPOLLRDHUP:
+            u.hup = True
+        if self.connecting:
+            err = u.sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+            if err:
+                return self.connect_failed(err)
+            if not events & EPOLLOUT:
+                return
+            self.connected()
+        elif events & EPOLLERR and self.failed(u):
+            return
+        if events & _READABLE and u.reading:
+            self.readable(u, d)
+        if events & EPOLLOUT and u.backlog is not None and not u.closed:
+            self.writable(d, u)
+
+    def failed(self, side: Side) -> bool:
+        """EPOLLERR: a reset (or other socket error) ends the connection now, whatever is still queued."""
+        err = side.sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+        if err:
+            self.reset_by(side, err)
+        return bool(err)
 
     # --- relay -----------------------------------------------------------------------------------------------
 
     def readable(self, src: Side, dst: Side) -> None:
-        ctx = self.ctx
+        """Read until a short read (edge-triggered: the next arrival is a new event), EOF, or a full backlog."""
         recv = src.sock.recv
         for _ in range(READS_PER_WAKEUP):
             try:
@@ -223,57 +259,46 @@ class Connection:
             except _AGAIN:
                 return
             except OSError as e:
-                return self.reset_by(src, e)
+                return self.reset_by(src, e.errno)
             n = len(data)
             if n == 0:
                 src.eof = True
                 src.reading = False
-                ctx.loop.remove_reader(src.fd)
-                if self.pending is not None:  # still connecting: connected() passes the EOF on
-                    return
                 if dst.backlog is None:
                     self.end_direction(src, dst)
                 return
             if src is self.d:
                 self.rx += n
-                pending = self.pending
-                if pending is not None:
-                    pending.append(data)
-                    if self.rx > HIGH_WATER:
-                        src.reading = False
-                        ctx.loop.remove_reader(src.fd)
-                    return
             else:
                 self.tx += n
             backlog = dst.backlog
-            if backlog is not None:  # dst is still draining: queue behind it, keep order
+            if backlog is None:
+                self.forward(data, src, dst)
+            else:  # dst is still draining: queue behind it, keep order
                 backlog += data
                 if len(backlog) >= HIGH_WATER:
                     src.reading = False
-                    ctx.loop.remove_reader(src.fd)
+            if not src.reading or (n < HIGH_WATER and not src.hup):
                 return
-            self.forward(data, src, dst)
-            # A full buffer means more is probably waiting: read again now rather than after another epoll_wait,
-            # as long as dst takes everything.
-            if n < HIGH_WATER or dst.backlog is not None or not src.reading:
-                return
+        self.ctx.loop.call_soon(self.resume, src, dst)  # maybe more: read on after the others had a turn
 
-    def forward(self, data: bytes | memoryview, src: Side, dst: Side) -> None:
+    def resume(self, src: Side, dst: Side) -> None:
+        if src.reading:
+            self.readable(src, dst)
+
+    def forward(self, data: bytes, src: Side, dst: Side) -> None:
         try:
             sent = dst.sock.send(data)
         except _AGAIN:
             sent = 0
         except OSError as e:
-            return self.reset_by(dst, e)
+            return self.reset_by(dst, e.errno)
         if sent == len(data):
             return
+        # The rest goes out on dst's next EPOLLOUT edge (a short send arms it).
         dst.backlog = bytearray(memoryview(data)[sent:])
-        loop = self.ctx.loop
-        dst.writing = True
-        loop.add_writer(dst.fd, self.writable, src, dst)
-        if src.reading and len(data) - sent >= HIGH_WATER:  # flow control: read no more until dst takes some
+        if len(data) - sent >= HIGH_WATER:  # flow control: read no more until dst takes some
             src.reading = False
-            loop.remove_reader(src.fd)
 
     def writable(self, src: Side, dst: Side) -> None:
         data = dst.backlog
@@ -283,25 +308,19 @@ class Connection:
         except _AGAIN:
             return
         except OSError as e:
-            return self.reset_by(dst, e)
+            return self.reset_by(dst, e.errno)
         if sent < len(data):
             del data[:sent]  # bytearray: cheap from the front
             if not src.reading and not src.eof and not src.closed and len(data) <= LOW_WATER:
                 src.reading = True
-                self.ctx.loop.add_reader(src.fd, self.readable, src, dst)
+                self.readable(src, dst)  # edges seen while paused were ignored: read now
             return
         dst.backlog = None
-        loop = self.ctx.loop
         if src.eof:
-            dst.writing = False
-            loop.remove_writer(dst.fd)
             self.end_direction(src, dst)
-            return
-        if not src.reading and not src.closed:
+        elif not src.reading and not src.closed:
             src.reading = True
-            loop.add_reader(src.fd, self.readable, src, dst)
-        dst.writing = False
-        loop.remove_writer(dst.fd)
+            self.readable(src, dst)
 
     def end_direction(self, src: Side, dst: Side) -> None:
         """src sent EOF and dst has everything: pass the FIN on, or close both when the other way ended too."""
@@ -312,15 +331,14 @@ class Connection:
         try:
             dst.sock.shutdown(socket.SHUT_WR)
         except OSError as e:
-            self.reset_by(dst, e)
+            self.reset_by(dst, e.errno)
 
     # --- endings ---------------------------------------------------------------------------------------------
 
-    def reset_by(self, side: Side, exc: OSError) -> None:
+    def reset_by(self, side: Side, err: int | None) -> None:
         """side failed (reset, broken pipe): reset the other one too, as Envoy does."""
         if self.flags != "-":
             return self.close()
-        err = exc.errno
         if side is self.d:
             self.flags, self.details = "DC", errno_detail("downstream_reset", err)
             self.row[self.base + st.DOWN_RESET] += 1
@@ -334,7 +352,6 @@ class Connection:
         """Reset the client (and an upstream, if any)."""
         self.flags = flags
         self.details = details
-        self.pending = None
         self.close(reset_down=True, reset_up=True)
 
     def close_both(self) -> None:
@@ -347,20 +364,17 @@ class Connection:
     def close(self, reset_down: bool = False, reset_up: bool = False) -> None:
         if self.d.closed:  # both sides are closed together: already done
             return
+        self.connecting = False
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        loop = self.ctx.loop
+        forget = self.ctx.poller.forget
         for side, rst in ((self.d, reset_down), (self.u, reset_up)):
-            if side is None or side.closed:
+            if side is None:
                 continue
             side.closed = True
-            if side.reading:
-                side.reading = False
-                loop.remove_reader(side.fd)
-            if side.writing:
-                side.writing = False
-                loop.remove_writer(side.fd)
+            side.reading = False
+            forget(side.fd)  # close() takes it out of the epoll set
             if rst:
                 with contextlib.suppress(OSError):
                     side.sock.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER_RST)

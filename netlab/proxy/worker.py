@@ -14,6 +14,7 @@ from netlab.proxy.config import ProxyConfig
 from netlab.proxy.inbound import choose_inbound
 from netlab.proxy.origdst import Resolver, redirect_original_dst, resolver_for
 from netlab.proxy.outbound import choose_outbound
+from netlab.proxy.poller import Poller
 from netlab.proxy.relay import Acceptor, Context
 from netlab.proxy.stats import Stats
 from netlab.proxy.upstream import IP_TRANSPARENT
@@ -86,10 +87,11 @@ class Worker:
         cfg = self.cfg
         capture_ports = frozenset((listeners.inbound.getsockname()[1], listeners.outbound.getsockname()[1]))
         redirect = cfg.mode == "REDIRECT"
+        self.poller = Poller(loop)  # one epoll set for the relayed sockets of both directions
         inbound = Context(loop, "inbound", self.inbound_resolver, partial(choose_inbound, cfg), self.stats,
-                          self.log, cfg.connect_timeout, capture_ports, redirect)
+                          self.log, cfg.connect_timeout, capture_ports, redirect, self.poller)
         outbound = Context(loop, "outbound", self.outbound_resolver, choose_outbound, self.stats, self.log,
-                           cfg.connect_timeout, capture_ports, redirect)
+                           cfg.connect_timeout, capture_ports, redirect, self.poller)
         self.contexts = [inbound, outbound]
         # Accepted on the loop's reader callback, not create_server: no transport per connection (relay.py).
         self.acceptors = [Acceptor(inbound, listeners.inbound), Acceptor(outbound, listeners.outbound)]
@@ -132,6 +134,6 @@ class Worker:
         for ctx in self.contexts:
             for d in list(ctx.active):
                 d.close_both()
-        await asyncio.sleep(0)  # let connection_lost callbacks log
+        self.poller.close()
         if self.log is not None:
             self.log.flush()
