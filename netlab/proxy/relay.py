@@ -37,10 +37,10 @@ from netlab.proxy.upstream import open_upstream
 HIGH_WATER = 256 * 1024
 READS_PER_WAKEUP = 16  # bulk: consecutive full reads before letting other connections run
 LOW_WATER = HIGH_WATER // 4  # resume reading the source once its peer's backlog is this small
+ROUTE_CACHE = 4096  # original destinations remembered per listener (cleared when full)
 _READABLE = EPOLLIN | EPOLLERR | EPOLLHUP
 _LINGER_RST = struct.pack("ii", 1, 0)
 _SOL_SOCKET, _SO_LINGER, _SO_ERROR = socket.SOL_SOCKET, socket.SO_LINGER, socket.SO_ERROR
-_IPPROTO_TCP, _TCP_NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
 _NEW = socket.SocketType  # the C socket type: no Python-level __init__ per connection
 _AGAIN = (BlockingIOError, InterruptedError)
 
@@ -55,7 +55,7 @@ class Context:
     """What a listener's connections share: routing, stats, log, the live connections, the epoll set."""
 
     __slots__ = ("active", "capture_ports", "choose", "connect_timeout", "direction", "log", "loop", "poller",
-                 "redirect_mode", "resolver", "stats")
+                 "redirect_mode", "resolver", "routes", "stats")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, direction: str, resolver: Resolver,
                  choose: Callable[[Addr], Route], stats: st.Stats, log: AccessLog | None,
@@ -72,6 +72,7 @@ class Context:
         self.redirect_mode = redirect_mode
         self.poller = poller or Poller(loop)
         self.active: set[Connection] = set()
+        self.routes: dict[Addr, Route] = {}  # choose() is a pure function of the original destination
 
 
 class Side:
@@ -114,8 +115,7 @@ class Connection:
             self.start = time.time()
         sock = self.d.sock
         try:
-            sock.setblocking(False)
-            sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+            sock.setblocking(False)  # TCP_NODELAY comes from the listener (worker.listen)
         except OSError as e:  # the client reset before we got here
             self.orig = ("0.0.0.0", 0)
             self.route = refused(ctx.direction, errno_detail("downstream_gone", e.errno))
@@ -170,7 +170,13 @@ class Connection:
         if loop is not None:
             print(f"netlab-proxy: {loop[1]}", file=sys.stderr, flush=True)
             return refused(ctx.direction, loop[0])
-        return ctx.choose(orig)
+        routes = ctx.routes
+        route = routes.get(orig)
+        if route is None:
+            if len(routes) >= ROUTE_CACHE:
+                routes.clear()
+            route = routes[orig] = ctx.choose(orig)
+        return route
 
     def connect_timed_out(self) -> None:
         self.timer = None
@@ -228,9 +234,8 @@ class Connection:
         if events & EPOLLRDHUP:
             u.hup = True
         if self.connecting:
-            err = u.sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
-            if err:
-                return self.connect_failed(err)
+            if events & (EPOLLERR | EPOLLHUP):  # only then is SO_ERROR worth a syscall
+                return self.connect_failed(u.sock.getsockopt(_SOL_SOCKET, _SO_ERROR) or errno.ECONNREFUSED)
             if not events & EPOLLOUT:
                 return
             self.connected()

@@ -45,6 +45,8 @@ def listen(host: str, port: int, reuseport: bool = False, transparent: bool = Fa
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if transparent:  # TPROXY: accept connections addressed to any IP (needs CAP_NET_ADMIN, bound as root)
             sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        # Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt here, none per connection.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(BACKLOG)
         sock.setblocking(False)
