@@ -16,6 +16,8 @@ import contextlib
 import sys
 import time
 
+from netlab.kernel.procname import set_process_name
+
 READ_PAUSE = 0.3  # a pong app answers after this long without a newline, like a line-oriented server would
 
 
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reply", default="pong")
     parser.add_argument("--peers", help="append each accepted peer's address to this file")
     args = parser.parse_args(argv)
+    set_process_name(f"{args.kind}-app")  # `ss -tnp` in the pod shows ("pong-app",pid=...), not ("python3",...)
     try:
         asyncio.run(serve(args))
     except KeyboardInterrupt:

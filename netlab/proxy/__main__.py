@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from netlab.errors import NetlabError
+from netlab.kernel.procname import set_process_name
 from netlab.proxy.config import ProxyConfig
 
 
@@ -62,6 +63,7 @@ def config_from_args(argv: list[str] | None = None) -> ProxyConfig:
 def main(argv: list[str] | None = None) -> int:
     from netlab.proxy.server import run
 
+    set_process_name("netlab-proxy")  # what `ss -tnp` and `ps -o comm` show in the pod (Envoy shows "envoy")
     try:
         cfg = config_from_args(argv)
         return run(cfg)
