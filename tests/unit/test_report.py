@@ -6,6 +6,7 @@ import io
 import json
 import xml.etree.ElementTree as ET
 
+import pytest
 from rich.console import Console
 
 from netlab.report import RunInfo, check_line, print_report, summary, to_json, to_junit
@@ -74,3 +75,13 @@ def test_check_line_and_tables() -> None:
     text = buf.getvalue()
     assert "lo-vs-eth0: 1/2 checks passed" in text
     assert "measured" in text and "TCP connections" in text  # the hop/latency table appears when measured
+
+
+def test_junit_is_read_by_a_common_consumer() -> None:
+    """junitparser is what many CI result viewers and scripts use to read JUnit XML."""
+    junitparser = pytest.importorskip("junitparser")
+    xml = junitparser.JUnitXml.fromstring(to_junit(INFO, results()))
+    suites = list(xml) if isinstance(xml, junitparser.JUnitXml) else [xml]
+    cases = [case for suite in suites for case in suite]
+    assert len(cases) == 2 and cases[0].is_passed
+    assert not cases[1].is_passed and cases[1].result[0].message == "expected reset, observed reply 'pong'"
