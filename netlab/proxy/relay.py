@@ -39,10 +39,20 @@ READS_PER_WAKEUP = 16  # bulk: consecutive full reads before letting other conne
 LOW_WATER = HIGH_WATER // 4  # resume reading the source once its peer's backlog is this small
 ROUTE_CACHE = 4096  # original destinations remembered per listener (cleared when full)
 _READABLE = EPOLLIN | EPOLLERR | EPOLLHUP
+_UNUSUAL = EPOLLRDHUP | EPOLLERR  # events that need more than read/write
 _LINGER_RST = struct.pack("ii", 1, 0)
 _SOL_SOCKET, _SO_LINGER, _SO_ERROR = socket.SOL_SOCKET, socket.SO_LINGER, socket.SO_ERROR
 _NEW = socket.SocketType  # the C socket type: no Python-level __init__ per connection
 _AGAIN = (BlockingIOError, InterruptedError)
+
+
+def prime_allocator() -> None:
+    """Make 256 KiB reads come from the heap. Each recv(HIGH_WATER) allocates HIGH_WATER bytes and shrinks them to
+    what arrived; above glibc's mmap threshold (128 KiB at start) that is mmap + mremap + munmap per read, which a
+    small read never raises. Freeing one larger mmapped block raises the threshold past it (glibc's dynamic
+    M_MMAP_THRESHOLD); elsewhere this is a harmless allocation."""
+    block = bytes(HIGH_WATER + 8192)
+    del block
 
 
 def errno_detail(prefix: str, err: int | None) -> str:
@@ -214,37 +224,41 @@ class Connection:
 
     # --- epoll events ----------------------------------------------------------------------------------------
 
+    # The two handlers below and readable() run for every event of an established connection: kept flat (few
+    # calls, rare cases out of line), since Python frames are most of the per-request cost.
+
     def on_down(self, events: int) -> None:
-        d, u = self.d, self.u
-        assert u is not None
-        if events & EPOLLRDHUP:
-            d.hup = True
-        if events & EPOLLERR and self.failed(d):
-            return
-        if self.connecting:
-            return  # bytes and EOF wait in the kernel until connected() reads them
+        d = self.d
+        if events & _UNUSUAL or self.connecting:
+            if events & EPOLLRDHUP:
+                d.hup = True
+            if events & EPOLLERR and self.failed(d):
+                return
+            if self.connecting:
+                return  # bytes and EOF wait in the kernel until connected() reads them
         if events & _READABLE and d.reading:
-            self.readable(d, u)
-        if events & EPOLLOUT and d.backlog is not None and not d.closed:
-            self.writable(u, d)
+            self.readable(d, self.u)  # type: ignore[arg-type]
+        if d.backlog is not None and events & EPOLLOUT and not d.closed:
+            self.writable(self.u, d)  # type: ignore[arg-type]
 
     def on_up(self, events: int) -> None:
-        d, u = self.d, self.u
+        u = self.u
         assert u is not None
-        if events & EPOLLRDHUP:
-            u.hup = True
-        if self.connecting:
-            if events & (EPOLLERR | EPOLLHUP):  # only then is SO_ERROR worth a syscall
-                return self.connect_failed(u.sock.getsockopt(_SOL_SOCKET, _SO_ERROR) or errno.ECONNREFUSED)
-            if not events & EPOLLOUT:
+        if events & _UNUSUAL or self.connecting:
+            if events & EPOLLRDHUP:
+                u.hup = True
+            if self.connecting:
+                if events & (EPOLLERR | EPOLLHUP):  # only then is SO_ERROR worth a syscall
+                    return self.connect_failed(u.sock.getsockopt(_SOL_SOCKET, _SO_ERROR) or errno.ECONNREFUSED)
+                if not events & EPOLLOUT:
+                    return
+                self.connected()
+            elif events & EPOLLERR and self.failed(u):
                 return
-            self.connected()
-        elif events & EPOLLERR and self.failed(u):
-            return
         if events & _READABLE and u.reading:
-            self.readable(u, d)
-        if events & EPOLLOUT and u.backlog is not None and not u.closed:
-            self.writable(d, u)
+            self.readable(u, self.d)
+        if u.backlog is not None and events & EPOLLOUT and not u.closed:
+            self.writable(self.d, u)
 
     def failed(self, side: Side) -> bool:
         """EPOLLERR: a reset (or other socket error) ends the connection now, whatever is still queued."""
@@ -258,7 +272,8 @@ class Connection:
     def readable(self, src: Side, dst: Side) -> None:
         """Read until a short read (edge-triggered: the next arrival is a new event), EOF, or a full backlog."""
         recv = src.sock.recv
-        for _ in range(READS_PER_WAKEUP):
+        reads = 0
+        while True:
             try:
                 data = recv(HIGH_WATER)
             except _AGAIN:
@@ -266,7 +281,7 @@ class Connection:
             except OSError as e:
                 return self.reset_by(src, e.errno)
             n = len(data)
-            if n == 0:
+            if not n:
                 src.eof = True
                 src.reading = False
                 if dst.backlog is None:
@@ -276,34 +291,41 @@ class Connection:
                 self.rx += n
             else:
                 self.tx += n
-            backlog = dst.backlog
-            if backlog is None:
-                self.forward(data, src, dst)
-            else:  # dst is still draining: queue behind it, keep order
-                backlog += data
-                if len(backlog) >= HIGH_WATER:
-                    src.reading = False
-            if not src.reading or (n < HIGH_WATER and not src.hup):
+            if dst.backlog is None:
+                try:
+                    sent = dst.sock.send(data)
+                except _AGAIN:
+                    sent = 0
+                except OSError as e:
+                    return self.reset_by(dst, e.errno)
+                if sent != n:
+                    self.keep(data, sent, src, dst)
+            else:
+                self.queue(data, src, dst)
+            if (n < HIGH_WATER and not src.hup) or not src.reading:
                 return
-        self.ctx.loop.call_soon(self.resume, src, dst)  # maybe more: read on after the others had a turn
+            reads += 1
+            if reads == READS_PER_WAKEUP:  # maybe more: read on after the others had a turn
+                self.ctx.loop.call_soon(self.resume, src, dst)
+                return
+
+    def keep(self, data: bytes, sent: int, src: Side, dst: Side) -> None:
+        """dst took only part: the rest goes out on its next EPOLLOUT edge (a short send arms it)."""
+        dst.backlog = bytearray(memoryview(data)[sent:])
+        if len(data) - sent >= HIGH_WATER:  # flow control: read no more until dst takes some
+            src.reading = False
+
+    def queue(self, data: bytes, src: Side, dst: Side) -> None:
+        """dst is still draining: queue behind its backlog, in order."""
+        backlog = dst.backlog
+        assert backlog is not None
+        backlog += data
+        if len(backlog) >= HIGH_WATER:
+            src.reading = False
 
     def resume(self, src: Side, dst: Side) -> None:
         if src.reading:
             self.readable(src, dst)
-
-    def forward(self, data: bytes, src: Side, dst: Side) -> None:
-        try:
-            sent = dst.sock.send(data)
-        except _AGAIN:
-            sent = 0
-        except OSError as e:
-            return self.reset_by(dst, e.errno)
-        if sent == len(data):
-            return
-        # The rest goes out on dst's next EPOLLOUT edge (a short send arms it).
-        dst.backlog = bytearray(memoryview(data)[sent:])
-        if len(data) - sent >= HIGH_WATER:  # flow control: read no more until dst takes some
-            src.reading = False
 
     def writable(self, src: Side, dst: Side) -> None:
         data = dst.backlog

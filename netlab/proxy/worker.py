@@ -15,7 +15,7 @@ from netlab.proxy.inbound import choose_inbound
 from netlab.proxy.origdst import Resolver, redirect_original_dst, resolver_for
 from netlab.proxy.outbound import choose_outbound
 from netlab.proxy.poller import Poller
-from netlab.proxy.relay import Acceptor, Context
+from netlab.proxy.relay import Acceptor, Context, prime_allocator
 from netlab.proxy.stats import Stats
 from netlab.proxy.upstream import IP_TRANSPARENT
 
@@ -89,6 +89,7 @@ class Worker:
         cfg = self.cfg
         capture_ports = frozenset((listeners.inbound.getsockname()[1], listeners.outbound.getsockname()[1]))
         redirect = cfg.mode == "REDIRECT"
+        prime_allocator()
         self.poller = Poller(loop)  # one epoll set for the relayed sockets of both directions
         inbound = Context(loop, "inbound", self.inbound_resolver, partial(choose_inbound, cfg), self.stats,
                           self.log, cfg.connect_timeout, capture_ports, redirect, self.poller)
