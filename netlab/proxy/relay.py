@@ -39,6 +39,7 @@ READS_PER_WAKEUP = 16  # bulk: consecutive full reads before letting other conne
 LOW_WATER = HIGH_WATER // 4  # resume reading the source once its peer's backlog is this small
 ROUTE_CACHE = 4096  # original destinations remembered per listener (cleared when full)
 _READABLE = EPOLLIN | EPOLLERR | EPOLLHUP
+_RESET_AFTER_CONNECT = (errno.ECONNRESET, errno.EPIPE)  # a refused connect is ECONNREFUSED
 _UNUSUAL = EPOLLRDHUP | EPOLLERR  # events that need more than read/write
 _LINGER_RST = struct.pack("ii", 1, 0)
 _SOL_SOCKET, _SO_LINGER, _SO_ERROR = socket.SOL_SOCKET, socket.SO_LINGER, socket.SO_ERROR
@@ -147,6 +148,9 @@ class Connection:
         except OSError as e:
             return self.connect_failed(e.errno or errno.EIO)
         u = self.u = Side(up)
+        if ctx.log is not None:  # the source port is chosen by connect() (IP_BIND_ADDRESS_NO_PORT): known now
+            with contextlib.suppress(OSError):
+                self.up_local = up.getsockname()
         poller = ctx.poller
         poller.add(self.d.fd, self.on_down)
         poller.add(u.fd, self.on_up)
@@ -195,6 +199,7 @@ class Connection:
 
     def connect_failed(self, err: int) -> None:
         self.row[self.base + st.CONNECT_FAIL] += 1
+        self.up_local = None  # never connected: no upstream local address in the log
         self.count_unread()
         self.fail("UF", errno_detail("upstream_connect_error", err))
 
@@ -217,9 +222,6 @@ class Connection:
             self.timer = None
         d, u = self.d, self.u
         assert u is not None
-        if self.ctx.log is not None:
-            with contextlib.suppress(OSError):
-                self.up_local = u.sock.getsockname()
         self.readable(d, u)  # what the client sent (or its EOF) while we were connecting
 
     # --- epoll events ----------------------------------------------------------------------------------------
@@ -249,7 +251,13 @@ class Connection:
                 u.hup = True
             if self.connecting:
                 if events & (EPOLLERR | EPOLLHUP):  # only then is SO_ERROR worth a syscall
-                    return self.connect_failed(u.sock.getsockopt(_SOL_SOCKET, _SO_ERROR) or errno.ECONNREFUSED)
+                    err = u.sock.getsockopt(_SOL_SOCKET, _SO_ERROR) or errno.ECONNREFUSED
+                    if err not in _RESET_AFTER_CONNECT:
+                        return self.connect_failed(err)
+                    # Connected, then reset before we got to it: an upstream reset (UC), as if seen a bit later.
+                    self.connecting = False
+                    self.count_unread()
+                    return self.reset_by(u, err)
                 if not events & EPOLLOUT:
                     return
                 self.connected()
