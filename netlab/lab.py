@@ -153,7 +153,7 @@ def app_argv(state: LabState, member: str, app: App) -> list[str]:
         return list(app.command or [])
     assert app.listen is not None
     host = state.members[member]["ip"] if app.listen.host == "eth0" else app.listen.host
-    peers = os.path.join(state.directory, "apps", f"{member}.peers")
+    peers = state.peers_file(member)
     os.makedirs(os.path.dirname(peers), exist_ok=True)
     return [sys.executable, "-m", "netlab.apps", app.kind, "--listen", f"{host}:{app.listen.port}",
             "--reply", app.reply, "--peers", peers]

@@ -16,7 +16,6 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -63,7 +62,7 @@ class Lab:
 
     def app_peer(self, pod: str) -> str | None:
         """The peer address of the last connection the pod's built-in app accepted."""
-        line = last_line(str(Path(self.state.directory, "apps", f"{pod}.peers")))
+        line = last_line(self.state.peers_file(pod))
         return line.split()[0] if line else None
 
     def exec(self, member: str, *argv: str) -> subprocess.CompletedProcess[str]:

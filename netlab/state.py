@@ -31,6 +31,10 @@ class LabState:
     def directory(self) -> str:
         return lab_dir(self.lab)
 
+    def peers_file(self, member: str) -> str:
+        """Where a built-in app appends the peer of every connection it accepts ("IP PORT" lines)."""
+        return os.path.join(self.directory, "apps", f"{member}.peers")
+
     def push(self, kind: str, **fields: Any) -> None:
         self.undo.append({"kind": kind, **fields})
         self.save()
