@@ -153,12 +153,13 @@ def setup_tproxy_routes(
     Like `ip rule add`, a rule that already exists is an error unless exist_ok (a second 1.9/1.10 istio-init
     run fails right here); the route is best effort, as istio-init's `Run` of `ip route add` was.
     """
-    from pyroute2 import IPRoute  # imported lazily: pure callers never need netlink
-    from pyroute2.netlink.exceptions import NetlinkError
+    from pyroute2.netlink.exceptions import NetlinkError  # imported lazily: pure callers never need netlink
+
+    from netlab.kernel.links import netlink
 
     families = [socket.AF_INET, socket.AF_INET6] if ipv6 else [socket.AF_INET]
     try:
-        with IPRoute(netns=netns_path) as ipr:
+        with netlink(netns_path) as ipr:
             lo = ipr.link_lookup(ifname="lo")[0]
             for family in families:
                 # The kernel's own choice when `ip rule add` gives no pref: just above the first non-local rule.
@@ -179,22 +180,24 @@ def setup_tproxy_routes(
                     if err.code != errno.EEXIST:
                         raise
     except Exception as err:
+        reason = err.__cause__ if isinstance(err, KernelError) and err.__cause__ else err  # netlink()'s wrapping
         raise KernelError(
-            f"TPROXY routing setup (fwmark {mark} -> table {table}) failed in {netns_path}: {err}",
+            f"TPROXY routing setup (fwmark {mark} -> table {table}) failed in {netns_path}: {reason}",
             hint="a second istio-init run in one pod fails here in TPROXY mode; recreate the pod",
         ) from err
 
 
 def add_ipv6_passthrough_address(netns_path: str) -> None:
     """`ip -6 addr add ::6/128 dev lo`: the IPv6 inbound passthrough source needs an address (127/8 does not)."""
-    from pyroute2 import IPRoute
+    from netlab.kernel.links import netlink
 
     try:
-        with IPRoute(netns=netns_path) as ipr:
+        with netlink(netns_path) as ipr:
             lo = ipr.link_lookup(ifname="lo")[0]
             ipr.addr("add", index=lo, address="::6", prefixlen=128, family=socket.AF_INET6)
     except Exception as err:
-        raise KernelError(f"adding ::6/128 to lo failed in {netns_path}: {err}") from err
+        reason = err.__cause__ if isinstance(err, KernelError) and err.__cause__ else err
+        raise KernelError(f"adding ::6/128 to lo failed in {netns_path}: {reason}") from err
 
 
 def apply_istio_init(
