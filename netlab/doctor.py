@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
+from netlab.errors import EnvironmentProblem
 from netlab.istio.apply import system_backend
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -128,6 +129,7 @@ def _path_shadowing() -> Finding:
 def _kernel() -> list[Finding]:
     from netlab.kernel.holders import spawn_holder, stop_pid
     from netlab.kernel.links import netlink
+    from netlab.kernel.nsutil import nsenter_run
 
     holder = spawn_holder(f"doctor-{os.getpid()}", "probe", "netlab.doctor.probe")
     try:
@@ -140,8 +142,11 @@ def _kernel() -> list[Finding]:
             findings.append(Finding("kernel veth", FAIL, str(err), "load the veth module: modprobe veth"))
         restore = shutil.which("iptables-restore") or "iptables-restore"
         for feature, payload in KERNEL_FEATURES.items():
-            result = subprocess.run(["nsenter", f"--net={holder.netns_path}", restore, "--noflush"], input=payload,
-                                    capture_output=True, text=True, check=False)
+            try:
+                result = nsenter_run(holder.netns_path, [restore, "--noflush"], stdin=payload, package="iptables")
+            except EnvironmentProblem as err:
+                findings.append(Finding(f"kernel {feature}", FAIL, f"not probed: {err}", err.hint))
+                continue
             findings.append(Finding(f"kernel {feature}", OK, "rule accepted") if result.returncode == 0 else
                             Finding(f"kernel {feature}", FAIL, result.stderr.strip()[:200],
                                     "the kernel lacks the xtables module; install linux-modules-extra or use a "

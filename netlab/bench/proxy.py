@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +40,7 @@ from netlab.bench.report import (
 from netlab.errors import EnvironmentProblem, KernelError
 from netlab.istio.apply import apply_istio_init
 from netlab.istio.flags import parse_flags
-from netlab.kernel.nsutil import write_sysctls
+from netlab.kernel.nsutil import nsenter_run, write_sysctls
 from netlab.scenario.loader import parse_scenario
 from netlab.state import LabState
 
@@ -244,8 +243,8 @@ def memory_mb(pids: Sequence[int]) -> tuple[float, float]:
 
 
 def in_client(state: LabState, argv: Sequence[str], timeout: float) -> str:
-    proc = subprocess.run(["nsenter", f"--net={lifecycle.member_netns_path(state, 'client')}", *argv],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = nsenter_run(lifecycle.member_netns_path(state, "client"), argv, package=TOOLS.get(argv[0]),
+                       timeout=timeout)
     if proc.returncode != 0:
         raise KernelError(f"{' '.join(argv)} failed in the client pod: {(proc.stderr or proc.stdout).strip()}")
     return proc.stdout

@@ -24,6 +24,7 @@ from netlab.istio.flags import IptablesConfig
 from netlab.istio.render import build_rules, tproxy_routes_needed
 from netlab.istio.rules import to_restore
 from netlab.istio.versions import IstioVersion, parse_version, traits_for
+from netlab.kernel.nsutil import nsenter_run
 
 Backend = Literal["legacy", "nft"]
 BACKENDS: tuple[Backend, ...] = ("legacy", "nft")
@@ -55,14 +56,17 @@ def _binary(backend: Backend, tool: str, ipv6: bool = False) -> str:
     return f"{'ip6tables' if ipv6 else 'iptables'}-{backend}{tool}"
 
 
-def run_in_netns(netns_path: str, argv: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run argv inside the network namespace at netns_path (nothing else is entered)."""
+def _iptables_in(netns_path: str, argv: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """An iptables tool run inside the namespace; a missing tool is an EnvironmentProblem naming the package."""
+    return nsenter_run(netns_path, argv, stdin=stdin, package="iptables")
+
+
+def _if_installed(netns_path: str, argv: Sequence[str]) -> subprocess.CompletedProcess[str] | None:
+    """For backend detection: the finished command, None when its tool is not installed (that backend is out)."""
     try:
-        return subprocess.run(
-            ["nsenter", f"--net={netns_path}", *argv], input=stdin, capture_output=True, text=True, check=False
-        )
-    except FileNotFoundError as err:
-        raise EnvironmentProblem(f"{err.filename} not found", hint="install util-linux (nsenter)") from err
+        return _iptables_in(netns_path, argv)
+    except EnvironmentProblem:
+        return None
 
 
 def _check(proc: subprocess.CompletedProcess[str], what: str, netns_path: str) -> str:
@@ -75,15 +79,15 @@ def _check(proc: subprocess.CompletedProcess[str], what: str, netns_path: str) -
 
 
 def _nft_usable(netns_path: str) -> bool:
-    version = run_in_netns(netns_path, ["iptables-nft-save", "--version"])
-    if version.returncode != 0 or "nf_tables" not in version.stdout:
+    version = _if_installed(netns_path, ["iptables-nft-save", "--version"])
+    if version is None or version.returncode != 0 or "nf_tables" not in version.stdout:
         return False
     # Istio's probe: add and delete a no-op rule (protocol 255 never occurs), here in the pod namespace only.
     probe = ["-t", "nat", "INPUT", "-p", "255", "-j", "RETURN"]
-    added = run_in_netns(netns_path, ["iptables-nft", probe[0], probe[1], "-A", *probe[2:]])
-    if added.returncode != 0:
+    added = _if_installed(netns_path, ["iptables-nft", probe[0], probe[1], "-A", *probe[2:]])
+    if added is None or added.returncode != 0:
         return False
-    run_in_netns(netns_path, ["iptables-nft", probe[0], probe[1], "-D", *probe[2:]])
+    _iptables_in(netns_path, ["iptables-nft", probe[0], probe[1], "-D", *probe[2:]])
     return True
 
 
@@ -110,8 +114,8 @@ def select_backend(
         return override  # type: ignore[return-value]
     if version is not None and not traits_for(version).detects_iptables_backend:
         return system_backend()
-    legacy = run_in_netns(netns_path, ["iptables-legacy-save"])
-    if legacy.returncode == 0 and len(legacy.stdout.splitlines()) >= 3:
+    legacy = _if_installed(netns_path, ["iptables-legacy-save"])
+    if legacy is not None and legacy.returncode == 0 and len(legacy.stdout.splitlines()) >= 3:
         return "legacy"
     if _nft_usable(netns_path):
         return "nft"
@@ -133,7 +137,7 @@ def apply_restore(netns_path: str, text: str, backend: Backend, ipv6: bool = Fal
         tool = argv[0]
     else:
         raise UsageError(f"unknown iptables backend {backend!r}", hint="use legacy or nft")
-    proc = run_in_netns(netns_path, argv, stdin=text)
+    proc = _iptables_in(netns_path, argv, stdin=text)
     if proc.returncode != 0:
         message = (proc.stderr or proc.stdout).strip()
         if proc.returncode < 0:
@@ -238,7 +242,7 @@ def read_chains(
     """
     if table not in TABLES:
         raise UsageError(f"unknown table {table!r}", hint=f"use one of {', '.join(TABLES)}")
-    out = _check(run_in_netns(netns_path, [_binary(backend, "-save", ipv6), "-c", "-t", table]),
+    out = _check(_iptables_in(netns_path, [_binary(backend, "-save", ipv6), "-c", "-t", table]),
                  "reading rules", netns_path)
     chains: dict[str, ChainCounters] = {}
     for line in out.splitlines():
@@ -248,7 +252,7 @@ def read_chains(
             chain = chains[m[3]]
             chain.rules.append(RuleCounter(len(chain.rules) + 1, m[4], int(m[1]), int(m[2])))
     if zero:
-        _check(run_in_netns(netns_path, [_binary(backend, "", ipv6), "-t", table, "-Z"]), "zeroing", netns_path)
+        _check(_iptables_in(netns_path, [_binary(backend, "", ipv6), "-t", table, "-Z"]), "zeroing", netns_path)
     return list(chains.values())
 
 
@@ -269,7 +273,7 @@ def delete_rule(netns_path: str, table: str, chain: str, position: int, backend:
     if position < 1:
         raise UsageError(f"rule position {position} is invalid", hint="positions count from 1")
     argv = [_binary(backend, "", ipv6), "-t", table, "-D", chain, str(position)]
-    _check(run_in_netns(netns_path, argv), f"deleting {table}/{chain} rule {position}", netns_path)
+    _check(_iptables_in(netns_path, argv), f"deleting {table}/{chain} rule {position}", netns_path)
 
 
 def insert_rule(
@@ -286,4 +290,4 @@ def insert_rule(
         raise UsageError(f"rule position {position} is invalid", hint="positions count from 1")
     args = rule.split() if isinstance(rule, str) else list(rule)
     argv = [_binary(backend, "", ipv6), "-t", table, "-I", chain, str(position), *args]
-    _check(run_in_netns(netns_path, argv), f"inserting into {table}/{chain} at {position}", netns_path)
+    _check(_iptables_in(netns_path, argv), f"inserting into {table}/{chain} at {position}", netns_path)

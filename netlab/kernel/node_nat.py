@@ -6,9 +6,8 @@ applied with the host's iptables inside the node namespace only.
 
 from __future__ import annotations
 
-import subprocess
-
-from netlab.errors import EnvironmentProblem, KernelError
+from netlab.errors import KernelError
+from netlab.kernel.nsutil import nsenter_run
 from netlab.plan import POD_CIDR, LabPlan
 
 
@@ -29,15 +28,7 @@ def render_node_nat(plan: LabPlan) -> str:
 
 
 def iptables_restore(netns_path: str, text: str, binary: str = "iptables-restore") -> None:
-    try:
-        result = subprocess.run(
-            ["nsenter", f"--net={netns_path}", binary, "--noflush"],
-            input=text, capture_output=True, text=True, check=False,
-        )
-    except FileNotFoundError:
-        raise EnvironmentProblem("nsenter is missing", hint="apt-get install util-linux") from None
-    if result.returncode == 127 or "No such file" in result.stderr:
-        raise EnvironmentProblem(f"{binary} is missing", hint="apt-get install iptables")
+    result = nsenter_run(netns_path, [binary, "--noflush"], stdin=text, package="iptables")
     if result.returncode != 0:
         raise KernelError(f"{binary} failed in {netns_path}: {result.stderr.strip()}\n--- rules ---\n{text}",
                           hint="run `netlab doctor` to check nat support")

@@ -1,4 +1,4 @@
-"""Small helpers for network namespaces and processes: setns in a thread, sysctls, PID identity."""
+"""Small helpers for network namespaces and processes: setns in a thread, nsenter, sysctls, PID identity."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+from netlab.errors import EnvironmentProblem
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -63,6 +66,31 @@ def run_in_netns(netns_path: str, func: Callable[[], T]) -> T:
     if failure:
         raise failure[0]
     return result[0]
+
+
+def nsenter_run(
+    netns_path: str,
+    argv: Sequence[str],
+    stdin: str | None = None,
+    package: str | None = None,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run argv to completion inside the network namespace at netns_path (`nsenter --net=PATH`, nothing else is
+    entered); text output captured, the exit status left to the caller.
+
+    A missing nsenter, or a missing argv[0] (nsenter's exec fails with status 127), is an EnvironmentProblem
+    whose hint names the package to install. Unlike run_in_netns this starts a process: use it for tools.
+    """
+    try:
+        proc = subprocess.run(["nsenter", f"--net={netns_path}", *argv], input=stdin, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+    except FileNotFoundError as err:
+        raise EnvironmentProblem("nsenter is missing", hint="apt-get install util-linux") from err
+    if proc.returncode == 127:
+        tool = argv[0]
+        raise EnvironmentProblem(f"{tool} is missing: {proc.stderr.strip()}",
+                                 hint=f"apt-get install {package}" if package else f"install {tool}")
+    return proc
 
 
 def write_sysctls(netns_path: str, values: dict[str, str]) -> None:

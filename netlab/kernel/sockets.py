@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
 
-from netlab.errors import EnvironmentProblem, KernelError
+from netlab.errors import KernelError
+from netlab.kernel.nsutil import nsenter_run
 
 _USERS = re.compile(r'\("([^"]*)",pid=(\d+),fd=\d+\)')
 _UID = re.compile(r"\buid:(\d+)")
@@ -35,11 +35,7 @@ def parse_ss(text: str) -> list[SocketRow]:
 
 
 def list_sockets(netns_path: str) -> list[SocketRow]:
-    try:
-        proc = subprocess.run(["nsenter", f"--net={netns_path}", "ss", "-H", "-tanpe"], capture_output=True,
-                              text=True, check=False)
-    except FileNotFoundError as err:
-        raise EnvironmentProblem(f"{err.filename} not found", hint="apt-get install util-linux iproute2") from err
+    proc = nsenter_run(netns_path, ["ss", "-H", "-tanpe"], package="iproute2")
     if proc.returncode != 0:
         raise KernelError(f"ss failed in {netns_path}: {proc.stderr.strip()}")
     return parse_ss(proc.stdout)

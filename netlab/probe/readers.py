@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 from netlab.errors import EnvironmentProblem, KernelError
 from netlab.istio.apply import read_chains
+from netlab.kernel.nsutil import nsenter_run
 from netlab.probe.observed import ConntrackEntry, LogLine, parse_conntrack, parse_log
 
 
 def read_conntrack(netns_path: str) -> list[ConntrackEntry]:
     """`conntrack -L -p tcp` inside the namespace (the same view a student gets with nsenter)."""
-    try:
-        proc = subprocess.run(["nsenter", f"--net={netns_path}", "conntrack", "-L", "-p", "tcp"],
-                              capture_output=True, text=True, check=False)
-    except FileNotFoundError as err:
-        raise EnvironmentProblem(f"{err.filename} not found", hint="install conntrack and util-linux") from err
+    proc = nsenter_run(netns_path, ["conntrack", "-L", "-p", "tcp"], package="conntrack")
     if proc.returncode != 0:
         if "not found" in proc.stderr or "No such file" in proc.stderr:
             raise EnvironmentProblem(f"conntrack is not usable: {proc.stderr.strip()}",

@@ -42,7 +42,10 @@ def _wait_listening(proc: subprocess.Popen[bytes], what: str) -> None:
         if b"listening on" in seen:
             return
     stop(proc)
-    raise KernelError(f"tcpdump did not start for {what}: {seen.decode(errors='replace').strip()}")
+    message = seen.decode(errors="replace").strip()
+    if proc.returncode == 127:  # nsenter could not exec tcpdump
+        raise EnvironmentProblem(f"tcpdump is missing: {message}", hint="apt-get install tcpdump")
+    raise KernelError(f"tcpdump did not start for {what}: {message}")
 
 
 def start(member: str, netns_path: str, iface: str, path: str) -> Capture:
@@ -53,7 +56,7 @@ def start(member: str, netns_path: str, iface: str, path: str) -> Capture:
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except FileNotFoundError as err:
-        raise EnvironmentProblem(f"{err.filename} not found", hint="apt-get install tcpdump") from err
+        raise EnvironmentProblem("nsenter is missing", hint="apt-get install util-linux") from err
     _wait_listening(proc, f"{member} {iface}")
     return Capture(member, iface, path, proc)
 

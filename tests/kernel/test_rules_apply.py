@@ -22,12 +22,12 @@ from netlab.istio.apply import (
     delete_rule,
     insert_rule,
     read_chains,
-    run_in_netns,
     select_backend,
 )
 from netlab.istio.flags import IptablesConfig, parse_flags
 from netlab.istio.render import build_rules
 from netlab.istio.rules import to_restore
+from netlab.kernel.nsutil import nsenter_run
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "istio"
 DERIVED = SHARED / "derived"
@@ -82,7 +82,7 @@ def save_tables(text: str) -> dict[str, list[str]]:
 
 def save_in(netns: str, backend: str, ipv6: bool = False) -> str:
     tool = f"{'ip6tables' if ipv6 else 'iptables'}-{backend}-save"
-    proc = run_in_netns(netns, [tool])
+    proc = nsenter_run(netns, [tool])
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
