@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -285,9 +286,10 @@ def insert_rule(
     backend: Backend,
     ipv6: bool = False,
 ) -> None:
-    """Insert rule (iptables arguments, e.g. "-o lo -s 127.0.0.6/32 -j RETURN") at `position` (1-based)."""
+    """Insert rule (iptables arguments, e.g. "-o lo -s 127.0.0.6/32 -j RETURN", split like a shell would) at
+    `position` (1-based)."""
     if position < 1:
         raise UsageError(f"rule position {position} is invalid", hint="positions count from 1")
-    args = rule.split() if isinstance(rule, str) else list(rule)
+    args = shlex.split(rule) if isinstance(rule, str) else list(rule)  # quoted arguments, e.g. a --comment
     argv = [_binary(backend, "", ipv6), "-t", table, "-I", chain, str(position), *args]
     _check(_iptables_in(netns_path, argv), f"inserting into {table}/{chain} at {position}", netns_path)

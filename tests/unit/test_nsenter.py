@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from netlab.errors import EnvironmentProblem
+from netlab.istio import apply
 from netlab.kernel import nsutil
 
 
@@ -44,3 +45,13 @@ def test_missing_nsenter(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(EnvironmentProblem, match="nsenter is missing") as info:
         nsutil.nsenter_run("/run/netns/x", ["ss"])
     assert info.value.hint == "apt-get install util-linux"
+
+
+def test_insert_rule_splits_like_a_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(nsutil.subprocess, "run", fake_run(0, calls=calls))
+    rule = "-o lo -s 127.0.0.6/32 -m comment --comment 'keep the passthrough' -j RETURN"
+    apply.insert_rule("/run/netns/x", "nat", "ISTIO_OUTPUT", 1, rule, "nft")
+    assert calls == [["nsenter", "--net=/run/netns/x", "iptables-nft", "-t", "nat", "-I", "ISTIO_OUTPUT", "1",
+                      "-o", "lo", "-s", "127.0.0.6/32", "-m", "comment", "--comment", "keep the passthrough",
+                      "-j", "RETURN"]]
