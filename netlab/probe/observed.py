@@ -70,6 +70,25 @@ def parse_log(pod: str, text: str) -> list[LogLine]:
     return [entry for line in text.splitlines() if (entry := parse_log_line(pod, line)) is not None]
 
 
+def link(local: Addr | None, lines: list[LogLine]) -> list[LogLine]:
+    """The lines that belong to a probe from `local`, in path order (first hop first)."""
+    if local is None:
+        return []
+    known = {local}
+    chain: list[LogLine] = []
+    changed = True
+    while changed:
+        changed = False
+        for line in lines:
+            if line not in chain and line.addr("downstream_remote") in known:
+                chain.append(line)
+                upstream = line.addr("upstream_local")
+                if upstream is not None:
+                    known.add(upstream)
+                changed = True
+    return chain
+
+
 # --- conntrack ----------------------------------------------------------------------------------------------
 
 _KV = re.compile(r"(\w+)=(\S+)")

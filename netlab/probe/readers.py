@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
 
 from netlab.errors import EnvironmentProblem, KernelError
 from netlab.istio.apply import read_chains
 from netlab.kernel.nsutil import nsenter_run
-from netlab.probe.observed import ConntrackEntry, LogLine, parse_conntrack, parse_log
+from netlab.probe.observed import Addr, ConntrackEntry, LogLine, link, parse_conntrack, parse_log
+
+LOG_WAIT = 1.5  # the proxy flushes its access log about once a second
+LOG_POLL = 0.05
 
 
 def read_conntrack(netns_path: str) -> list[ConntrackEntry]:
@@ -56,6 +60,20 @@ def read_from(path: str, offset: int) -> str:
 
 def read_log_from(pod: str, path: str, offset: int) -> list[LogLine]:
     return parse_log(pod, read_from(path, offset))
+
+
+def linked_lines(local: Addr | None, logs: dict[str, str], marks: dict[str, int],
+                 relevant: list[str]) -> list[LogLine]:
+    """The access-log lines of a probe from `local`, in path order, among those appended after marks (pod ->
+    offset in logs[pod]). While a pod in `relevant` (a sidecar on the path) has none yet, wait up to LOG_WAIT for
+    the proxies' periodic flush."""
+    deadline = time.monotonic() + (LOG_WAIT if relevant else 0)
+    while True:
+        fresh = [line for pod, offset in marks.items() for line in read_log_from(pod, logs[pod], offset)]
+        chain = link(local, fresh)
+        if all(any(line.pod == pod for line in chain) for pod in relevant) or time.monotonic() >= deadline:
+            return chain
+        time.sleep(LOG_POLL)
 
 
 def last_line(path: str) -> str | None:

@@ -24,15 +24,21 @@ from netlab.probe.observed import (
     PodObservation,
     ProbeObservation,
     ProbeResult,
+    link,
     rule_deltas,
 )
-from netlab.probe.readers import file_size, last_line, read_conntrack, read_counters, read_from, read_log_from
+from netlab.probe.readers import (
+    file_size,
+    last_line,
+    linked_lines,
+    read_conntrack,
+    read_counters,
+    read_from,
+    read_log_from,
+)
 from netlab.scenario.model import PodCheck, ProbeCheck, Scenario
 from netlab.state import LabState
 from netlab.verdict import CheckResult, expect_text, judge_pod, judge_probe
-
-LOG_WAIT = 1.5  # the proxy flushes its access log about once a second
-LOG_POLL = 0.05
 
 
 @dataclass
@@ -114,7 +120,8 @@ class Runner:
         result = self.observed_probe(check, index, netns, remote, payload)
         obs = ProbeObservation(result, samples_ms=[*samples, result.elapsed_ms] if check.samples > 1 else [])
         relevant = [m for m in (check.from_, target.member) if m and self.access_log(m)]
-        obs.lines = self.linked_lines(result.local, marks, relevant)
+        logs = {pod: self.access_log(pod) or "" for pod in marks.logs}
+        obs.lines = linked_lines(result.local, logs, marks.logs, relevant)
         if check.trace or check.hops is not None:
             obs.connections = self.connections(result.local, obs.lines)
         return obs, marks
@@ -162,17 +169,6 @@ class Runner:
         backend = self.state.members[pod]["sidecar"]["backend"]
         return read_counters(member_netns_path(self.state, pod), {r.split("/")[0] for r in refs}, backend)
 
-    def linked_lines(self, local: Addr | None, marks: _Marks, relevant: list[str]) -> list[LogLine]:
-        """Access-log lines of this probe, waiting for the proxies' periodic flush when a sidecar is on the path."""
-        deadline = time.monotonic() + (LOG_WAIT if relevant else 0)
-        while True:
-            fresh = [line for pod, offset in marks.logs.items()
-                     for line in read_log_from(pod, self.access_log(pod) or "", offset)]
-            chain = link(local, fresh)
-            if all(any(line.pod == pod for line in chain) for pod in relevant) or time.monotonic() >= deadline:
-                return chain
-            time.sleep(LOG_POLL)
-
     def connections(self, local: Addr | None, lines: list[LogLine]) -> list[tuple[str, ConntrackEntry]]:
         """Every conntrack entry of the probe's connections, in path order. The node is read too (last): pods
         without rules may have no conntrack of their own, while the node tracks everything it routes or NATs."""
@@ -210,25 +206,6 @@ class Runner:
                 obs.lines = [ln for ln in link(probe_obs.result.local, read_log_from(pod, log, marks.logs[pod]))
                              if ln.pod == pod]
         return obs
-
-
-def link(local: Addr | None, lines: list[LogLine]) -> list[LogLine]:
-    """The lines that belong to a probe from `local`, in path order (first hop first)."""
-    if local is None:
-        return []
-    known = {local}
-    chain: list[LogLine] = []
-    changed = True
-    while changed:
-        changed = False
-        for line in lines:
-            if line not in chain and line.addr("downstream_remote") in known:
-                chain.append(line)
-                upstream = line.addr("upstream_local")
-                if upstream is not None:
-                    known.add(upstream)
-                changed = True
-    return chain
 
 
 def endpoints(local: Addr | None, lines: list[LogLine]) -> list[Addr]:

@@ -20,17 +20,14 @@ from netlab.lab import member_netns_path
 from netlab.plan import make_plan
 from netlab.probe.connect import probe
 from netlab.probe.facts import LabFacts
-from netlab.probe.observed import Addr, LogLine, ProbeResult
-from netlab.probe.readers import file_size, read_conntrack, read_counters, read_from, read_log_from
-from netlab.probe.runner import link
+from netlab.probe.observed import Addr, ProbeResult
+from netlab.probe.readers import file_size, linked_lines, read_conntrack, read_counters, read_from
 from netlab.scenario.model import Scenario
 from netlab.state import LabState
 from netlab.trace.capture import captures
 from netlab.trace.ifaces import iface_deltas, read_ifaces
 from netlab.trace.model import MemberInfo, Observations, RuleChange
 
-LOG_WAIT = 1.5  # the proxy flushes its access log about once a second
-POLL = 0.05
 SOCKET_SETTLE = 0.03  # after connect, the proxies' upstream connections need a moment to be established
 
 
@@ -111,7 +108,7 @@ def trace_probe(state: LabState, scenario: Scenario, facts: LabFacts, source: st
         result = probe(netns, (target.ip, target.port), send, timeout, facts.members[source].ip,
                        on_connected=sample)
     relevant = [m for m in involved if m in logs]
-    lines = _linked_lines(result.local, logs, log_marks, relevant)
+    lines = linked_lines(result.local, logs, log_marks, relevant)
     counters_after = _counters(state)
     obs = Observations(
         lab=state.lab, source=source, to=to,
@@ -135,15 +132,3 @@ def trace_probe(state: LabState, scenario: Scenario, facts: LabFacts, source: st
 def _ct_key(fields: dict[str, str]) -> tuple[str, ...]:
     """A connection's identity in one namespace: its original tuple."""
     return tuple(fields.get(k, "") for k in ("orig_src", "orig_sport", "orig_dst", "orig_dport"))
-
-
-def _linked_lines(local: Addr | None, logs: dict[str, str], marks: dict[str, int],
-                  relevant: list[str]) -> list[LogLine]:
-    """The probe's access-log lines, waiting for the proxies' periodic flush while a pod on the path has none."""
-    deadline = time.monotonic() + (LOG_WAIT if relevant else 0)
-    while True:
-        fresh = [line for pod, offset in marks.items() for line in read_log_from(pod, logs[pod], offset)]
-        chain = link(local, fresh)
-        if all(any(line.pod == pod for line in chain) for pod in relevant) or time.monotonic() >= deadline:
-            return chain
-        time.sleep(POLL)
