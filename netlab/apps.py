@@ -15,17 +15,18 @@ import asyncio
 import contextlib
 import sys
 import time
+from typing import TextIO
 
 from netlab.kernel.procname import set_process_name
+from netlab.proxy.privileges import drop
 
 READ_PAUSE = 0.3  # a pong app answers after this long without a newline, like a line-oriented server would
 
 
-def _log_peer(path: str | None, writer: asyncio.StreamWriter) -> str:
+def _log_peer(peers: TextIO | None, writer: asyncio.StreamWriter) -> str:
     host, port = writer.get_extra_info("peername")[:2]
-    if path:
-        with open(path, "a") as f:
-            f.write(f"{host} {port}\n")
+    if peers is not None:
+        peers.write(f"{host} {port}\n")
     return host
 
 
@@ -72,6 +73,11 @@ async def serve(args: argparse.Namespace) -> None:
     host, _, port = args.listen.rpartition(":")
     handler = HANDLERS[args.kind]
     server = await asyncio.start_server(lambda r, w: handler(r, w, args), host, int(port), reuse_address=True)
+    # Opened before switching users: the lab's state directory belongs to root. Line-buffered: read while running.
+    args.peers = open(args.peers, "a", buffering=1) if args.peers else None  # noqa: SIM115  (lives with the app)
+    if args.uid or args.gid:
+        # Started as root (the interpreter may live where other users can't read), switched once listening.
+        drop(args.uid, args.gid)
     print(f"{args.kind} listening on {args.listen}", flush=True)
     async with server:
         await server.serve_forever()
@@ -83,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen", required=True, help="ADDR:PORT")
     parser.add_argument("--reply", default="pong")
     parser.add_argument("--peers", help="append each accepted peer's address to this file")
+    parser.add_argument("--uid", type=int, default=0, help="run as this uid once listening")
+    parser.add_argument("--gid", type=int, default=0, help="run as this gid once listening")
     args = parser.parse_args(argv)
     set_process_name(f"{args.kind}-app")  # `ss -tnp` in the pod shows ("pong-app",pid=...), not ("python3",...)
     try:

@@ -55,7 +55,8 @@ def up(scenario: Scenario, scenario_path: Path | str, lab: str | None = None,
     """Build the lab; on any failure or interrupt everything created so far is removed before re-raising."""
     require_root()
     plan = make_plan(scenario, check_lab_name(lab) if lab else None)
-    state = LabState(lab=plan.lab, scenario=str(scenario_path))
+    # Absolute: `netlab checks` and `trace` reload it later, maybe from another directory.
+    state = LabState(lab=plan.lab, scenario=str(Path(scenario_path).resolve()))
     os.makedirs(STATE_ROOT, exist_ok=True)
     try:
         os.mkdir(state.directory)  # atomic: of two `up`s with the same name, one wins
@@ -84,18 +85,14 @@ def _build(plan: LabPlan, scenario: Scenario, state: LabState, progress: Progres
         progress(f"pod {pod.name}")
         holder = _member(state, plan, pod.name, pod.netns, kind="pod", ip=str(pod.ip))
         links.connect_pod(node.netns_path, plan.lab, pod, holder.pid)
-        with deferred():
-            hosts.write_hosts(pod.netns, hosts_text)
-            state.push("hosts", netns=pod.netns)
+        _write_hosts(state, pod.netns, hosts_text)
     if plan.externals:
         links.create_external_bridge(node.netns_path, plan)
     for ext in plan.externals.values():
         progress(f"external host {ext.name}")
         holder = _member(state, plan, ext.name, ext.netns, kind="external", ip=str(ext.ip))
         links.connect_external(node.netns_path, plan, ext, holder.pid)
-        with deferred():
-            hosts.write_hosts(ext.netns, hosts_text)
-            state.push("hosts", netns=ext.netns)
+        _write_hosts(state, ext.netns, hosts_text)
     progress("node nat: services and masquerade")
     node_nat.install_node_nat(node.netns_path, plan)
     # Start every proxy and app first, then wait for them all: their interpreters start up in parallel.
@@ -116,6 +113,13 @@ def _build(plan: LabPlan, scenario: Scenario, state: LabState, progress: Progres
         wait()
 
 
+def _write_hosts(state: LabState, netns: str, text: str) -> None:
+    with deferred():
+        if hosts.write_hosts(netns, text):
+            state.push("hosts_root")
+        state.push("hosts", netns=netns)
+
+
 def _member(state: LabState, plan: LabPlan, member: str, netns: str, kind: str,
             ip: str | None) -> holders.Holder:
     with deferred():
@@ -130,11 +134,20 @@ def _member(state: LabState, plan: LabPlan, member: str, netns: str, kind: str,
 
 
 def member_netns_path(state: LabState, member: str) -> str:
+    """`/proc/PID/ns/net` of a member's holder, checked to still be the lab's namespace.
+
+    The PID comes from the state file: if the holder died and the PID was reused, the path would lead into
+    somebody else's namespace (the host's root one, even). The namespace inode recorded at creation tells.
+    """
     info = state.members.get(member)
     if info is None:
         known = ", ".join(n for n in state.members if n != "_node")
         raise UsageError(f"lab '{state.lab}' has no pod or host named '{member}'", hint=f"known: {known}")
-    return f"/proc/{info['pid']}/ns/net"
+    path = f"/proc/{info['pid']}/ns/net"
+    if info.get("inode") is None or netns_inode(path) != info["inode"]:
+        raise KernelError(f"the namespace of {member} is gone (its holder, pid {info['pid']}, exited)",
+                          hint=f"`netlab down {state.lab}` and bring the lab up again")
+    return path
 
 
 def start_in_member(state: LabState, member: str, role: str, argv: list[str], uid: int = 0, gid: int = 0,
@@ -156,12 +169,14 @@ def app_argv(state: LabState, member: str, app: App) -> list[str]:
     peers = state.peers_file(member)
     os.makedirs(os.path.dirname(peers), exist_ok=True)
     return [sys.executable, "-m", "netlab.apps", app.kind, "--listen", f"{host}:{app.listen.port}",
-            "--reply", app.reply, "--peers", peers]
+            "--reply", app.reply, "--peers", peers, "--uid", str(app.uid), "--gid", str(app.gid)]
 
 
 def start_app(state: LabState, member: str, app: App) -> Callable[[], None]:
     """Start the app; returns a function that waits until it listens (when it declares a port)."""
-    started = start_in_member(state, member, "app", app_argv(state, member, app), app.uid, app.gid)
+    # Built-in apps switch to uid/gid themselves after binding; a `command` app is exec'd as uid/gid by nsenter.
+    uid, gid = (app.uid, app.gid) if app.kind == "command" else (0, 0)
+    started = start_in_member(state, member, "app", app_argv(state, member, app), uid, gid)
     port = app.listen.port if app.listen is not None else None
     return lambda: wait_listening(state, member, port, started) if port is not None else None
 
@@ -213,6 +228,8 @@ def _undo(entry: dict[str, Any]) -> None:
         holders.unlink_netns_name(entry["netns"])
     elif kind == "hosts":
         hosts.remove_hosts(entry["netns"])
+    elif kind == "hosts_root":
+        hosts.remove_hosts_root()
     elif kind == "state_dir":
         shutil.rmtree(entry["dir"], ignore_errors=True)
     else:
@@ -224,12 +241,15 @@ def down(lab: str) -> list[str]:
     require_root()
     state = load_state(lab)
     if state is None:
+        # Gone, or killed between claiming its directory and writing its state: release the name either way.
+        shutil.rmtree(lab_dir(lab), ignore_errors=True)
         return []
     if state.status == "corrupt":  # nothing to pop: fall back to the marks
         state.undo = [{"kind": "state_dir", "dir": lab_dir(lab)}]
-    # Looked for before teardown: once the holders are gone, their namespace inode numbers can be reused.
-    strays = _stragglers(state)
-    problems = teardown(state)
+    with deferred():
+        # Looked for before teardown: once the holders are gone, their namespace inode numbers can be reused.
+        strays = _stragglers(state)
+        problems = teardown(state)
     problems += [f"namespace {ns} stays alive: pid(s) {', '.join(map(str, pids))} netlab did not start are "
                  "inside it (a shell from `nsenter`?)" for ns, pids in strays.items()]
     return problems

@@ -13,17 +13,15 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
-from netlab.scenario.model import EXTERNAL_NETS, Scenario
+from netlab.scenario.model import EXTERNAL_NETS, SERVICE_CIDR, Scenario
 
 POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
-SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")
 POD_GATEWAY = ipaddress.ip_address("169.254.1.1")
 FIRST_HOST = 10  # pods and services are numbered from .10, leaving room for well-known addresses below
 STATE_ROOT = "/run/netlab"
 NETNS_DIR = "/run/netns"
 HOSTS_ROOT = "/etc/netns"  # `ip netns exec NAME` bind-mounts /etc/netns/NAME/hosts over /etc/hosts
 NETNS_PREFIX = "netlab"
-LAB_NAME_RE = r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?"
 
 
 def lab_id(lab: str) -> str:
@@ -75,13 +73,6 @@ class LabPlan:
     external_bridge: str
     node_external_addresses: list[ipaddress.IPv4Interface] = field(default_factory=list)
 
-    @property
-    def state_dir(self) -> str:
-        return f"{STATE_ROOT}/{self.lab}"
-
-    def netns_names(self) -> list[str]:
-        return [self.node_netns, *(p.netns for p in self.pods.values()), *(e.netns for e in self.externals.values())]
-
     def hosts_file(self) -> str:
         """What `netlab exec` sees as /etc/hosts in every member: pods, services and external hosts by name."""
         lines = ["127.0.0.1\tlocalhost"]
@@ -89,13 +80,6 @@ class LabPlan:
         lines += [f"{s.ip}\t{s.name}" for s in self.services.values()]
         lines += [f"{e.ip}\t{e.name}" for e in self.externals.values()]
         return "\n".join(lines) + "\n"
-
-    def address_of(self, name: str) -> ipaddress.IPv4Address | None:
-        """The address a probe target NAME resolves to: a service, a pod or an external host."""
-        for table in (self.services, self.pods, self.externals):
-            if name in table:
-                return table[name].ip
-        return None
 
 
 def make_plan(scenario: Scenario, lab: str | None = None) -> LabPlan:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -98,5 +99,10 @@ def netlab_lab() -> Iterator[Callable[..., Lab]]:
     try:
         yield bring_up
     finally:
-        for lab in reversed(started):
-            lifecycle.down(lab)
+        for lab in reversed(started):  # every lab comes down, even when one teardown has trouble
+            try:
+                problems = lifecycle.down(lab)
+            except Exception as err:
+                problems = [f"{type(err).__name__}: {err}"]
+            for problem in problems:
+                warnings.warn(f"netlab lab {lab}: {problem}", stacklevel=1)

@@ -24,14 +24,6 @@ from netlab.state import LabState
 PROXY_READY_TIMEOUT = 10.0
 
 
-def injector_flags(sidecar: Sidecar) -> list[str]:
-    """What the sidecar injector passes to istio-iptables (the same in 1.9, 1.10 and 1.30)."""
-    if sidecar.iptables_flags is not None:
-        return list(sidecar.iptables_flags)
-    return ["-p", "15001", "-z", "15006", "-u", "1337", "-m", sidecar.interception,
-            "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020"]
-
-
 def declared_ports(plan: LabPlan, pod: str) -> list[int]:
     """Ports that services selecting the pod declare: those get `inbound|port||` clusters in the proxy."""
     return sorted({s.target_port for s in plan.services.values() if s.pod == pod})
@@ -41,7 +33,7 @@ def install_sidecar(state: LabState, plan: LabPlan, pod: str, sidecar: Sidecar,
                     scenario: Scenario) -> Callable[[], None]:
     """Apply the rules and start the proxy; returns a function that waits until the proxy is ready."""
     netns = member_netns_path(state, pod)
-    cfg = parse_flags(injector_flags(sidecar), sidecar.istio, env=sidecar.env)
+    cfg = parse_flags(sidecar.injector_flags(), sidecar.istio, env=sidecar.env)
     override = None if scenario.iptables == "auto" else scenario.iptables
     backend = apply_istio_init(netns, cfg, sidecar.istio, override)
     for edit in sidecar.rule_edits:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from netlab.errors import UsageError
-from netlab.plan import LAB_NAME_RE, STATE_ROOT
+from netlab.plan import STATE_ROOT
+from netlab.scenario.model import LAB_NAME
 
 STATE_FILE = "state.json"
 
@@ -52,7 +52,7 @@ def lab_dir(lab: str) -> str:
 
 
 def check_lab_name(lab: str) -> str:
-    if not re.fullmatch(LAB_NAME_RE, lab):
+    if not LAB_NAME.match(lab):
         raise UsageError(f"'{lab}' is not a lab name", hint="lab names are 1-32 of a-z, 0-9 and '-'")
     return lab
 

@@ -9,6 +9,10 @@
 set -eu
 
 mode="${1:-scenario}"
+case "$mode" in
+    scenario|--tests|--install) ;;
+    *) echo "provision.sh: unknown option $mode (use --tests or --install)" >&2; exit 2 ;;
+esac
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${NETLAB_VENV:-/opt/netlab/venv}"
 
@@ -46,5 +50,4 @@ case "$mode" in
         netlab doctor
         netlab run lo-vs-eth0
         ;;
-    *) echo "provision.sh: unknown option $mode (use --tests or --install)" >&2; exit 2 ;;
 esac

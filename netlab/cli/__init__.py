@@ -28,7 +28,7 @@ from netlab.cli import (
 )
 from netlab.cli.app import app
 from netlab.cli.common import err as _stderr
-from netlab.errors import EXIT_USAGE, NetlabError
+from netlab.errors import EXIT_ENVIRONMENT, EXIT_USAGE, NetlabError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as err:
         err.show()
         sys.exit(EXIT_USAGE if isinstance(err, click.UsageError) else err.exit_code)
+    except OSError as err:  # a tool or file the machine lacks, a namespace gone: an environment problem
+        _stderr.print(f"[bold red]error:[/] {err}", highlight=False)
+        _stderr.print("[yellow]hint:[/] run `netlab doctor`", highlight=False)
+        sys.exit(EXIT_ENVIRONMENT)
     except (click.Abort, KeyboardInterrupt):
         _stderr.print("interrupted")
         sys.exit(130)

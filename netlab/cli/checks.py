@@ -58,3 +58,6 @@ def checks(lab: str | None, as_json: bool, junit: str | None, quiet: bool) -> in
     model, path = load_scenario(state.scenario)
     with interrupts_as_keyboard_interrupt():
         return check_and_report(state, model, path, as_json, junit, quiet)
+
+
+app.add_command(checks, name="verify")  # the name DESIGN.md's verb list also uses

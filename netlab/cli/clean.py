@@ -9,6 +9,7 @@ import click
 from netlab import lab as lifecycle
 from netlab.cli.app import app
 from netlab.cli.common import err, out, print_json
+from netlab.signals import interrupts_as_keyboard_interrupt
 from netlab.state import check_lab_name
 
 
@@ -17,7 +18,8 @@ from netlab.state import check_lab_name
 @click.option("--json", "as_json", is_flag=True)
 def clean(lab: str | None, as_json: bool) -> None:
     """Remove all labs and anything netlab marked that a killed run left behind. Idempotent."""
-    report = lifecycle.clean(check_lab_name(lab) if lab else None)
+    with interrupts_as_keyboard_interrupt():
+        report = lifecycle.clean(check_lab_name(lab) if lab else None)
     if as_json:
         print_json(dataclasses.asdict(report))
         return

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 
 from netlab.errors import UsageError
+from netlab.signals import deferred
 from netlab.state import LabState, list_labs, load_state
 
 # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns, so tables stay readable.
@@ -49,5 +50,12 @@ def progress_line(title: str, quiet: bool = False) -> Iterator[Callable[[str], N
     if quiet or not err.is_terminal:
         yield lambda _msg: None
         return
-    with err.status(title) as status:
+    status = err.status(title)
+    # The spinner's refresh thread must not receive Ctrl-C/SIGTERM: signals.deferred() blocks them per thread, and
+    # a signal landing on an unblocked thread would still be handled, in the main thread, inside a deferred block.
+    with deferred():
+        status.start()
+    try:
         yield lambda msg: status.update(f"{title}: {msg}")
+    finally:
+        status.stop()

@@ -25,6 +25,6 @@ def exec_(member: str, command: tuple[str, ...], lab: str | None) -> None:
     """
     require_root()
     state = pick_lab(lab)
-    member_netns_path(state, member)  # a clear error for an unknown member
+    member_netns_path(state, member)  # a clear error for an unknown member or a namespace that is gone
     argv = list(command[1:] if command[:1] == ("--",) else command) or [os.environ.get("SHELL", "/bin/sh")]
     os.execvp("ip", ["ip", "netns", "exec", state.members[member]["netns"], *argv])

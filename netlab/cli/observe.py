@@ -14,7 +14,7 @@ from rich.table import Table
 
 from netlab.cli.app import app
 from netlab.cli.common import lab_option, out, pick_lab, print_json
-from netlab.errors import UsageError
+from netlab.errors import EnvironmentProblem
 from netlab.kernel.sockets import list_sockets
 from netlab.lab import member_netns_path, require_root
 from netlab.probe.readers import read_conntrack
@@ -93,9 +93,11 @@ def capture(member: str, args: tuple[str, ...], lab: str | None, output: str, co
     try:
         result = subprocess.run([*argv, *words], check=False)
     except FileNotFoundError as err:
-        raise UsageError(f"{err.filename} not found", hint="apt-get install tcpdump") from err
+        raise EnvironmentProblem(f"{err.filename} not found", hint="apt-get install util-linux") from err
     except KeyboardInterrupt:
         return  # tcpdump got the Ctrl-C too and closed the file
+    if result.returncode == 127:  # nsenter could not exec tcpdump
+        raise EnvironmentProblem("tcpdump not found", hint="apt-get install tcpdump")
     if result.returncode not in (0, 130, -2):
         raise click.exceptions.Exit(result.returncode)
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from netlab.errors import EnvironmentProblem
+from netlab.errors import EnvironmentProblem, KernelError
 from netlab.kernel.nsutil import is_same_process, reap, start_time, unshare_net
 from netlab.plan import NETNS_DIR
 
@@ -74,29 +74,53 @@ def unlink_netns_name(netns: str) -> None:
         os.unlink(link)
 
 
-def stop_pid(pid: int, started: int, grace: float = 1.0) -> bool:
-    """SIGTERM, then SIGKILL after `grace` seconds, only if PID still names the process we started."""
+def stop_pid(pid: int, started: int, grace: float = 1.0, kill_wait: float = 5.0) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds, only if PID still names the process we started.
+
+    Everything netlab starts leads its own session (start_new_session), so the signal goes to the process group:
+    a `command` app's children (`sh -c`, nginx workers) go too instead of keeping the pod's namespace alive.
+    """
     if not is_same_process(pid, started):
         return False
+    group = _own_group(pid)
+    if not _signal(pid, group, signal.SIGTERM):
+        return False
+    if _wait_gone(pid, started, grace):
+        _signal(pid, group, signal.SIGKILL)  # stragglers of the group, if any
+        return True
+    _signal(pid, group, signal.SIGKILL)
+    if not _wait_gone(pid, started, kill_wait):
+        raise KernelError(f"pid {pid} did not exit {kill_wait:.0f} s after SIGKILL (stuck in the kernel?)",
+                          hint="check `ps -o pid,stat,wchan -p PID`; `netlab clean` retries")
+    return True
+
+
+def _own_group(pid: int) -> bool:
     try:
-        os.kill(pid, signal.SIGTERM)
+        return os.getpgid(pid) == pid
     except ProcessLookupError:
         return False
-    deadline = time.monotonic() + grace
+
+
+def _signal(pid: int, group: bool, signum: int) -> bool:
+    try:
+        if group:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_gone(pid: int, started: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         reap(pid)
         if not is_same_process(pid, started):
             return True
         time.sleep(0.005)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
-    while is_same_process(pid, started):
-        reap(pid)
-        time.sleep(0.005)
-    return True
-
+    return False
 
 
 def find_holders(lab: str | None = None) -> list[tuple[int, str, str]]:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from netlab.errors import UsageError
 from netlab.scenario.checks import check_problems, unknown
-from netlab.scenario.model import Scenario
+from netlab.scenario.model import SERVICE_CIDR, Scenario
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -66,6 +66,25 @@ def load_scenario(name_or_path: str) -> tuple[Scenario, Path]:
     return parse_scenario(data, source=str(path)), path
 
 
+def _address_clashes(scenario: Scenario) -> list[Problem]:
+    """Two services on one ip:port would give two DNAT rules of which the first silently wins; two external hosts
+    on one address would answer ARP for each other."""
+    problems, seen_svc, seen_ext = [], {}, {}
+    for name, svc in scenario.services.items():
+        if svc.ip is not None:
+            if svc.ip not in SERVICE_CIDR:
+                problems.append(Problem(f"services.{name}.ip", f"{svc.ip} is outside the service range {SERVICE_CIDR}"))
+            elif (svc.ip, svc.port) in seen_svc:
+                problems.append(Problem(f"services.{name}.ip", f"{svc.ip}:{svc.port} is also service "
+                                        f"'{seen_svc[svc.ip, svc.port]}'; give one of them another ip or port"))
+            seen_svc.setdefault((svc.ip, svc.port), name)
+    for name, ext in scenario.external.items():
+        if ext.address in seen_ext:
+            problems.append(Problem(f"external.{name}.address", f"{ext.address} is also '{seen_ext[ext.address]}'"))
+        seen_ext.setdefault(ext.address, name)
+    return problems
+
+
 def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
     if not isinstance(data, dict):
         raise ScenarioError(source, [Problem("", "the file must be a mapping with 'name' and 'pods'")])
@@ -112,6 +131,7 @@ def cross_reference_problems(scenario: Scenario) -> list[Problem]:
             problems.append(Problem(f"services.{name}.selector", f"pod '{service.selector}' runs no app"))
         if name in pods or name in externals:
             problems.append(Problem(f"services.{name}", f"'{name}' is already a pod or external host name"))
+    problems += _address_clashes(scenario)
     problems += check_problems(scenario)  # the checks part lives with the checks code
     return problems
 

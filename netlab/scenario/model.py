@@ -12,14 +12,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from netlab.errors import UsageError
+from netlab.istio.flags import parse_flags
+from netlab.istio.versions import parse_version
+
 POD_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
-LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")  # same as plan.LAB_NAME_RE
-ISTIO_VERSION = re.compile(r"^1\.(\d+)(\.\d+)?$")
-OLDEST_MINOR, NEWEST_MINOR = 9, 30
+LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")  # also names the lab's netns, state dir, marks
 
 # External hosts live in TEST-NET ranges only. 192.0.2.0/24 (TEST-NET-1) is left out on purpose: some CI hosts
 # and sandboxes use it for their real uplink.
+SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")  # ClusterIPs, as kubeadm's default
 EXTERNAL_NETS = (ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("203.0.113.0/24"))
 
 
@@ -122,17 +125,31 @@ class Sidecar(Strict):
     def _version(cls, value: object) -> object:
         text = str(value) if isinstance(value, int | float) else value
         if isinstance(text, str):
-            match = ISTIO_VERSION.match(text)
-            if not match or not OLDEST_MINOR <= int(match.group(1)) <= NEWEST_MINOR:
-                raise ValueError(
-                    f"Istio version '{text}' is not supported; use 1.{OLDEST_MINOR} to 1.{NEWEST_MINOR} "
-                    "(quote it in YAML: istio: \"1.10\")"
-                )
+            try:
+                parse_version(text)
+            except UsageError as err:
+                # YAML reads 1.10 as the number 1.1: say so, it is the usual cause.
+                raise ValueError(f"{err}; {err.hint} (quote it in YAML: istio: \"1.10\")") from None
         return text
 
-    @property
-    def minor(self) -> int:
-        return int(self.istio.split(".")[1])
+    @model_validator(mode="after")
+    def _istio_accepts_it(self) -> Sidecar:
+        """What istio-iptables and istiod of that version would refuse is refused here, before anything is built."""
+        if self.inbound_passthrough is False and parse_version(self.istio).minor >= 21:
+            raise ValueError("inbound_passthrough: false (PILOT_ENABLE_INBOUND_PASSTHROUGH) was removed in Istio "
+                             "1.21; it applies to 1.10-1.20 only")
+        try:
+            parse_flags(self.injector_flags(), self.istio, env=self.env)
+        except UsageError as err:
+            raise ValueError(f"{err} ({err.hint})" if err.hint else str(err)) from None
+        return self
+
+    def injector_flags(self) -> list[str]:
+        """istio-iptables flags: the scenario's, or what the sidecar injector passes (same in 1.9, 1.10, 1.30)."""
+        if self.iptables_flags is not None:
+            return list(self.iptables_flags)
+        return ["-p", "15001", "-z", "15006", "-u", "1337", "-m", self.interception,
+                "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020"]
 
 
 class Pod(Strict):

@@ -15,6 +15,7 @@ import pytest
 from labkit import leftovers, netlab, snapshot_root_namespace, talk, write_scenario
 
 from netlab import lab as lifecycle
+from netlab.errors import KernelError
 from netlab.scenario import load_scenario
 from netlab.state import LabState
 
@@ -187,3 +188,29 @@ def test_interrupt_during_up_leaves_nothing(tmp_path: Path, signum: int) -> None
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode != 0
     assert leftovers("interrupted") == [], stderr
+
+
+def test_builtin_app_switches_to_its_uid_after_binding(tmp_path: Path) -> None:
+    path = write_scenario(tmp_path, """
+        name: app-uid
+        pods:
+          client: {}
+          server: {app: {kind: pong, listen: "eth0:80", uid: 1000, gid: 1000}}
+    """)
+    model, scenario_path = load_scenario(path)
+    state = lifecycle.up(model, scenario_path)
+    try:
+        [app] = [e for e in state.undo if e["kind"] == "process" and e["role"] == "app"]
+        status = Path(f"/proc/{app['pid']}/status").read_text()
+        assert "Uid:\t1000\t1000\t1000\t1000" in status and "Gid:\t1000\t1000\t1000\t1000" in status
+        assert talk(netns(state, "client"), state.members["server"]["ip"], 80) == b"pong\n"
+        assert Path(state.peers_file("server")).read_text().split()[0] == state.members["client"]["ip"]
+    finally:
+        lifecycle.down(state.lab)
+    assert leftovers("app-uid") == []
+
+
+def test_a_namespace_that_is_gone_is_an_error_not_a_wrong_namespace(lab: LabState) -> None:
+    fake = LabState(lab=lab.lab, members={"client": {**lab.members["client"], "pid": os.getpid()}})
+    with pytest.raises(KernelError, match="the namespace of client is gone"):
+        lifecycle.member_netns_path(fake, "client")  # our own PID: the host's namespace, never the pod's

@@ -33,7 +33,7 @@ def test_interface_names_fit_the_kernel_limit_and_carry_the_lab_id() -> None:
 def test_lab_name_override_changes_every_mark() -> None:
     a, b = make_plan(scenario(), lab="a"), make_plan(scenario(), lab="b")
     assert a.id == lab_id("a") != b.id
-    assert set(a.netns_names()).isdisjoint(b.netns_names())
+    assert {p.netns for p in a.pods.values()}.isdisjoint(p.netns for p in b.pods.values())
     assert a.node_netns == "netlab.a._node" and a.pods["p0"].netns == "netlab.a.p0"
 
 
@@ -61,4 +61,3 @@ def test_hosts_file_resolves_every_name() -> None:
     hosts = dict(reversed(line.split("\t")) for line in plan.hosts_file().splitlines())
     assert hosts["p0"] == str(plan.pods["p0"].ip)
     assert hosts["svc"] == str(plan.services["svc"].ip) and hosts["web"] == "203.0.113.5"
-    assert plan.address_of("svc") == plan.services["svc"].ip and plan.address_of("nope") is None

@@ -77,3 +77,25 @@ def test_rule_edit_syntax() -> None:
     parse_scenario(minimal(pods={"p": {"sidecar": {"rule_edits": [{"delete": "nat/ISTIO_OUTPUT#1"}]}}}))
     [problem] = problems(minimal(pods={"p": {"sidecar": {"rule_edits": [{"delete": "ISTIO_OUTPUT 1"}]}}}))
     assert "is not TABLE/CHAIN#N" in problem
+
+
+def test_sidecar_settings_istio_would_refuse_are_refused_before_anything_is_built() -> None:
+    [removed] = problems(minimal(pods={"p": {"sidecar": {"istio": "1.22", "inbound_passthrough": False}}}))
+    assert removed.startswith("pods.p.sidecar: inbound_passthrough: false") and "1.21" in removed
+    [too_new] = problems(minimal(pods={"p": {"sidecar": {"istio": "1.9", "iptables_flags": ["-c", "10.0.0.0/8"]}}}))
+    assert too_new.startswith("pods.p.sidecar: flag --") and "was added in Istio 1.12" in too_new
+    parse_scenario(minimal(pods={"p": {"sidecar": {"istio": "1.20", "inbound_passthrough": False}}}))
+
+
+def test_addresses_must_not_clash() -> None:
+    found = problems(minimal(
+        services={"a": {"selector": "srv", "port": 80, "ip": "10.96.0.50"},
+                  "b": {"selector": "srv", "port": 80, "ip": "10.96.0.50"},
+                  "c": {"selector": "srv", "port": 80, "ip": "10.0.0.1"}},
+        external={"x": {"address": "198.51.100.7"}, "y": {"address": "198.51.100.7"}},
+    ))
+    assert found == [
+        "services.b.ip: 10.96.0.50:80 is also service 'a'; give one of them another ip or port",
+        "services.c.ip: 10.0.0.1 is outside the service range 10.96.0.0/16",
+        "external.y.address: 198.51.100.7 is also 'x'",
+    ]
