@@ -8,7 +8,6 @@ the probe when its downstream is the probe's socket or the upstream socket of a 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,9 +66,6 @@ class Runner:
         self.extra: dict[str, Any] = {}  # the last probe's trace and pcap files, for the verdict's details
 
     # --- paths ----------------------------------------------------------------------------------------------
-
-    def peers_file(self, member: str) -> str:
-        return os.path.join(self.state.directory, "apps", f"{member}.peers")
 
     def access_log(self, pod: str) -> str | None:
         sidecar = self.state.members.get(pod, {}).get("sidecar")
@@ -158,7 +154,7 @@ class Runner:
         for pod in self.sidecar_pods():
             marks.logs[pod] = file_size(self.access_log(pod) or "")
         for member in self.state.members:
-            marks.peers[member] = file_size(self.peers_file(member))
+            marks.peers[member] = file_size(self.state.peers_file(member))
         for check in followers:
             refs = [*(check.expect.rules_hit or []), *(check.expect.rules_not_hit or [])]
             if refs and check.pod not in marks.counters:
@@ -186,11 +182,11 @@ class Runner:
                     last_probe: tuple[int, ProbeCheck, ProbeObservation, _Marks] | None) -> PodObservation:
         pod, exp = check.pod, check.expect
         if last_probe is None:
-            return PodObservation(pod, None, last_peer=last_line(self.peers_file(pod)))
+            return PodObservation(pod, None, last_peer=last_line(self.state.peers_file(pod)))
         index, _probe, probe_obs, marks = last_probe
         obs = PodObservation(pod, index)
         if exp.app_peer is not None:
-            obs.peers = read_from(self.peers_file(pod), marks.peers.get(pod, 0)).splitlines()
+            obs.peers = read_from(self.state.peers_file(pod), marks.peers.get(pod, 0)).splitlines()
         refs = [*(exp.rules_hit or []), *(exp.rules_not_hit or [])]
         if refs:
             after, lengths = self.counters(pod, refs)

@@ -9,7 +9,6 @@ conntrack everywhere, the access-log lines linked to the probe, the peers the ap
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from contextlib import ExitStack
 from typing import Any
@@ -84,7 +83,7 @@ def trace_probe(state: LabState, scenario: Scenario, facts: LabFacts, source: st
     target = facts.resolve(to)
     members = member_infos(state, scenario)
     logs = {m: info["sidecar"]["access_log"] for m, info in state.members.items() if info.get("sidecar")}
-    peers_files = {m: os.path.join(state.directory, "apps", f"{m}.peers") for m in state.members}
+    peers_files = {m: state.peers_file(m) for m in state.members}
     log_marks = {m: file_size(p) for m, p in logs.items()}
     peer_marks = {m: file_size(p) for m, p in peers_files.items()}
     pids = {m: info["pid"] for m, info in state.members.items()}
