@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from netlab.errors import UsageError
 from netlab.istio.versions import IstioVersion, Traits, parse_version, traits_for
@@ -266,5 +266,3 @@ def _flag_of(attr: str) -> str:
             return f"-{flag.short}" if flag.short else f"--{flag.long}"
     return attr
 
-
-CONFIG_FIELDS = tuple(f.name for f in fields(IptablesConfig))

@@ -1,9 +1,10 @@
 """Links, addresses and routes, all through pyroute2 netlink, never in the host's root namespace.
 
 Every veth is created inside the node namespace (under a temporary name for the far end), the far end is moved
-into its pod or external host and renamed eth0 there. The node ends carry an ifalias `netlab:<lab>:<member>`,
-the ownership mark `netlab status` and `clean` go by. Nothing here needs explicit deletion: a veth dies with
-the namespace of either end, so tearing down the holders removes every link.
+into its pod or external host and renamed eth0 there. The node ends carry an ifalias `netlab:<lab>:<member>`
+that marks their owner for people and tools inspecting the node (`ip -d link` shows `alias netlab:LAB:POD`);
+netlab itself does not read it back. Nothing here needs explicit deletion: a veth dies with the namespace of
+either end, so tearing down the holders removes every link.
 """
 
 from __future__ import annotations
@@ -52,11 +53,6 @@ def _index(ipr: IPRoute, ifname: str) -> int:
     if not found:
         raise KernelError(f"interface {ifname} is missing", hint="run `netlab clean` and try again")
     return found[0]
-
-
-def set_loopback_up(netns_path: str) -> None:
-    with netlink(netns_path) as ipr:
-        ipr.link("set", index=_index(ipr, "lo"), state="up")
 
 
 def setup_node(netns_path: str) -> None:
@@ -110,10 +106,3 @@ def connect_external(node_netns_path: str, plan: LabPlan, ext: ExternalPlan, ext
         node.link("set", index=_index(node, ext.node_veth), master=_index(node, plan.external_bridge))
     _configure_eth0(f"/proc/{ext_pid}/ns/net", ext.temp_peer,
                     ipaddress.IPv4Interface(f"{ext.ip}/{ext.prefixlen}"), None)
-
-
-def marked_links(netns_path: str) -> list[tuple[str, str]]:
-    """(ifname, mark) of the links in a namespace that carry a netlab ifalias."""
-    with netlink(netns_path) as ipr:
-        links = [(link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_IFALIAS") or "") for link in ipr.get_links()]
-    return [(name, alias) for name, alias in links if alias.startswith("netlab:")]

@@ -42,15 +42,6 @@ class SidecarFacts:
     rule_edits: tuple[str, ...] = ()  # "delete nat/ISTIO_OUTPUT#1", ...
 
     @property
-    def minor(self) -> int:
-        return int(self.istio.split(".")[1])
-
-    @property
-    def forwards_to_pod_ip(self) -> bool:
-        """1.10+ sends declared inbound ports to the original destination (pod IP); 1.9 to 127.0.0.1."""
-        return self.minor >= 10 and self.inbound_passthrough is not False
-
-    @property
     def label(self) -> str:
         return f"{self.istio} sidecar" + (" (TPROXY)" if self.mode == "TPROXY" else "")
 

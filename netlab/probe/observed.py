@@ -103,10 +103,6 @@ class ConntrackEntry:
     def orig_source(self) -> Addr:
         return self.fields.get("orig_src", ""), int(self.fields.get("orig_sport", 0))
 
-    @property
-    def reply_source(self) -> Addr:
-        return self.fields.get("reply_src", ""), int(self.fields.get("reply_sport", 0))
-
     def describe(self) -> str:
         f = self.fields
         return (f"{f.get('orig_src')}:{f.get('orig_sport')} → {f.get('orig_dst')}:{f.get('orig_dport')}, "

@@ -18,7 +18,6 @@ from netlab.trace.walk import TARGETS, Walk, walks
 
 NODE = "_node"
 INGRESS = ("PREROUTING", "INPUT")
-EGRESS = ("OUTPUT", "POSTROUTING")
 
 
 @dataclass
