@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from netlab.errors import EnvironmentProblem, KernelError
+from netlab.errors import EnvironmentProblem, NetlabError
 
 CONVERTER = "rsvg-convert"
 
@@ -18,4 +18,6 @@ def svg_to_png(svg: str, path: str) -> None:
     proc = subprocess.run([binary, "--format", "png", "--output", path], input=svg.encode(),
                           capture_output=True, check=False)
     if proc.returncode != 0:
-        raise KernelError(f"{CONVERTER} failed: {proc.stderr.decode(errors='replace').strip()}")
+        # Not a kernel problem: the converter rejected the SVG or could not write path; its message says which.
+        raise NetlabError(f"{CONVERTER} failed writing {path}: {proc.stderr.decode(errors='replace').strip()}",
+                          hint="check that the output directory exists and is writable (or use --svg FILE)")
