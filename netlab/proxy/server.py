@@ -35,15 +35,21 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 def run(cfg: ProxyConfig) -> int:
     """Blocking entry point; returns the exit code."""
-    # Everything that needs root happens first: listeners (IP_TRANSPARENT in TPROXY mode, SO_REUSEPORT groups
-    # must share an owner), the access log and ready file under the lab's root-owned state directory.
-    sets = [bind_listeners(cfg, admin=(i == 0), reuseport=cfg.workers > 1) for i in range(cfg.workers)]
+    # What needs root happens first: the access log and ready file under the lab's root-owned state directory,
+    # and in TPROXY mode the IP_TRANSPARENT listeners. REDIRECT listeners are bound after the switch, so that
+    # `ss -tlnpe` shows them owned by 1337, as Envoy's are (ports above 1024 need no privilege).
     log = AccessLog.open(cfg.access_log, cfg.access_log_json) if cfg.access_log else None
     ready_fd = None
     if cfg.ready_file:
         ready_fd = os.open(cfg.ready_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    def bind_all() -> list[Listeners]:
+        return [bind_listeners(cfg, admin=(i == 0), reuseport=cfg.workers > 1) for i in range(cfg.workers)]
+
+    sets = bind_all() if cfg.mode == "TPROXY" or not cfg.drop_privileges else None
     if cfg.drop_privileges:
         drop(cfg.uid, cfg.gid)
+    if sets is None:
+        sets = bind_all()
     stats = Stats(cfg.clusters(), cfg.workers)
 
     parent = os.getpid()
