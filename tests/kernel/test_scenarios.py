@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from labkit import leftovers
 
 from netlab.scenario.loader import SCENARIO_DIR
 
@@ -29,24 +30,8 @@ def netlab(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]
     return subprocess.run([*NETLAB, *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def pause_processes(lab: str) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            continue
-        if argv0.startswith(f"netlab-pause:{lab}:"):
-            found.append(f"{pid} {argv0}")
-    return found
-
-
 def assert_no_leftovers(lab: str) -> None:
-    assert not os.path.exists(f"/run/netlab/{lab}")
-    netns = [n for n in os.listdir("/run/netns") if n.startswith(f"netlab.{lab}.")] if os.path.isdir(
-        "/run/netns") else []
-    assert netns == []
-    assert pause_processes(lab) == []
+    assert leftovers(lab) == []
 
 
 @pytest.fixture

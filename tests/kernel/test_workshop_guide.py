@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from labkit import leftovers
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE = REPO / "vagrant" / "README.md"
@@ -162,23 +163,6 @@ def rename_labs(text: str, names: dict[str, str]) -> str:
     return text
 
 
-def lab_leftovers(lab: str) -> list[str]:
-    found: list[str] = []
-    if os.path.exists(f"/run/netlab/{lab}"):
-        found.append(f"/run/netlab/{lab}")
-    for directory in ("/run/netns", "/etc/netns"):
-        if os.path.isdir(directory):
-            found += [f"{directory}/{n}" for n in os.listdir(directory) if n.startswith(f"netlab.{lab}.")]
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            continue
-        if argv0.startswith(f"netlab-pause:{lab}:"):
-            found.append(f"process {pid} ({argv0})")
-    return found
-
-
 def build_script(blocks: list[Block]) -> str:
     parts = [
         "set -e -o pipefail",
@@ -239,15 +223,15 @@ def test_exercise(exercise: Exercise, tmp_path: Path) -> None:
     names = {lab: f"{lab}-{suffix}" for lab in exercise.labs}
     assert all(len(n) <= 32 for n in names.values()), "lab names in the guide must leave room for a 5-char suffix"
     for name in names.values():
-        assert not lab_leftovers(name), f"lab {name} exists before the exercise"
+        assert not leftovers(name), f"lab {name} exists before the exercise"
     blocks = [Block(b.line, rename_labs(b.commands, names), [rename_labs(e, names) for e in b.expected])
               for b in exercise.blocks]
     try:
         rc, output = run_script(build_script(blocks), tmp_path)
-        left = {name: lab_leftovers(name) for name in names.values()}
+        left = {name: leftovers(name) for name in names.values()}
     finally:
         for name in names.values():  # only when the exercise failed half-way: its own `netlab down` ran otherwise
-            if lab_leftovers(name):
+            if leftovers(name):
                 subprocess.run([str(VENV_BIN / "netlab"), "down", name], capture_output=True, timeout=120, check=False)
 
     chunks, done = split_output(output)
