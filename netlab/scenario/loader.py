@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,16 @@ from netlab.errors import UsageError
 from netlab.scenario.checks import check_problems, unknown
 from netlab.scenario.model import SERVICE_CIDR, Scenario
 
-SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
+
+def _scenario_dir() -> Path:
+    """The shipped scenarios: next to the package in a checkout (editable install, as provisioning does), or where
+    a wheel install puts them (pyproject's data-files: <prefix>/share/istio-netlab/scenarios)."""
+    source_tree = Path(__file__).resolve().parents[2] / "scenarios"
+    installed = Path(sys.prefix) / "share" / "istio-netlab" / "scenarios"
+    return source_tree if source_tree.is_dir() or not installed.is_dir() else installed
+
+
+SCENARIO_DIR = _scenario_dir()
 
 
 @dataclass(frozen=True)
