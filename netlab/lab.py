@@ -256,16 +256,26 @@ def down(lab: str) -> list[str]:
 
 
 def _stragglers(state: LabState) -> dict[str, list[int]]:
-    """Processes netlab did not start that are inside a lab namespace and will keep it alive after teardown."""
+    """Processes netlab did not start that are inside a lab namespace and will keep it alive after teardown.
+
+    What netlab started leads its own process group, which teardown stops as a whole: its children (an nginx
+    master's workers, say) are netlab's too.
+    """
     inodes = {m.get("inode"): m["netns"] for m in state.members.values() if m.get("inode")}
     ours = {e["pid"] for e in state.undo if e["kind"] in ("process", "holder")}
     found: dict[str, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in ours:
-            netns = inodes.get(netns_inode(f"/proc/{entry}/ns/net"))
-            if netns:
-                found.setdefault(netns, []).append(int(entry))
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        netns = inodes.get(netns_inode(f"/proc/{entry}/ns/net"))
+        if netns and int(entry) not in ours and _group_of(int(entry)) not in ours:
+            found.setdefault(netns, []).append(int(entry))
     return found
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 @dataclass

@@ -214,3 +214,26 @@ def test_a_namespace_that_is_gone_is_an_error_not_a_wrong_namespace(lab: LabStat
     fake = LabState(lab=lab.lab, members={"client": {**lab.members["client"], "pid": os.getpid()}})
     with pytest.raises(KernelError, match="the namespace of client is gone"):
         lifecycle.member_netns_path(fake, "client")  # our own PID: the host's namespace, never the pod's
+
+
+def processes_in(netns_inode: int) -> list[str]:
+    return [p for p in os.listdir("/proc") if p.isdigit() and lifecycle.netns_inode(f"/proc/{p}/ns/net") == netns_inode]
+
+
+def test_a_command_apps_children_go_down_with_it(tmp_path: Path) -> None:
+    path = write_scenario(tmp_path, """
+        name: app-group
+        pods:
+          a: {app: {kind: command, command: ["sh", "-c", "sleep 300 & exec sleep 301"]}}
+    """)
+    model, scenario_path = load_scenario(path)
+    state = lifecycle.up(model, scenario_path)
+    pod_inode = state.members["a"]["inode"]
+    try:
+        time.sleep(0.2)  # let sh start its background child
+        assert len(processes_in(pod_inode)) >= 3  # the holder, sleep 301 (the app itself) and its background sleep 300
+    finally:
+        problems = lifecycle.down(state.lab)
+    assert problems == []  # the background child is the app's, not "a process netlab did not start"
+    assert processes_in(pod_inode) == []
+    assert leftovers("app-group") == []
