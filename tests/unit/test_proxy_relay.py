@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from proxy_support import LOOPS, ProxyUnderTest, app, exchange
@@ -22,6 +24,14 @@ def loop_name(request: pytest.FixtureRequest) -> str:
 
 def _proxy(loop_name: str, **kw: object) -> ProxyUnderTest:
     return ProxyUnderTest(ProxyConfig(**kw), loop_name)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _raw_upstream(loop_name: str, **kw: object) -> Iterator[tuple[ProxyUnderTest, socket.socket]]:
+    """The proxy forwarding to a bare listening socket that the test accepts on and drives by hand."""
+    with socket.create_server(("127.0.0.1", 0)) as srv, _proxy(loop_name, **kw) as p:
+        p.dst = srv.getsockname()
+        yield p, srv
 
 
 def _wait(pred, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
@@ -95,11 +105,7 @@ def test_outbound_passthrough_keeps_default_source(loop_name: str) -> None:
 
 def test_half_close_both_directions(loop_name: str) -> None:
     """Client half-closes and still reads; the app half-closes and still reads what the client sends later."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    with srv, _proxy(loop_name) as p:
-        p.dst = srv.getsockname()
+    with _raw_upstream(loop_name) as (p, srv):
         c = socket.create_connection(p.inbound, timeout=5)
         conn, _ = srv.accept()
         conn.settimeout(5)
@@ -164,11 +170,7 @@ def test_connect_timeout_resets_client(loop_name: str) -> None:
 
 
 def test_upstream_reset_resets_client(loop_name: str) -> None:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    with srv, _proxy(loop_name) as p:
-        p.dst = srv.getsockname()
+    with _raw_upstream(loop_name) as (p, srv):
         with socket.create_connection(p.inbound, timeout=5) as c:
             c.sendall(b"hi")
             conn, _ = srv.accept()
@@ -182,11 +184,7 @@ def test_upstream_reset_resets_client(loop_name: str) -> None:
 
 
 def test_client_reset_reaches_app(loop_name: str) -> None:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    with srv, _proxy(loop_name) as p:
-        p.dst = srv.getsockname()
+    with _raw_upstream(loop_name) as (p, srv):
         c = socket.create_connection(p.inbound, timeout=5)
         c.sendall(b"hi")
         conn, _ = srv.accept()
@@ -224,11 +222,7 @@ def test_loop_guard_refuses_own_listener_and_recaptured_127_0_0_6(loop_name: str
 
 
 def test_idle_timeout_closes(loop_name: str) -> None:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    with srv, _proxy(loop_name, idle_timeout=0.4) as p:
-        p.dst = srv.getsockname()
+    with _raw_upstream(loop_name, idle_timeout=0.4) as (p, srv):
         with socket.create_connection(p.inbound, timeout=5) as c:
             conn, _ = srv.accept()
             with conn:
