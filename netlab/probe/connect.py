@@ -68,5 +68,9 @@ def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: st
             return done("reset", "EPIPE")
         except TimeoutError:
             return done("timeout", "no EOF before the timeout" if data else "no reply before the timeout")
+        except OSError as err:
+            if err.errno == errno.ENOTCONN:  # shutdown() after the RST had already torn the connection down
+                return done("reset", "ENOTCONN")
+            raise
     finally:
         sock.close()

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 from netlab.kernel.holders import find_holders
-from netlab.kernel.nsutil import run_in_netns
 from netlab.plan import HOSTS_ROOT, NETNS_DIR, STATE_ROOT
+from netlab.probe.connect import probe
 
 
 def netlab(*args: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -42,17 +41,10 @@ def leftovers(lab: str | None = None) -> list[str]:
 
 
 def talk(netns_path: str, host: str, port: int, payload: bytes = b"ping\n", timeout: float = 3.0) -> bytes:
-    """Connect from inside a namespace (the socket is created there), send, read until EOF."""
-    sock = run_in_netns(netns_path, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-    with sock:
-        sock.settimeout(timeout)
-        sock.connect((host, port))
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
+    """Connect from inside a namespace with netlab's own probe, send, read until EOF; anything else fails."""
+    result = probe(netns_path, (host, port), payload, timeout, own_ip="")
+    assert result.outcome in ("reply", "closed"), f"{host}:{port}: {result.outcome} {result.error}"
+    return result.data
 
 
 def snapshot_root_namespace() -> dict[str, str]:

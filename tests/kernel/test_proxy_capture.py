@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import os
 import socket
@@ -35,6 +34,8 @@ from proxy_kernel_support import (
 unit_helpers()
 from proxy_support import App  # noqa: E402
 
+from netlab.probe.connect import probe  # noqa: E402
+
 
 @pytest.fixture
 def lab(scratch_netns: str) -> Iterator[PodLab]:
@@ -55,27 +56,8 @@ def pod_app(lab: PodLab, host: str, port: int, kind: str = "pong") -> Iterator[A
 def exchange_from(ns_path: str, addr: tuple[str, int], payload: bytes = b"ping",
                   timeout: float = 5.0) -> tuple[str, bytes]:
     """Connect from inside ns_path, send, half-close, read to EOF: reply / reset / refused / closed / timeout."""
-    s = in_netns(ns_path, socket.socket)
-    got = b""
-    with s:
-        s.settimeout(timeout)
-        try:
-            s.connect(addr)
-            s.sendall(payload)
-            s.shutdown(socket.SHUT_WR)
-            while chunk := s.recv(65536):
-                got += chunk
-        except ConnectionRefusedError:
-            return "refused", got
-        except (ConnectionResetError, BrokenPipeError):
-            return "reset", got
-        except TimeoutError:
-            return "timeout", got
-        except OSError as e:
-            if e.errno == errno.ENOTCONN:  # shutdown() after the RST arrived
-                return "reset", got
-            raise
-    return ("reply" if got else "closed"), got
+    result = probe(ns_path, addr, payload, timeout, own_ip="")
+    return result.outcome, result.data
 
 
 def http_get_from(ns_path: str, addr: tuple[str, int], path: str) -> int:
