@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 
 from netlab.errors import UsageError
+from netlab.lab import member_netns_path, require_root
 from netlab.signals import deferred
 from netlab.state import LabState, list_labs, load_state
 
@@ -42,6 +43,13 @@ def pick_lab(lab: str | None) -> LabState:
     if state is None:
         raise UsageError(f"no lab named '{lab}' is up", hint="`netlab status` lists the labs that are up")
     return state
+
+
+def pick_pod(lab: str | None, member: str) -> tuple[LabState, str]:
+    """For verbs that look inside one pod: root, the lab, and the pod's namespace path (checked to be alive)."""
+    require_root()
+    state = pick_lab(lab)
+    return state, member_netns_path(state, member)
 
 
 @contextmanager

@@ -7,8 +7,7 @@ import os
 import click
 
 from netlab.cli.app import app
-from netlab.cli.common import lab_option, pick_lab
-from netlab.lab import member_netns_path, require_root
+from netlab.cli.common import lab_option, pick_pod
 
 
 @app.command(name="exec", context_settings={"ignore_unknown_options": True})
@@ -23,8 +22,6 @@ def exec_(member: str, command: tuple[str, ...], lab: str | None) -> None:
     Same as `ip netns exec netlab.LAB.POD CMD`, which bind-mounts the lab's hosts file so that pods, services and
     external hosts resolve by name.
     """
-    require_root()
-    state = pick_lab(lab)
-    member_netns_path(state, member)  # a clear error for an unknown member or a namespace that is gone
+    state, _ = pick_pod(lab, member)  # a clear error for an unknown member or a namespace that is gone
     argv = list(command[1:] if command[:1] == ("--",) else command) or [os.environ.get("SHELL", "/bin/sh")]
     os.execvp("ip", ["ip", "netns", "exec", state.members[member]["netns"], *argv])

@@ -13,10 +13,9 @@ import click
 from rich.table import Table
 
 from netlab.cli.app import app
-from netlab.cli.common import lab_option, out, pick_lab, print_json
+from netlab.cli.common import lab_option, out, pick_pod, print_json
 from netlab.errors import EnvironmentProblem
 from netlab.kernel.sockets import list_sockets
-from netlab.lab import member_netns_path, require_root
 from netlab.probe.readers import read_conntrack
 
 REWRITE_PORTS = {"15006": "REDIRECT to the inbound listener", "15001": "REDIRECT to the outbound listener"}
@@ -28,9 +27,8 @@ REWRITE_PORTS = {"15006": "REDIRECT to the inbound listener", "15001": "REDIRECT
 @click.option("--json", "as_json", is_flag=True)
 def conntrack(member: str, lab: str | None, as_json: bool) -> None:
     """POD's conntrack table: original and reply tuples; the 15006/15001 rewrites show in the reply tuple."""
-    require_root()
-    state = pick_lab(lab)
-    entries = read_conntrack(member_netns_path(state, member))
+    state, netns = pick_pod(lab, member)
+    entries = read_conntrack(netns)
     if as_json:
         print_json({"lab": state.lab, "pod": member, "entries": [e.fields for e in entries]})
         return
@@ -53,9 +51,8 @@ def conntrack(member: str, lab: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def sockets(member: str, lab: str | None, as_json: bool) -> None:
     """POD's TCP sockets like `ss -tnp`: state, local and peer, owning process and uid (the sidecar is 1337)."""
-    require_root()
-    state = pick_lab(lab)
-    rows = list_sockets(member_netns_path(state, member))
+    state, netns = pick_pod(lab, member)
+    rows = list_sockets(netns)
     if as_json:
         print_json({"lab": state.lab, "pod": member, "sockets": [dataclasses.asdict(r) for r in rows]})
         return
@@ -80,9 +77,7 @@ def capture(member: str, args: tuple[str, ...], lab: str | None, output: str, co
 
     `netlab capture server lo -o lo.pcap -- tcp port 8080` shows the proxy's 127.0.0.6 connection on lo.
     """
-    require_root()
-    state = pick_lab(lab)
-    netns = member_netns_path(state, member)
+    state, netns = pick_pod(lab, member)
     # click consumes the `--`, so the interface is recognised by name: the first word, if the pod has it.
     words = [w for w in args if w != "--"]
     interface = "any"

@@ -15,12 +15,11 @@ import click
 from rich.live import Live
 
 from netlab.cli.app import app
-from netlab.cli.common import lab_option, out, pick_lab, print_json
+from netlab.cli.common import lab_option, out, pick_pod, print_json
 from netlab.errors import UsageError
 from netlab.istio.apply import Backend, format_chains, read_chains, system_backend
 from netlab.istio.flags import parse_flags
 from netlab.istio.render import render
-from netlab.lab import member_netns_path, require_root
 from netlab.trace.watch import changed, counter_map, watch_table
 
 # The environment istio-iptables itself reads (the init container's env in a pod).
@@ -83,9 +82,7 @@ def show_cmd(member: str, lab: str | None, table: str, zero: bool, as_json: bool
 
     Read through the backend the pod's rules were applied with (legacy or nft).
     """
-    require_root()
-    state = pick_lab(lab)
-    netns = member_netns_path(state, member)
+    state, netns = pick_pod(lab, member)
     backend = state.members[member].get("sidecar", {}).get("backend") or system_backend()
     if watch:
         if as_json:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
@@ -24,6 +24,9 @@ LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")  # also names the
 # and sandboxes use it for their real uplink.
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")  # ClusterIPs, as kubeadm's default
 EXTERNAL_NETS = (ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("203.0.113.0/24"))
+
+
+T = TypeVar("T")
 
 
 class Strict(BaseModel):
@@ -318,23 +321,21 @@ class Scenario(Strict):
     def _pod_names(cls, value: dict[str, Pod]) -> dict[str, Pod]:
         if not value:
             raise ValueError("a scenario needs at least one pod, e.g. 'pods: {client: {}}'")
-        for name in value:
-            if not POD_NAME.match(name):
-                raise ValueError(f"pod name '{name}' must be 1-40 of a-z, 0-9 and '-' (a DNS label)")
-        return value
+        return _names_match(value, POD_NAME, "pod name '{}' must be 1-40 of a-z, 0-9 and '-' (a DNS label)")
 
     @field_validator("services")
     @classmethod
     def _service_names(cls, value: dict[str, Service]) -> dict[str, Service]:
-        for name in value:
-            if not SERVICE_NAME.match(name):
-                raise ValueError(f"service name '{name}' must be of a-z, 0-9, '-' and '.'")
-        return value
+        return _names_match(value, SERVICE_NAME, "service name '{}' must be of a-z, 0-9, '-' and '.'")
 
     @field_validator("external")
     @classmethod
     def _external_names(cls, value: dict[str, External]) -> dict[str, External]:
-        for name in value:
-            if not POD_NAME.match(name):
-                raise ValueError(f"external host name '{name}' must be 1-40 of a-z, 0-9 and '-'")
-        return value
+        return _names_match(value, POD_NAME, "external host name '{}' must be 1-40 of a-z, 0-9 and '-'")
+
+
+def _names_match(named: dict[str, T], pattern: re.Pattern[str], message: str) -> dict[str, T]:
+    for name in named:
+        if not pattern.match(name):
+            raise ValueError(message.format(name))
+    return named
