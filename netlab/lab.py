@@ -183,21 +183,29 @@ def start_app(state: LabState, member: str, app: App) -> Callable[[], None]:
 
 def wait_listening(state: LabState, member: str, port: int, proc: procs.Started,
                    timeout: float = APP_START_TIMEOUT) -> None:
-    """Poll the member's TCP table (/proc/PID/net/tcp shows the namespace of PID) for a listener on port."""
+    """Until the member's TCP table (/proc/PID/net/tcp shows the namespace of PID) has a listener on port."""
     table = f"/proc/{state.members[member]['pid']}/net/tcp"
     wanted = f":{port:04X} "
+
+    def listening() -> bool:
+        with open(table) as f:
+            return any(wanted in line and line.split()[3] == "0A" for line in f.readlines()[1:])
+
+    wait_until(listening, proc, timeout, f"{proc.role} in {member} is not listening on port {port}")
+
+
+def wait_until(ready: Callable[[], bool], proc: procs.Started, timeout: float, failure: str) -> None:
+    """Poll ready() until it holds; fail early if proc exits, and show the tail of its log either way."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with open(table) as f:
-            if any(wanted in line and line.split()[3] == "0A" for line in f.readlines()[1:]):
-                return
+        if ready():
+            return
         reap(proc.pid)
         if not is_same_process(proc.pid, proc.started):
             break
         time.sleep(0.01)
     tail = Path(proc.log).read_text(errors="replace")[-800:] if os.path.exists(proc.log) else ""
-    raise KernelError(f"{proc.role} in {member} is not listening on port {port} after {timeout:.0f} s: "
-                      f"{' '.join(proc.argv)}\n{tail}", hint=f"see the log {proc.log}")
+    raise KernelError(f"{failure} after {timeout:.0f} s: {' '.join(proc.argv)}\n{tail}", hint=f"see the log {proc.log}")
 
 
 def teardown(state: LabState) -> list[str]:

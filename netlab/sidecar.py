@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 
-from netlab.errors import KernelError
 from netlab.istio.apply import apply_istio_init, delete_rule, insert_rule
 from netlab.istio.flags import parse_flags
-from netlab.kernel.nsutil import reap, start_time
-from netlab.lab import member_netns_path, start_in_member
+from netlab.lab import member_netns_path, start_in_member, wait_until
 from netlab.plan import LabPlan
 from netlab.scenario.model import RuleEdit, Scenario, Sidecar
 from netlab.state import LabState
@@ -50,7 +46,8 @@ def install_sidecar(state: LabState, plan: LabPlan, pod: str, sidecar: Sidecar,
                                      "access_log": access_log, "rule_edits": [e.model_dump(exclude_none=True)
                                                                               for e in sidecar.rule_edits]}
     proc = start_in_member(state, pod, "proxy", argv)  # as root: the proxy drops to 1337 itself after binding
-    return lambda: _wait_ready(ready, proc.pid, proc.log)
+    return lambda: wait_until(lambda: os.path.exists(ready) and os.path.getsize(ready) > 0, proc,
+                              PROXY_READY_TIMEOUT, f"the sidecar proxy in {pod} did not become ready")
 
 
 def apply_rule_edit(netns: str, edit: RuleEdit, backend: str) -> None:
@@ -61,16 +58,3 @@ def apply_rule_edit(netns: str, edit: RuleEdit, backend: str) -> None:
         delete_rule(netns, table, chain, int(position), backend)  # type: ignore[arg-type]
     else:
         insert_rule(netns, table, chain, int(position), edit.rule or "", backend)  # type: ignore[arg-type]
-
-
-def _wait_ready(ready_file: str, pid: int, log: str) -> None:
-    deadline = time.monotonic() + PROXY_READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if os.path.exists(ready_file) and os.path.getsize(ready_file) > 0:
-            return
-        reap(pid)
-        if start_time(pid) is None:
-            break
-        time.sleep(0.01)
-    tail = Path(log).read_text(errors="replace")[-800:] if os.path.exists(log) else ""
-    raise KernelError(f"the sidecar proxy did not become ready: {tail}", hint=f"see {log}")

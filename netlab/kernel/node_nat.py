@@ -27,12 +27,10 @@ def render_node_nat(plan: LabPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def iptables_restore(netns_path: str, text: str, binary: str = "iptables-restore") -> None:
-    result = nsenter_run(netns_path, [binary, "--noflush"], stdin=text, package="iptables")
-    if result.returncode != 0:
-        raise KernelError(f"{binary} failed in {netns_path}: {result.stderr.strip()}\n--- rules ---\n{text}",
-                          hint="run `netlab doctor` to check nat support")
-
-
 def install_node_nat(node_netns_path: str, plan: LabPlan) -> None:
-    iptables_restore(node_netns_path, render_node_nat(plan))
+    """Apply with the host's own `iptables-restore`, so `netlab exec _node -- iptables -t nat -L` shows the rules."""
+    text = render_node_nat(plan)
+    result = nsenter_run(node_netns_path, ["iptables-restore", "--noflush"], stdin=text, package="iptables")
+    if result.returncode != 0:
+        raise KernelError(f"iptables-restore failed in {node_netns_path}: {result.stderr.strip()}\n"
+                          f"--- rules ---\n{text}", hint="run `netlab doctor` to check nat support")
