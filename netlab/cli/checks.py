@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 
 from netlab.cli.app import app
-from netlab.cli.common import err, out, pick_lab, print_json
-from netlab.errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
-from netlab.lab import require_root
+from netlab.cli.common import err, out, pick_running_lab, print_json
+from netlab.errors import EXIT_CHECK_FAILED, EXIT_OK
 from netlab.probe.runner import Runner
 from netlab.report import RunInfo, check_line, print_report, to_json, to_junit
 from netlab.scenario import Scenario, load_scenario
@@ -51,10 +50,7 @@ def check_and_report(state: LabState, scenario: Scenario, path: Path | str, as_j
 @click.option("--quiet", "-q", is_flag=True, help="only the summary")
 def checks(lab: str | None, as_json: bool, junit: str | None, quiet: bool) -> int:
     """Run the checks of LAB (a lab that is up, e.g. after `netlab run --keep` or `netlab up`) again."""
-    require_root()
-    state = pick_lab(lab)
-    if state.status != "up":
-        raise UsageError(f"lab {state.lab} is {state.status}, not up", hint=f"`netlab down {state.lab}` removes it")
+    state = pick_running_lab(lab)
     model, path = load_scenario(state.scenario)
     with interrupts_as_keyboard_interrupt():
         return check_and_report(state, model, path, as_json, junit, quiet)

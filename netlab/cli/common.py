@@ -45,6 +45,15 @@ def pick_lab(lab: str | None) -> LabState:
     return state
 
 
+def pick_running_lab(lab: str | None) -> LabState:
+    """For verbs that probe a lab: root, and a lab whose build completed."""
+    require_root()
+    state = pick_lab(lab)
+    if state.status != "up":
+        raise UsageError(f"lab {state.lab} is {state.status}, not up", hint=f"`netlab down {state.lab}` removes it")
+    return state
+
+
 def pick_pod(lab: str | None, member: str) -> tuple[LabState, str]:
     """For verbs that look inside one pod: root, the lab, and the pod's namespace path (checked to be alive)."""
     require_root()

@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 
 from netlab.cli.app import app
-from netlab.cli.common import pick_lab, print_json
+from netlab.cli.common import pick_running_lab, print_json
 from netlab.errors import UsageError
-from netlab.lab import require_root
 from netlab.probe.facts import lab_facts
 from netlab.scenario import load_scenario
 from netlab.signals import interrupts_as_keyboard_interrupt
@@ -44,10 +43,7 @@ def trace(lab: str | None, source: str, to: str, send: str, timeout: float, as_j
     """Run one probe from POD to NAME:PORT and show its path: every namespace, interface, nat chain and rule that
     counted it, the address and port rewrites (service DNAT, REDIRECT to 15006/15001, masquerade), the proxies'
     hops with cluster and upstream address, and the app that accepted. Steps nothing recorded are marked."""
-    require_root()
-    state = pick_lab(lab)
-    if state.status != "up":
-        raise UsageError(f"lab {state.lab} is {state.status}, not up", hint=f"`netlab down {state.lab}` removes it")
+    state = pick_running_lab(lab)
     if source not in state.members or state.members[source]["kind"] == "node":
         raise UsageError(f"no pod named '{source}' in lab {state.lab}",
                          hint="pods: " + ", ".join(m for m, i in state.members.items() if i["kind"] != "node"))
