@@ -1,10 +1,13 @@
-"""The forwarding core: one Connection per accepted socket, relayed with raw non-blocking sockets in the worker's
-edge-triggered epoll set (poller.py), with flow control and Envoy's failure semantics.
+"""The forwarding core: one Connection per accepted socket, relayed with raw non-blocking sockets that sit in the
+worker's edge-triggered epoll set (poller.py), with flow control and Envoy's failure semantics.
 
 Why not transports: per new connection they cost a transport object per side, getsockname/getpeername calls,
 repeated ioctl(FIONBIO) and epoll registrations, a Task and futures for the connect. Here the accept gives the
 peer, SO_ORIGINAL_DST the destination, and each socket is registered once.
 
+- Each Side's own handler runs the common case (read, send to the peer) with as few Python steps as possible:
+  per event, that path is most of what the proxy adds to a request. Connection handles the rest: routing,
+  connecting, failures, endings, accounting.
 - Each read (up to 256 KiB, a fresh bytes object: measured cheaper for bulk than recv_into one shared buffer)
   goes straight to the peer socket; only what the peer cannot take now is kept (its backlog). Reading from the
   source stops while that backlog is over 256 KiB and resumes below 64 KiB (the transports' high/low-water
@@ -73,6 +76,7 @@ class Context:
                  connect_timeout: float, capture_ports: frozenset[int], redirect_mode: bool,
                  poller: Poller | None = None) -> None:
         self.loop = loop
+        self.poller = poller or Poller(loop)
         self.direction = direction
         self.resolver = resolver
         self.choose = choose
@@ -81,42 +85,144 @@ class Context:
         self.connect_timeout = connect_timeout
         self.capture_ports = capture_ports
         self.redirect_mode = redirect_mode
-        self.poller = poller or Poller(loop)
         self.active: set[Connection] = set()
         self.routes: dict[Addr, Route] = {}  # choose() is a pure function of the original destination
 
 
 class Side:
-    """One socket of a connection and what the relay knows about it."""
+    """One socket of a connection: its epoll handler relays what it reads to the peer side."""
 
-    __slots__ = ("backlog", "closed", "eof", "fd", "hup", "reading", "shut", "sock")
+    __slots__ = ("backlog", "closed", "conn", "eof", "fd", "hup", "moved", "peer", "reading", "recv", "send", "shut",
+                 "sock", "waiting")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, conn: Connection, sock: socket.socket) -> None:
+        self.conn: Connection = conn
+        self.peer: Side = self  # the other side, set once the upstream socket exists
         self.sock = sock
         self.fd = sock.fileno()
+        self.recv = sock.recv
+        self.send = sock.send
+        self.moved = 0  # bytes read from this socket
+        self.waiting = True  # the upstream connect is in progress: events go to the connection
         self.reading = True  # False: paused (peer backlog full), at EOF or closed
         self.eof = self.shut = self.closed = False
         self.hup = False  # its FIN is queued (EPOLLRDHUP): read on to EOF even after a short read
         self.backlog: bytearray | None = None  # bytes this side could not take yet
 
+    # The two methods below run for every event of an established connection: kept flat (local names, rare
+    # cases out of line), since Python steps are most of what the proxy adds to a request.
+
+    def on_event(self, events: int) -> None:
+        if (events & _UNUSUAL or self.waiting) and not self.conn.unusual(self, events):
+            return
+        if events & _READABLE and self.reading:
+            self.pump()
+        if self.backlog is not None and events & EPOLLOUT and not self.closed:
+            self.drain()
+
+    def pump(self) -> None:
+        """Read until a short read (edge-triggered: the next arrival is a new event), EOF, or a full backlog."""
+        recv = self.recv
+        peer = self.peer
+        reads = 0
+        while True:
+            try:
+                data = recv(HIGH_WATER)
+            except _AGAIN:
+                return
+            except OSError as e:
+                return self.conn.reset_by(self, e.errno)
+            n = len(data)
+            if not n:
+                return self.conn.at_eof(self)
+            self.moved += n
+            if peer.backlog is None:
+                try:
+                    sent = peer.send(data)
+                except _AGAIN:
+                    sent = 0
+                except OSError as e:
+                    return self.conn.reset_by(peer, e.errno)
+                if sent != n:
+                    self.keep(data, sent)
+            else:
+                self.queue(data)
+            if (n < HIGH_WATER and not self.hup) or not self.reading:
+                return
+            reads += 1
+            if reads == READS_PER_WAKEUP:  # maybe more: read on after the others had a turn
+                self.conn.ctx.loop.call_soon(self.resume)
+                return
+
+    def keep(self, data: bytes, sent: int) -> None:
+        """The peer took only part: the rest goes out on its next EPOLLOUT edge (a short send arms it)."""
+        self.peer.backlog = bytearray(memoryview(data)[sent:])
+        if len(data) - sent >= HIGH_WATER:  # flow control: read no more until the peer takes some
+            self.reading = False
+
+    def queue(self, data: bytes) -> None:
+        """The peer is still draining: queue behind its backlog, in order."""
+        backlog = self.peer.backlog
+        assert backlog is not None
+        backlog += data
+        if len(backlog) >= HIGH_WATER:
+            self.reading = False
+
+    def resume(self) -> None:
+        if self.reading:
+            self.pump()
+
+    def drain(self) -> None:
+        """Send this side's backlog; let the peer read again once the backlog is small or gone."""
+        data = self.backlog
+        assert data is not None
+        src = self.peer
+        try:
+            sent = self.send(data)
+        except _AGAIN:
+            return
+        except OSError as e:
+            return self.conn.reset_by(self, e.errno)
+        if sent < len(data):
+            del data[:sent]  # bytearray: cheap from the front
+            if not src.reading and not src.eof and not src.closed and len(data) <= LOW_WATER:
+                src.reading = True
+                src.pump()  # edges seen while paused were ignored: read now
+            return
+        self.backlog = None
+        if src.eof:
+            self.conn.end_direction(src)
+        elif not src.reading and not src.closed:
+            src.reading = True
+            src.pump()
+
 
 class Connection:
-    __slots__ = ("base", "connecting", "ctx", "d", "details", "flags", "idle_mark", "idle_since", "orig", "peer",
-                 "pub_rx", "pub_tx", "route", "row", "rx", "start", "timer", "tx", "u", "up_local")
+    __slots__ = ("base", "client", "ctx", "d", "details", "flags", "idle_mark", "idle_since", "orig", "pub_rx",
+                 "pub_tx", "route", "row", "start", "timer", "u", "up_local")
 
-    def __init__(self, ctx: Context, sock: socket.socket, peer: Addr) -> None:
+    def __init__(self, ctx: Context, sock: socket.socket, client: Addr) -> None:
         self.ctx = ctx
-        self.d = Side(sock)
+        self.d = Side(self, sock)
         self.u: Side | None = None
-        self.peer = peer
-        self.rx = self.tx = self.pub_rx = self.pub_tx = 0
+        self.client = client
+        self.pub_rx = self.pub_tx = 0
         self.flags = self.details = "-"
-        self.connecting = False
         self.up_local: Addr | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.idle_mark = -1
         self.idle_since = 0.0
         self.start = 0.0
+
+    @property
+    def rx(self) -> int:
+        """Bytes received from the client."""
+        return self.d.moved
+
+    @property
+    def tx(self) -> int:
+        """Bytes received from the upstream."""
+        return 0 if self.u is None else self.u.moved
 
     # --- accept -> route -> connect --------------------------------------------------------------------------
 
@@ -144,20 +250,21 @@ class Connection:
         row[base + st.CX_ACTIVE] += 1
         ctx.active.add(self)
         try:
-            up, err = open_upstream(route, self.peer[0])
+            up, err = open_upstream(route, self.client[0])
         except OSError as e:
             return self.connect_failed(e.errno or errno.EIO)
-        u = self.u = Side(up)
+        d = self.d
+        u = self.u = Side(self, up)
+        d.peer, u.peer = u, d
         if ctx.log is not None:  # the source port is chosen by connect() (IP_BIND_ADDRESS_NO_PORT): known now
             with contextlib.suppress(OSError):
                 self.up_local = up.getsockname()
         poller = ctx.poller
-        poller.add(self.d.fd, self.on_down)
-        poller.add(u.fd, self.on_up)
+        poller.add(d.fd, d.on_event)
+        poller.add(u.fd, u.on_event)
         if err == 0:
             self.connected()
         elif err == errno.EINPROGRESS:
-            self.connecting = True
             self.timer = ctx.loop.call_later(ctx.connect_timeout, self.connect_timed_out)
         else:
             self.connect_failed(err)
@@ -180,7 +287,7 @@ class Connection:
                 local = sock.getsockname()
             except OSError as e:
                 return refused(ctx.direction, errno_detail("downstream_gone", e.errno))
-        loop = loop_reason(ctx.direction, orig, self.peer, local, ctx.capture_ports, ctx.redirect_mode)
+        loop = loop_reason(ctx.direction, orig, self.client, local, ctx.capture_ports, ctx.redirect_mode)
         if loop is not None:
             print(f"netlab-proxy: {loop[1]}", file=sys.stderr, flush=True)
             return refused(ctx.direction, loop[0])
@@ -191,6 +298,15 @@ class Connection:
                 routes.clear()
             route = routes[orig] = ctx.choose(orig)
         return route
+
+    def stop_waiting(self) -> None:
+        """The upstream connect is over (either way): events go to the sides' own handlers from now on."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.d.waiting = False
+        if self.u is not None:
+            self.u.waiting = False
 
     def connect_timed_out(self) -> None:
         self.timer = None
@@ -206,67 +322,45 @@ class Connection:
     def count_unread(self) -> None:
         """Client bytes that waited for a connect that failed still count as received (log, tx_bytes)."""
         d = self.d
-        while not d.closed and self.rx < HIGH_WATER:
+        while not d.closed and d.moved < HIGH_WATER:
             try:
-                n = len(d.sock.recv(HIGH_WATER))
+                n = len(d.recv(HIGH_WATER))
             except OSError:
                 return
             if n == 0:
                 return
-            self.rx += n
+            d.moved += n
 
     def connected(self) -> None:
-        self.connecting = False
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        d, u = self.d, self.u
-        assert u is not None
-        self.readable(d, u)  # what the client sent (or its EOF) while we were connecting
+        self.stop_waiting()
+        self.d.pump()  # what the client sent (or its EOF) while we were connecting
 
-    # --- epoll events ----------------------------------------------------------------------------------------
+    # --- rare events ------------------------------------------------------------------------------------------
 
-    # The two handlers below and readable() run for every event of an established connection: kept flat (few
-    # calls, rare cases out of line), since Python frames are most of the per-request cost.
-
-    def on_down(self, events: int) -> None:
-        d = self.d
-        if events & _UNUSUAL or self.connecting:
-            if events & EPOLLRDHUP:
-                d.hup = True
-            if events & EPOLLERR and self.failed(d):
-                return
-            if self.connecting:
-                return  # bytes and EOF wait in the kernel until connected() reads them
-        if events & _READABLE and d.reading:
-            self.readable(d, self.u)  # type: ignore[arg-type]
-        if d.backlog is not None and events & EPOLLOUT and not d.closed:
-            self.writable(self.u, d)  # type: ignore[arg-type]
-
-    def on_up(self, events: int) -> None:
-        u = self.u
-        assert u is not None
-        if events & _UNUSUAL or self.connecting:
-            if events & EPOLLRDHUP:
-                u.hup = True
-            if self.connecting:
-                if events & (EPOLLERR | EPOLLHUP):  # only then is SO_ERROR worth a syscall
-                    err = u.sock.getsockopt(_SOL_SOCKET, _SO_ERROR) or errno.ECONNREFUSED
-                    if err not in _RESET_AFTER_CONNECT:
-                        return self.connect_failed(err)
-                    # Connected, then reset before we got to it: an upstream reset (UC), as if seen a bit later.
-                    self.connecting = False
-                    self.count_unread()
-                    return self.reset_by(u, err)
-                if not events & EPOLLOUT:
-                    return
-                self.connected()
-            elif events & EPOLLERR and self.failed(u):
-                return
-        if events & _READABLE and u.reading:
-            self.readable(u, self.d)
-        if u.backlog is not None and events & EPOLLOUT and not u.closed:
-            self.writable(self.d, u)
+    def unusual(self, side: Side, events: int) -> bool:
+        """EPOLLRDHUP/EPOLLERR, or any event while connecting. True: the usual read/write handling follows."""
+        if events & EPOLLRDHUP:
+            side.hup = True
+        if not side.waiting:
+            return not (events & EPOLLERR and self.failed(side))
+        if side is self.d:
+            if events & EPOLLERR:
+                self.failed(side)
+            return False  # bytes and EOF wait in the kernel until connected() reads them
+        if events & (EPOLLERR | EPOLLHUP):  # only then is SO_ERROR worth a syscall
+            err = side.sock.getsockopt(_SOL_SOCKET, _SO_ERROR) or errno.ECONNREFUSED
+            if err not in _RESET_AFTER_CONNECT:
+                self.connect_failed(err)
+                return False
+            # Connected, then reset before we got to it: an upstream reset (UC), as if seen a bit later.
+            self.stop_waiting()
+            self.count_unread()
+            self.reset_by(side, err)
+            return False
+        if not events & EPOLLOUT:
+            return False
+        self.connected()
+        return True
 
     def failed(self, side: Side) -> bool:
         """EPOLLERR: a reset (or other socket error) ends the connection now, whatever is still queued."""
@@ -275,93 +369,18 @@ class Connection:
             self.reset_by(side, err)
         return bool(err)
 
-    # --- relay -----------------------------------------------------------------------------------------------
+    def at_eof(self, src: Side) -> None:
+        src.eof = True
+        src.reading = False
+        if src.peer.backlog is None:
+            self.end_direction(src)
 
-    def readable(self, src: Side, dst: Side) -> None:
-        """Read until a short read (edge-triggered: the next arrival is a new event), EOF, or a full backlog."""
-        recv = src.sock.recv
-        reads = 0
-        while True:
-            try:
-                data = recv(HIGH_WATER)
-            except _AGAIN:
-                return
-            except OSError as e:
-                return self.reset_by(src, e.errno)
-            n = len(data)
-            if not n:
-                src.eof = True
-                src.reading = False
-                if dst.backlog is None:
-                    self.end_direction(src, dst)
-                return
-            if src is self.d:
-                self.rx += n
-            else:
-                self.tx += n
-            if dst.backlog is None:
-                try:
-                    sent = dst.sock.send(data)
-                except _AGAIN:
-                    sent = 0
-                except OSError as e:
-                    return self.reset_by(dst, e.errno)
-                if sent != n:
-                    self.keep(data, sent, src, dst)
-            else:
-                self.queue(data, src, dst)
-            if (n < HIGH_WATER and not src.hup) or not src.reading:
-                return
-            reads += 1
-            if reads == READS_PER_WAKEUP:  # maybe more: read on after the others had a turn
-                self.ctx.loop.call_soon(self.resume, src, dst)
-                return
-
-    def keep(self, data: bytes, sent: int, src: Side, dst: Side) -> None:
-        """dst took only part: the rest goes out on its next EPOLLOUT edge (a short send arms it)."""
-        dst.backlog = bytearray(memoryview(data)[sent:])
-        if len(data) - sent >= HIGH_WATER:  # flow control: read no more until dst takes some
-            src.reading = False
-
-    def queue(self, data: bytes, src: Side, dst: Side) -> None:
-        """dst is still draining: queue behind its backlog, in order."""
-        backlog = dst.backlog
-        assert backlog is not None
-        backlog += data
-        if len(backlog) >= HIGH_WATER:
-            src.reading = False
-
-    def resume(self, src: Side, dst: Side) -> None:
-        if src.reading:
-            self.readable(src, dst)
-
-    def writable(self, src: Side, dst: Side) -> None:
-        data = dst.backlog
-        assert data is not None
-        try:
-            sent = dst.sock.send(data)
-        except _AGAIN:
-            return
-        except OSError as e:
-            return self.reset_by(dst, e.errno)
-        if sent < len(data):
-            del data[:sent]  # bytearray: cheap from the front
-            if not src.reading and not src.eof and not src.closed and len(data) <= LOW_WATER:
-                src.reading = True
-                self.readable(src, dst)  # edges seen while paused were ignored: read now
-            return
-        dst.backlog = None
-        if src.eof:
-            self.end_direction(src, dst)
-        elif not src.reading and not src.closed:
-            src.reading = True
-            self.readable(src, dst)
-
-    def end_direction(self, src: Side, dst: Side) -> None:
-        """src sent EOF and dst has everything: pass the FIN on, or close both when the other way ended too."""
+    def end_direction(self, src: Side) -> None:
+        """src sent EOF and its peer has everything: pass the FIN on, or close both when the other way ended too."""
         if src.shut:
             self.close()
             return
+        dst = src.peer
         dst.shut = True
         try:
             dst.sock.shutdown(socket.SHUT_WR)
@@ -389,9 +408,6 @@ class Connection:
         self.details = details
         self.close(reset_down=True, reset_up=True)
 
-    def close_both(self) -> None:
-        self.close()
-
     def idle_close(self) -> None:
         self.details = "idle_timeout"
         self.close()
@@ -399,10 +415,7 @@ class Connection:
     def close(self, reset_down: bool = False, reset_up: bool = False) -> None:
         if self.d.closed:  # both sides are closed together: already done
             return
-        self.connecting = False
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.stop_waiting()
         forget = self.ctx.poller.forget
         for side, rst in ((self.d, reset_down), (self.u, reset_up)):
             if side is None:
@@ -429,14 +442,15 @@ class Connection:
         if log is not None:
             log.log(Entry(self.start, ctx.direction, self.route.cluster, self.flags, self.details, self.rx,
                           self.tx, int((time.time() - self.start) * 1000), self.route.upstream, self.up_local,
-                          self.orig, self.peer))
+                          self.orig, self.client))
 
     def publish(self) -> None:
         """Add the bytes moved since the last call to the shared counters."""
         row, base = self.row, self.base
-        row[base + st.TX_BYTES] += self.rx - self.pub_rx
-        row[base + st.RX_BYTES] += self.tx - self.pub_tx
-        self.pub_rx, self.pub_tx = self.rx, self.tx
+        rx, tx = self.rx, self.tx
+        row[base + st.TX_BYTES] += rx - self.pub_rx
+        row[base + st.RX_BYTES] += tx - self.pub_tx
+        self.pub_rx, self.pub_tx = rx, tx
 
 
 class Acceptor:

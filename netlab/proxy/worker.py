@@ -136,7 +136,7 @@ class Worker:
             server.close()
         for ctx in self.contexts:
             for d in list(ctx.active):
-                d.close_both()
+                d.close()
         self.poller.close()
         if self.log is not None:
             self.log.flush()
