@@ -3,7 +3,9 @@ worker's edge-triggered epoll set (poller.py), with flow control and Envoy's fai
 
 Why not transports: per new connection they cost a transport object per side, getsockname/getpeername calls,
 repeated ioctl(FIONBIO) and epoll registrations, a Task and futures for the connect. Here the accept gives the
-peer, SO_ORIGINAL_DST the destination, and each socket is registered once.
+peer, SO_ORIGINAL_DST the destination, and each socket is registered once. (Also measured: a transports relay
+that propagates half-close with write_eof() made uvloop 0.23 abort with "double free or corruption" under ~7k
+Connection: close requests/s; the stdlib loop ran the same code clean.)
 
 - Each Side's own handler runs the common case (read, send to the peer) with as few Python steps as possible:
   per event, that path is most of what the proxy adds to a request. Connection handles the rest: routing,
