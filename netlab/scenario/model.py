@@ -10,7 +10,16 @@ import ipaddress
 import re
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from netlab.errors import UsageError
 from netlab.istio.flags import parse_flags
@@ -242,20 +251,13 @@ class PodExpect(Strict):
                 raise ValueError(f"'{name}' is not TABLE/CHAIN#N (e.g. nat/ISTIO_OUTPUT#1)")
         return value
 
-    @field_validator("conntrack")
+    @field_validator("conntrack", "proxy_log")
     @classmethod
-    def _conntrack_fields(cls, value: dict[str, str | int] | None) -> dict[str, str | int] | None:
-        unknown = sorted(set(value or {}) - set(CONNTRACK_FIELDS))
+    def _known_fields(cls, value: dict[str, str | int] | None, info: ValidationInfo) -> dict[str, str | int] | None:
+        known = CONNTRACK_FIELDS if info.field_name == "conntrack" else PROXY_LOG_FIELDS
+        unknown = sorted(set(value or {}) - set(known))
         if unknown:
-            raise ValueError(f"unknown conntrack field(s) {', '.join(unknown)}; use {', '.join(CONNTRACK_FIELDS)}")
-        return value
-
-    @field_validator("proxy_log")
-    @classmethod
-    def _log_fields(cls, value: dict[str, str | int] | None) -> dict[str, str | int] | None:
-        unknown = sorted(set(value or {}) - set(PROXY_LOG_FIELDS))
-        if unknown:
-            raise ValueError(f"unknown proxy_log field(s) {', '.join(unknown)}; use {', '.join(PROXY_LOG_FIELDS)}")
+            raise ValueError(f"unknown {info.field_name} field(s) {', '.join(unknown)}; use {', '.join(known)}")
         return value
 
     @model_validator(mode="after")
