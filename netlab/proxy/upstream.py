@@ -1,7 +1,8 @@
 """Open the upstream socket of a route: default source, bound to 127.0.0.6, or transparent (TPROXY).
 
-A plain non-blocking socket and `connect_ex`: no resolver, no transport constructor (those cost getsockname,
-getpeername and extra ioctl/epoll calls per connection); the relay watches it for writability itself.
+A non-blocking socket and `connect_ex`: the options Envoy's upstream sockets carry must be set before bind() and
+connect(), which the loop's create_connection(host, port) cannot do; the relay hands the connecting socket to the
+loop (create_connection(sock=)).
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ SO_MARK = getattr(socket, "SO_MARK", 36)
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 # SOCK_NONBLOCK in the type: non-blocking from socket() on, no extra ioctl.
 _STREAM_NONBLOCK = socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)
-_NEW = socket.SocketType  # the C socket type: no Python-level __init__ per connection
 
 
 def open_upstream(route: Route, client_ip: str) -> tuple[socket.socket, int]:
     """A non-blocking socket with connect() started: (socket, errno of connect_ex; 0 or EINPROGRESS when fine).
     Raises OSError (the socket closed) when it cannot even be set up."""
     assert route.upstream is not None
-    sock = _NEW(socket.AF_INET, _STREAM_NONBLOCK)
+    sock = socket.socket(socket.AF_INET, _STREAM_NONBLOCK)
     try:
         if not _STREAM_NONBLOCK & ~socket.SOCK_STREAM:
             sock.setblocking(False)

@@ -14,12 +14,12 @@ from netlab.proxy.config import ProxyConfig
 from netlab.proxy.inbound import choose_inbound
 from netlab.proxy.origdst import Resolver, redirect_original_dst, resolver_for
 from netlab.proxy.outbound import choose_outbound
-from netlab.proxy.poller import Poller
-from netlab.proxy.relay import Acceptor, Context, prime_allocator
+from netlab.proxy.relay import Context
 from netlab.proxy.stats import Stats
 from netlab.proxy.upstream import IP_TRANSPARENT
 
 BACKLOG = 4096  # asyncio re-listens with 100 unless told: 1000 simultaneous connects would see SYN retries
+CLOSE_GRACE = 1.0  # seconds for closed connections to report (and log) before the worker exits
 
 
 @dataclass
@@ -82,22 +82,19 @@ class Worker:
         self.stopped = asyncio.Event()
         self.servers: list[asyncio.AbstractServer] = []
         self.contexts: list[Context] = []
-        self.acceptors: list[Acceptor] = []
 
     async def start(self, listeners: Listeners) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
         capture_ports = frozenset((listeners.inbound.getsockname()[1], listeners.outbound.getsockname()[1]))
         redirect = cfg.mode == "REDIRECT"
-        prime_allocator()
-        self.poller = Poller(loop)  # one epoll set for the relayed sockets of both directions
         inbound = Context(loop, "inbound", self.inbound_resolver, partial(choose_inbound, cfg), self.stats,
-                          self.log, cfg.connect_timeout, capture_ports, redirect, self.poller)
+                          self.log, cfg.connect_timeout, capture_ports, redirect)
         outbound = Context(loop, "outbound", self.outbound_resolver, choose_outbound, self.stats, self.log,
-                           cfg.connect_timeout, capture_ports, redirect, self.poller)
+                           cfg.connect_timeout, capture_ports, redirect)
         self.contexts = [inbound, outbound]
-        # Accepted on the loop's reader callback, not create_server: no transport per connection (relay.py).
-        self.acceptors = [Acceptor(inbound, listeners.inbound), Acceptor(outbound, listeners.outbound)]
+        for ctx, sock in ((inbound, listeners.inbound), (outbound, listeners.outbound)):
+            self.servers.append(await loop.create_server(ctx.accept, sock=sock, backlog=BACKLOG))
         if listeners.health is not None:
             handler = health_handler(lambda: self.ready)
             self.servers.append(await loop.create_server(partial(HttpOnce, handler), sock=listeners.health))
@@ -130,13 +127,14 @@ class Worker:
     async def close(self) -> None:
         self.ready = False
         self._tick_handle.cancel()
-        for acceptor in self.acceptors:
-            acceptor.close()
         for server in self.servers:
             server.close()
         for ctx in self.contexts:
-            for d in list(ctx.active):
-                d.close()
-        self.poller.close()
+            for conn in list(ctx.active):
+                conn.close()
+        # Closed transports report connection_lost from the loop: let them, so that each connection is logged.
+        deadline = asyncio.get_running_loop().time() + CLOSE_GRACE
+        while any(ctx.active for ctx in self.contexts) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
         if self.log is not None:
             self.log.flush()
