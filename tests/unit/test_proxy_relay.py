@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import socket
@@ -140,6 +141,24 @@ def test_refused_upstream_resets_client_with_uf(loop_name: str) -> None:
         fields = p.log_lines()[0].split()
         assert fields[2:5] == ["inbound|1||", "UF", "upstream_connect_error:ECONNREFUSED(111)"]
         assert p.stats.total("inbound|1||", 2) == 1  # upstream_cx_connect_fail
+
+
+def test_failed_connects_leave_no_socket_object_that_closes_a_reused_fd(loop_name: str) -> None:
+    """uvloop attaches the upstream socket object after closing the fd when a connect fails fast; collected later,
+    it would close whatever socket had reused that fd number (here: sockets of this process opened afterwards)."""
+    with _proxy(loop_name, connect_timeout=5) as p:
+        p.dst = ("127.0.0.1", 1)
+        for _ in range(20):
+            assert exchange(p.inbound)[0] == "reset"
+        _wait(lambda: len(p.log_lines()) == 20)
+        fresh = [socket.socket() for _ in range(40)]  # take the freed fd numbers
+        try:
+            p.call(gc.collect)
+            for s in fresh:
+                os.fstat(s.fileno())  # EBADF if something closed it behind its back
+        finally:
+            for s in fresh:
+                s.close()
 
 
 def test_connect_timeout_resets_client(loop_name: str) -> None:
