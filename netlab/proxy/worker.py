@@ -14,7 +14,7 @@ from netlab.proxy.config import ProxyConfig
 from netlab.proxy.inbound import choose_inbound
 from netlab.proxy.origdst import Resolver, redirect_original_dst, resolver_for
 from netlab.proxy.outbound import choose_outbound
-from netlab.proxy.relay import Context
+from netlab.proxy.relay import Context, quiet_relay_error
 from netlab.proxy.stats import Stats
 from netlab.proxy.upstream import IP_TRANSPARENT
 
@@ -88,6 +88,7 @@ class Worker:
         cfg = self.cfg
         capture_ports = frozenset((listeners.inbound.getsockname()[1], listeners.outbound.getsockname()[1]))
         redirect = cfg.mode == "REDIRECT"
+        loop.set_exception_handler(quiet_relay_error)
         inbound = Context(loop, "inbound", self.inbound_resolver, partial(choose_inbound, cfg), self.stats,
                           self.log, cfg.connect_timeout, capture_ports, redirect)
         outbound = Context(loop, "outbound", self.outbound_resolver, choose_outbound, self.stats, self.log,
@@ -111,13 +112,14 @@ class Worker:
         now = loop.time()
         idle = self.cfg.idle_timeout
         for ctx in self.contexts:
-            for d in list(ctx.active):
-                d.publish()
-                moved = d.rx + d.tx
-                if moved != d.idle_mark:
-                    d.idle_mark, d.idle_since = moved, now
-                elif now - d.idle_since >= idle:
-                    d.idle_close()
+            for conn in list(ctx.active):
+                conn.measure()
+                conn.publish()
+                moved = conn.rx + conn.tx
+                if moved != conn.idle_mark:
+                    conn.idle_mark, conn.idle_since = moved, now
+                elif now - conn.idle_since >= idle:
+                    conn.idle_close()
         if self.log is not None:
             self.log.flush()
         if self.parent_pid is not None and os.getppid() != self.parent_pid:

@@ -194,12 +194,15 @@ def test_upstream_reset_resets_client(loop_name: str) -> None:
             c.sendall(b"hi")
             conn, _ = srv.accept()
             assert conn.recv(10) == b"hi"
+            conn.sendall(b"hello")
+            assert c.recv(5) == b"hello"
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             conn.close()  # RST
             with pytest.raises(ConnectionResetError):
                 c.recv(100)
         _wait(lambda: len(p.log_lines()) == 1)
-        assert " UC upstream_reset:ECONNRESET(104) " in p.log_lines()[0]
+        fields = p.log_lines()[0].split()
+        assert fields[3:7] == ["UC", "upstream_reset:ECONNRESET(104)", "2", "5"]  # bytes as read before the reset
 
 
 def test_client_reset_reaches_app(loop_name: str) -> None:
@@ -210,12 +213,15 @@ def test_client_reset_reaches_app(loop_name: str) -> None:
         conn.settimeout(5)
         with conn:
             assert conn.recv(10) == b"hi"
+            conn.sendall(b"hello")
+            assert c.recv(5) == b"hello"
             c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             c.close()
             with pytest.raises(ConnectionResetError):
                 conn.recv(10)
         _wait(lambda: len(p.log_lines()) == 1)
-        assert " DC downstream_reset:ECONNRESET(104) " in p.log_lines()[0]
+        fields = p.log_lines()[0].split()
+        assert fields[3:7] == ["DC", "downstream_reset:ECONNRESET(104)", "2", "5"]
 
 
 def test_loop_guard_refuses_own_listener_and_recaptured_127_0_0_6(loop_name: str,
