@@ -54,19 +54,9 @@ _FIN_RECEIVED = frozenset((6, 8, 9, 11))  # TIME_WAIT, CLOSE_WAIT, LAST_ACK, CLO
 _FIN_SENT = frozenset((4, 5, 6, 9, 11))  # FIN_WAIT1, FIN_WAIT2, TIME_WAIT, LAST_ACK, CLOSING: bytes_acked/outq do
 
 
-def tcp_info(transport: asyncio.BaseTransport) -> tuple[int, int, int, socket.socket]:
-    """(state, bytes acked, bytes received, socket) as the kernel counts them (SYN and FIN included)."""
-    sock = transport.get_extra_info("socket")
-    state, acked, received = _TCP_INFO.unpack(
-        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size))
-    return state, acked, received, sock
-
-
-def data_written_count(transport: asyncio.Transport, active_open: bool) -> int:
-    """Bytes written to the transport: acknowledged + still in the socket + still in the transport's buffer."""
-    state, acked, _, sock = tcp_info(transport)
-    outq = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
-    return acked + outq - active_open - (state in _FIN_SENT) + transport.get_write_buffer_size()
+def tcp_info(sock: socket.socket) -> tuple[int, int, int]:
+    """(state, bytes acked, bytes received) as the kernel counts them (SYN and FIN included)."""
+    return _TCP_INFO.unpack(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size))
 
 
 def errno_detail(prefix: str, err: int | None) -> str:
@@ -106,10 +96,14 @@ class Side(asyncio.Protocol):
     """One end of a proxied connection: its transport's protocol. data_received (a slot, see the module docstring)
     is the peer transport's write once both exist."""
 
-    __slots__ = ("conn", "data_received", "eof", "lost", "peer", "transport")
+    __slots__ = ("conn", "data_received", "eof", "lost", "peer", "sock", "transport")
 
-    def __init__(self, conn: Connection, data_received: Callable[[bytes], object]) -> None:
+    def __init__(self, conn: Connection, data_received: Callable[[bytes], object],
+                 sock: socket.socket | None = None) -> None:
         self.conn = conn
+        # A socket object to ask the kernel about this side: the upstream's own. Otherwise the transport's, which
+        # under uvloop builds a socket object per call (and each getsockname()s): avoided on the upstream side.
+        self.sock = sock
         self.peer: Side = self  # the other end, set once the upstream side exists
         self.transport: asyncio.Transport | None = None
         self.data_received = data_received  # type: ignore[misc]
@@ -133,13 +127,25 @@ class Side(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.conn.lost(self, exc)
 
+    def socket(self) -> socket.socket:
+        assert self.transport is not None
+        return self.sock or self.transport.get_extra_info("socket")
+
     def received(self) -> int:
         """Data bytes the kernel received on this side. eof: the FIN was read (in state CLOSE, after LAST_ACK,
         only that tells it from an RST)."""
         if self.transport is None:
             return 0
-        state, _, received, _ = tcp_info(self.transport)
+        state, _, received = tcp_info(self.socket())
         return received - (self.eof or state in _FIN_RECEIVED)
+
+    def written(self, active_open: bool) -> int:
+        """Bytes written to the transport: acknowledged + still in the socket + still in the transport's buffer."""
+        assert self.transport is not None
+        sock = self.socket()
+        state, acked, _ = tcp_info(sock)
+        outq = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        return acked + outq - active_open - (state in _FIN_SENT) + self.transport.get_write_buffer_size()
 
 
 def quiet_relay_error(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
@@ -206,8 +212,7 @@ class Connection:
         else:
             with contextlib.suppress(OSError):
                 peer = failed.peer
-                got = self.held_size if peer is failed or peer.transport is None else \
-                    data_written_count(peer.transport, active_open=peer is self.u)
+                got = self.held_size if peer is failed or peer.transport is None else peer.written(peer is self.u)
                 other = 0 if peer is failed else peer.received()
                 self.counts = (got, other) if failed is self.d else (other, got)
         self.final = True
@@ -249,7 +254,7 @@ class Connection:
                 self.up_local = up.getsockname()
         d = self.d
         assert d.transport is not None
-        u = self.u = Side(self, d.transport.write)
+        u = self.u = Side(self, d.transport.write, up)
         u.peer, d.peer = d, u
         self.timer = ctx.loop.call_later(ctx.connect_timeout, self.check_connected)
         self.task = ctx.loop.create_task(self.attach(up))
@@ -297,11 +302,6 @@ class Connection:
         except OSError as e:
             self.lost(u, e)
             return
-        if self.ctx.libuv:
-            # libuv owns the fd now and closes it itself; uvloop only detaches the socket object when closing,
-            # and when the connect fails fast it attaches the object after that. Collecting the object later
-            # would then close whatever socket has reused the fd number.
-            up.detach()
 
     def upstream_made(self) -> None:
         d, u = self.d, self.u
@@ -335,7 +335,7 @@ class Connection:
             return
         try:
             if u.transport is not None:
-                u.transport.get_extra_info("socket").getpeername()
+                u.socket().getpeername()
                 return
         except OSError as e:
             if e.errno != errno.ENOTCONN:
@@ -374,6 +374,11 @@ class Connection:
     def lost(self, side: Side, exc: Exception | None) -> None:
         side.lost = True
         self.settle(side)
+        if side.sock is not None and self.ctx.libuv:
+            # libuv closed the fd itself. uvloop detaches the socket object only when it closes the transport, and
+            # when the connect fails fast it attaches the object after that: collected later, it would close
+            # whatever socket has reused the fd number.
+            side.sock.detach()
         if exc is not None and not self.closing:
             err = getattr(exc, "errno", None)
             if side is self.u and self.tx == 0 and err not in _RESET_AFTER_CONNECT:

@@ -2,7 +2,8 @@
 
 A non-blocking socket and `connect_ex`: the options Envoy's upstream sockets carry must be set before bind() and
 connect(), which the loop's create_connection(host, port) cannot do; the relay hands the connecting socket to the
-loop (create_connection(sock=)).
+loop (create_connection(sock=)). TCP_NODELAY is set here: neither asyncio nor uvloop sets it on such a socket
+(test_both_sockets_have_tcp_nodelay).
 """
 
 from __future__ import annotations
