@@ -135,8 +135,9 @@ class Worker:
             for conn in list(ctx.active):
                 conn.close()
         # Closed transports report connection_lost from the loop: let them, so that each connection is logged.
-        deadline = asyncio.get_running_loop().time() + CLOSE_GRACE
-        while any(ctx.active for ctx in self.contexts) and asyncio.get_running_loop().time() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_GRACE
+        while any(ctx.active for ctx in self.contexts) and loop.time() < deadline:
             await asyncio.sleep(0.01)
         if self.log is not None:
             self.log.flush()

@@ -10,6 +10,7 @@ import os
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -150,6 +151,28 @@ def app(host: str, port: int = 0, kind: str = "pong") -> Iterator[App]:
         yield a
     finally:
         a.close()
+
+
+@contextlib.contextmanager
+def unanswered() -> Iterator[Addr]:
+    """An address whose SYNs go unanswered: a listener with a full accept queue drops them, so a connect to it
+    hangs until the connector's own timeout."""
+    full = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        for _ in range(3):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(full.getsockname())
+            fillers.append(f)
+        time.sleep(0.1)
+        yield full.getsockname()
+    finally:
+        for f in fillers:
+            f.close()
+        full.close()
 
 
 def exchange(addr: Addr, payload: bytes = b"ping", timeout: float = 5.0) -> tuple[str, bytes]:

@@ -6,7 +6,7 @@ import json
 import re
 import time
 
-from proxy_support import ProxyUnderTest, app, exchange, http_get
+from proxy_support import ProxyUnderTest, app, exchange, http_get, unanswered
 
 from netlab.proxy.accesslog import Entry, format_json, format_text
 from netlab.proxy.config import ProxyConfig
@@ -69,13 +69,16 @@ def test_json_log_option() -> None:
 
 
 def test_health_and_prometheus() -> None:
-    with app("127.0.0.1") as a, ProxyUnderTest(ProxyConfig(declared_ports=frozenset({8080}))) as p:
+    # The failing connection's upstream never answers (rather than refusing at once), so that its client byte
+    # surely reaches the proxy before the failure: the byte counts below are then exact, not a race.
+    with app("127.0.0.1") as a, unanswered() as silent, \
+            ProxyUnderTest(ProxyConfig(declared_ports=frozenset({8080}), connect_timeout=0.3)) as p:
         assert http_get(p.health, "/healthz/ready") == (200, "")
         assert http_get(p.health, "/nope")[0] == 404
         assert http_get(p.stats_addr, "/healthz/ready")[0] == 404
         p.dst = a.addr
         exchange(p.inbound, b"12345")
-        p.dst = ("127.0.0.1", 1)
+        p.dst = silent
         exchange(p.inbound, b"x")
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
