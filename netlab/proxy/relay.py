@@ -35,7 +35,8 @@ import struct
 import sys
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import cast
 
 from netlab.proxy import stats as st
@@ -101,8 +102,7 @@ class Side(asyncio.Protocol):
     def __init__(self, conn: Connection, data_received: Callable[[bytes], object],
                  sock: socket.socket | None = None) -> None:
         self.conn = conn
-        # A socket object to ask the kernel about this side: the upstream's own. Otherwise the transport's, which
-        # under uvloop builds a socket object per call (and each getsockname()s): avoided on the upstream side.
+        # A socket object to ask the kernel about this side (see connection_made): the upstream's own.
         self.sock = sock
         self.peer: Side = self  # the other end, set once the upstream side exists
         self.transport: asyncio.Transport | None = None
@@ -112,6 +112,13 @@ class Side(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = tr = cast(asyncio.Transport, transport)  # uvloop's are not registered as subclasses
         tr.set_write_buffer_limits(HIGH_WATER)
+        if self.sock is None:
+            sock = tr.get_extra_info("socket")
+            if self.conn.ctx.libuv:
+                # uvloop's stand-in builds a socket object (and getsockname()s) on every call: one of ours, on the
+                # same fd, detached when the side is lost (libuv closes the fd).
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, sock.fileno())
+            self.sock = sock
         self.conn.made(self)
 
     def eof_received(self) -> bool:
@@ -128,8 +135,8 @@ class Side(asyncio.Protocol):
         self.conn.lost(self, exc)
 
     def socket(self) -> socket.socket:
-        assert self.transport is not None
-        return self.sock or self.transport.get_extra_info("socket")
+        assert self.sock is not None
+        return self.sock
 
     def received(self) -> int:
         """Data bytes the kernel received on this side. eof: the FIN was read (in state CLOSE, after LAST_ACK,
@@ -162,13 +169,12 @@ def quiet_relay_error(loop: asyncio.AbstractEventLoop, context: dict[str, object
 class Connection:
     __slots__ = ("base", "client", "closing", "counts", "ctx", "d", "details", "final", "flags", "held",
                  "held_size", "idle_mark", "idle_since", "orig", "pub_rx", "pub_tx", "reset_up", "route", "row",
-                 "start", "task", "timer", "u", "up_local")
+                 "start", "timer", "u", "up_local")
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.d = Side(self, self.hold)
         self.u: Side | None = None
-        self.task: asyncio.Task[None] | None = None
         self.held: list[bytes] | None = []  # client bytes waiting for the upstream transport
         self.held_size = 0
         self.client: Addr = ("0.0.0.0", 0)
@@ -258,14 +264,14 @@ class Connection:
         u = self.u = Side(self, d.transport.write, up)
         u.peer, d.peer = d, u
         self.timer = ctx.loop.call_later(ctx.connect_timeout, self.check_connected)
-        self.task = ctx.loop.create_task(self.attach(up))  # held: the loop keeps only a weak reference
+        self.attach(ctx.loop.create_connection(lambda: u, sock=up))
 
     def resolve(self) -> Route:
         """Client, original destination, loop guard, route. The local address is only read when the guard needs it."""
         ctx = self.ctx
         transport = self.d.transport
         assert transport is not None
-        sock = transport.get_extra_info("socket")
+        sock = self.d.socket()
         client = transport.get_extra_info("peername")
         if client is None:
             return refused(ctx.direction, "downstream_gone")
@@ -294,14 +300,22 @@ class Connection:
             route = routes[orig] = ctx.choose(orig)
         return route
 
-    async def attach(self, up: socket.socket) -> None:
-        """Give the connecting upstream socket to the loop; its protocol's connection_made comes next."""
-        assert self.u is not None
-        u = self.u
+    def attach(self, connecting: Coroutine[object, None, object], _done: object = None) -> None:
+        """Run create_connection(sock=) to its end: it makes the upstream transport (whose connection_made comes
+        next), waits for that, then ties our socket object to the transport. Stepped here on the future it waits
+        for rather than by a Task, which costs a Task, its registration and two more loop rounds per connection."""
         try:
-            await self.ctx.loop.create_connection(lambda: u, sock=up)
+            waiting = connecting.send(None)
+        except StopIteration:
+            return
         except OSError as e:
-            self.lost(u, e)
+            assert self.u is not None
+            self.lost(self.u, e)
+            return
+        if waiting is None:  # a bare yield: go on in the next loop round
+            self.ctx.loop.call_soon(self.attach, connecting)
+        else:
+            waiting.add_done_callback(partial(self.attach, connecting))
 
     def upstream_made(self) -> None:
         d, u = self.d, self.u
@@ -375,9 +389,9 @@ class Connection:
         side.lost = True
         self.settle(side)
         if side.sock is not None and self.ctx.libuv:
-            # libuv closed the fd itself. uvloop detaches the socket object only when it closes the transport, and
-            # when the connect fails fast it attaches the object after that: collected later, it would close
-            # whatever socket has reused the fd number.
+            # libuv closed the fd itself: our socket objects must not close it again when collected, as the fd
+            # number may be in use by then. (uvloop detaches the upstream's only when it closes the transport, and
+            # when the connect fails fast it attaches the object after that.)
             side.sock.detach()
         if exc is not None and not self.closing:
             err = getattr(exc, "errno", None)
@@ -432,7 +446,7 @@ class Connection:
             return
         if reset:
             with contextlib.suppress(OSError):
-                transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+                side.socket().setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
             transport.abort()
         else:
             transport.close()  # after what is queued, with a FIN
