@@ -133,7 +133,7 @@ def test_both_sockets_have_tcp_nodelay(loop_name: str) -> None:
                 (cx,) = p.worker.contexts[0].active
                 if cx.u is None or cx.u.transport is None:  # accepted by the kernel before the loop got to it
                     return None
-                return [side.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for side in (cx.d, cx.u)]
+                return [side.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for side in (cx.d, cx.u)]
             _wait(lambda: p.call(flags) is not None)
             assert all(p.call(flags))  # type: ignore[arg-type]
 
