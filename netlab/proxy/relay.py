@@ -385,20 +385,21 @@ class Connection:
 
     def lost(self, side: Side, exc: Exception | None) -> None:
         side.lost = True
-        self.settle(side)
+        if not self.final:
+            self.settle(side)
         if self.ctx.libuv:
             # libuv closed the fd itself: our socket objects must not close it again when collected, as the fd
             # number may be in use by then. (uvloop detaches the upstream's only when it closes the transport, and
             # when the connect fails fast it attaches the object after that.)
             side.sock.detach()
-        if exc is not None and not self.closing:
+        if not self.closing:
             err = getattr(exc, "errno", None)
-            if side is self.u and self.tx == 0 and err not in _RESET_AFTER_CONNECT:
+            if exc is None:
+                self.close()
+            elif side is self.u and self.tx == 0 and err not in _RESET_AFTER_CONNECT:
                 self.connect_failed(err or errno.EIO)
             else:
                 self.reset_by(side, err)
-        else:
-            self.close()
         u = self.u
         if self.d.lost and (u is None or u.lost):
             self.finish()
