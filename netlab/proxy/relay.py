@@ -26,6 +26,7 @@ ends and once a second for the stats and the idle timeout.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import errno
@@ -116,8 +117,9 @@ class Side(asyncio.Protocol):
             sock = tr.get_extra_info("socket")
             if self.conn.ctx.libuv:
                 # uvloop's stand-in builds a socket object (and getsockname()s) on every call: one of ours, on the
-                # same fd, detached when the side is lost (libuv closes the fd).
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, sock.fileno())
+                # same fd, detached when the side is lost (libuv closes the fd). The C type: socket.socket's
+                # Python-level __init__ and detach() would double its cost.
+                sock = _socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, sock.fileno())
             self.sock = cast(socket.socket, sock)
         conn = self.conn
         if self is conn.d:
