@@ -16,6 +16,7 @@ import pytest
 from proxy_support import LOOPS, ProxyUnderTest, app, exchange, unanswered
 
 from netlab.proxy.config import ProxyConfig
+from netlab.proxy.relay import Connection, Side
 
 
 @pytest.fixture(params=sorted(LOOPS))
@@ -136,6 +137,29 @@ def test_both_sockets_have_tcp_nodelay(loop_name: str) -> None:
                 return [side.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for side in (cx.d, cx.u)]
             _wait(lambda: p.call(flags) is not None)
             assert all(p.call(flags))  # type: ignore[arg-type]
+
+
+def test_finished_connections_leave_no_reference_cycles(loop_name: str) -> None:
+    """A connection and its sides refer to each other: unlinked when it ends, they are freed at once instead of
+    by the cycle collector (7k instructions per connection)."""
+    with app("127.0.0.1") as a, _proxy(loop_name) as p:
+        p.dst = a.addr
+        assert exchange(p.inbound)[0] == "reply"  # warm-up
+        _wait(lambda: len(p.log_lines()) == 1)
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable stays in gc.garbage
+        try:
+            assert exchange(p.inbound)[0] == "reply"
+            _wait(lambda: len(p.log_lines()) == 2)
+            p.call(lambda: None)  # the loop has left the callback that finished the connection
+            gc.collect()
+            cyclic = [type(o).__name__ for o in gc.garbage if isinstance(o, (Connection, Side))]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+        assert cyclic == []
 
 
 def test_client_half_close_then_app_replies(loop_name: str) -> None:
