@@ -330,7 +330,7 @@ class Connection:
     def upstream_made(self) -> None:
         d, u = self.d, self.u
         assert u is not None and u.transport is not None and d.transport is not None
-        if self.closing:  # the client went away (or the connect timed out) first
+        if self.closing:  # the client went away (or the worker is stopping) first
             return self.end(u, self.reset_up)
         if self.held_size > HIGH_WATER and not d.eof:  # hold() paused the client; the upstream's own limit now
             d.transport.resume_reading()
