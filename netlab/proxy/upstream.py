@@ -2,8 +2,9 @@
 
 A non-blocking socket and `connect_ex`: the options Envoy's upstream sockets carry must be set before bind() and
 connect(), which the loop's create_connection(host, port) cannot do; the relay hands the connecting socket to the
-loop (create_connection(sock=)). TCP_NODELAY is set here: neither asyncio nor uvloop sets it on such a socket
-(test_both_sockets_have_tcp_nodelay).
+loop (create_connection(sock=)). TCP_NODELAY is set here: asyncio sets it only on sockets whose proto is
+IPPROTO_TCP, not 0 as here (libuv sets it on every TCP handle, so under uvloop this one is a repeat);
+test_both_sockets_have_tcp_nodelay checks both loops.
 """
 
 from __future__ import annotations
