@@ -313,7 +313,7 @@ class Connection:
     def attach(self, connecting: Coroutine[object, None, object], _done: object = None) -> None:
         """Run create_connection(sock=) to its end: it makes the upstream transport (whose connection_made comes
         next), waits for that, then ties our socket object to the transport. Stepped here on the future it waits
-        for rather than by a Task, which costs a Task, its registration and two more loop rounds per connection."""
+        for rather than by a Task: no Task object, no entry in the loop's task set, one scheduled step less."""
         try:
             waiting = connecting.send(None)
         except StopIteration:
