@@ -357,7 +357,8 @@ class Connection:
         """The connect timeout: still no connection (SYN unanswered) resets the client."""
         self.timer = None
         u = self.u
-        if self.closing or u is None or u.connected():
+        assert u is not None  # armed by upstream_made
+        if self.closing or u.connected():
             return
         self.row[self.base + st.CONNECT_TIMEOUT] += 1
         self.connect_failed(errno.ETIMEDOUT)
@@ -392,8 +393,7 @@ class Connection:
 
     def lost(self, side: Side, exc: Exception | None) -> None:
         side.lost = True
-        if not self.final:
-            self.settle(side)
+        self.settle(side)
         if self.ctx.libuv:
             # libuv closed the fd itself: our socket objects must not close it again when collected, as the fd
             # number may be in use by then. (uvloop detaches the upstream's only when it closes the transport, and

@@ -42,6 +42,7 @@ def run(cfg: ProxyConfig) -> int:
     ready_fd = None
     if cfg.ready_file:
         ready_fd = os.open(cfg.ready_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+
     def bind_all() -> list[Listeners]:
         return [bind_listeners(cfg, admin=(i == 0), reuseport=cfg.workers > 1) for i in range(cfg.workers)]
 

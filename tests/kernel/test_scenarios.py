@@ -30,10 +30,6 @@ def netlab(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]
     return subprocess.run([*NETLAB, *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def assert_no_leftovers(lab: str) -> None:
-    assert leftovers(lab) == []
-
-
 @pytest.fixture
 def lab() -> object:
     names: list[str] = []
@@ -56,7 +52,7 @@ def test_shipped_scenario_passes(scenario: str, lab: list[str], tmp_path: Path) 
     assert doc["summary"]["total"] == len(doc["checks"]) > 0 and doc["summary"]["failed"] == 0
     assert all(c["explanation"] for c in doc["checks"])
     assert junit.read_text().count("<testcase ") == len(doc["checks"])
-    assert_no_leftovers(name)
+    assert leftovers(name) == []
 
 
 def test_a_failing_check_exits_1_and_says_why(lab: list[str], tmp_path: Path) -> None:
@@ -81,7 +77,7 @@ checks:
     assert "the app listens on 127.0.0.1:8080 (loopback) only" in probe["explanation"]
     assert peer["verdict"] == "FAIL" and "accepted no connection" in peer["explanation"]
     assert doc["summary"]["result"] == "FAIL"
-    assert_no_leftovers(name)
+    assert leftovers(name) == []
 
 
 def test_invalid_scenario_exits_2_and_builds_nothing(tmp_path: Path) -> None:
@@ -90,7 +86,7 @@ def test_invalid_scenario_exits_2_and_builds_nothing(tmp_path: Path) -> None:
     proc = netlab("run", str(scenario), "--name", "bad-scenario-kt")
     assert proc.returncode == 2
     assert "checks.0.expect" in proc.stderr
-    assert_no_leftovers("bad-scenario-kt")
+    assert leftovers("bad-scenario-kt") == []
 
 
 def test_keep_then_checks_reruns_against_the_live_lab(lab: list[str]) -> None:
@@ -104,4 +100,4 @@ def test_keep_then_checks_reruns_against_the_live_lab(lab: list[str]) -> None:
     assert json.loads(again.stdout)["summary"]["failed"] == 0
     down = netlab("down", name)
     assert down.returncode == 0
-    assert_no_leftovers(name)
+    assert leftovers(name) == []
