@@ -2,7 +2,7 @@
 
 Start it as root inside the pod's netns, e.g.
 
-    nsenter --net=/proc/PID/ns/net /opt/netlab-venv/bin/python -m netlab.proxy \\
+    nsenter --net=/proc/PID/ns/net /opt/netlab/venv/bin/python -m netlab.proxy \\
         --istio 1.10 --mode REDIRECT --declared-ports 8080 --access-log /run/netlab/LAB/POD/proxy.log \\
         --ready-file /run/netlab/LAB/POD/proxy.ready
 

@@ -1,5 +1,9 @@
 """Kernel-test helpers for the proxy: a pod netns with istio-init's real rules, a client netns on a veth, the
-proxy started with nsenter as root, and sockets created inside a namespace by a short-lived thread."""
+proxy started with nsenter as root, and sockets created inside a namespace by a short-lived thread.
+
+The proxy runs on the interpreter that runs the tests (sys.executable: the venv provisioning made, or any other
+with netlab installed), and the rules are what netlab renders for Istio 1.10's injector flags (the conformance
+tests hold that rendering to upstream's), so nothing here depends on a path outside the checkout."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import ctypes
 import os
 import secrets
 import select
+import shlex
 import subprocess
 import sys
 import threading
@@ -17,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-RULES_1_10 = SHARED / "istio" / "derived" / "1.10.6" / "default-redirect-ipv4.restore-v4.txt"
-PYTHON = "/opt/netlab-venv/bin/python"
+from netlab.istio.flags import parse_flags
+from netlab.istio.render import render
+
+INJECTOR_FLAGS = "-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020"
 POD_IP, CLIENT_IP, EXTERNAL_IP = "10.44.0.2", "10.44.0.1", "198.51.100.10"  # EXTERNAL_IP lives in the client ns
 
 _CLONE_NEWNET = 0x40000000
@@ -66,8 +72,10 @@ class PodLab:
     client: str
     client_path: str
 
-    def install_istio_rules(self, rules: Path = RULES_1_10) -> None:
-        ns_exec(self.pod, "iptables-restore", "--noflush", stdin=rules.read_bytes())
+    def install_istio_rules(self, mode: str = "REDIRECT") -> None:
+        """istio-init's rules of Istio 1.10 for the injector's flags, in REDIRECT or TPROXY mode."""
+        cfg = parse_flags(shlex.split(INJECTOR_FLAGS.replace("REDIRECT", mode)), "1.10")
+        ns_exec(self.pod, "iptables-restore", "--noflush", stdin=render(cfg, "1.10")[0].encode())
 
 
 @contextlib.contextmanager
@@ -96,7 +104,7 @@ class ProxyProcess:
     def __init__(self, ns_path: str, *args: str, log_dir: Path) -> None:
         self.log_path = log_dir / "proxy-access.log"
         self.ready_path = log_dir / "proxy.ready"
-        cmd = ["nsenter", f"--net={ns_path}", PYTHON, "-m", "netlab.proxy", *args,
+        cmd = ["nsenter", f"--net={ns_path}", sys.executable, "-m", "netlab.proxy", *args,
                "--access-log", str(self.log_path), "--ready-file", str(self.ready_path)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.pid = self.proc.pid  # nsenter execs python in place: same PID

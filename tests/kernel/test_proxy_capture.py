@@ -22,7 +22,6 @@ from proxy_kernel_support import (
     CLIENT_IP,
     EXTERNAL_IP,
     POD_IP,
-    RULES_1_10,
     PodLab,
     in_netns,
     ns_exec,
@@ -264,11 +263,10 @@ def test_1000_concurrent_checksummed_connections(lab: PodLab, tmp_path: Path) ->
 
 def test_tproxy_mode_app_sees_the_real_client(scratch_netns: str, tmp_path: Path) -> None:
     """TPROXY (mangle rules + fwmark 1337 -> table 133): uid 0 / gid 1337, and the app sees the client's own IP."""
-    tproxy_rules = RULES_1_10.with_name("default-tproxy-ipv4.restore-v4.txt")
     with pod_lab(scratch_netns) as lab:
         ns_exec(lab.pod, "ip", "-f", "inet", "rule", "add", "fwmark", "1337", "lookup", "133")
         ns_exec(lab.pod, "ip", "-f", "inet", "route", "add", "local", "default", "dev", "lo", "table", "133")
-        lab.install_istio_rules(tproxy_rules)
+        lab.install_istio_rules("TPROXY")
         args = ("--istio", "1.10", "--mode", "TPROXY", "--declared-ports", "8080")
         with proxy(lab.pod_path, *args, log_dir=tmp_path) as p, pod_app(lab, "0.0.0.0", 8080) as app:
             status = p.status()
