@@ -8,7 +8,6 @@ order istio-iptables adds them in, which is what its goldens (and `iptables -L` 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -296,25 +295,40 @@ def _owner_rules(
     out.append(NAT, OUTPUT_CHAIN, "-m", "owner", option, ident, "-j", "RETURN")
 
 
-def _owner_groups(out: RuleList, cfg: IptablesConfig) -> None:
+def _owner_group_matches(cfg: IptablesConfig) -> list[tuple[str, ...]]:
+    """ISTIO_OUTBOUND_OWNER_GROUPS[_EXCLUDE] as owner matches, one RETURN rule each (istio-iptables'
+    InterceptFilter): "only these groups" is one rule matching none of them, "all but these" one rule per group."""
     include = cfg.owner_groups_include
     if include and include != "*":
         matches: list[str] = []
         for group in split_list(include):
             matches += ["-m", "owner", "!", "--gid-owner", group]
+        return [tuple(matches)]
+    return [("-m", "owner", "--gid-owner", group) for group in split_list(cfg.owner_groups_exclude)]
+
+
+def _owner_groups(out: RuleList, cfg: IptablesConfig) -> None:
+    for matches in _owner_group_matches(cfg):
         out.append(NAT, OUTPUT_CHAIN, *matches, "-j", "RETURN")
-        return
-    for group in split_list(cfg.owner_groups_exclude):
-        out.append(NAT, OUTPUT_CHAIN, "-m", "owner", "--gid-owner", group, "-j", "RETURN")
+
+
+def _dns_targets(fam: _Family, capture_all: bool) -> list[tuple[str, ...]]:
+    """`-d SERVER` for each of the family's nameservers, or no address match at all with --capture-all-dns."""
+    return [()] if capture_all else [("-d", s) for s in fam.dns_servers]
 
 
 def _dns_tcp(out: RuleList, traits: Traits, fam: _Family, capture_all: bool) -> None:
-    targets: Sequence[tuple[str, ...]] = [()] if capture_all else [("-d", s) for s in fam.dns_servers]
+    targets = _dns_targets(fam, capture_all)
     if traits.dns_layout == "dns-chain":
-        out.append(NAT, OUTPUT_CHAIN, "-j", OUTPUT_DNS)
+        # 1.25+ (SetupDNSRedir): the jump is made per family, only when that family has something to capture, so
+        # a dual-stack pod with only IPv4 nameservers gets no ISTIO_OUTPUT_DNS at all in ip6tables. All TCP
+        # redirects come before all UDP ones.
+        if targets:
+            out.append(NAT, OUTPUT_CHAIN, "-j", OUTPUT_DNS)
         for dest in targets:
             out.append(NAT, OUTPUT_DNS, "-p", "tcp", "--dport", "53", *dest,
                        "-j", "REDIRECT", "--to-ports", DNS_PROXY_PORT)
+        for dest in targets:
             out.append(NAT, OUTPUT_DNS, "-p", "udp", "--dport", "53", *dest,
                        "-j", "REDIRECT", "--to-port", DNS_PROXY_PORT)
         return
@@ -328,12 +342,15 @@ def _dns_udp(
 ) -> None:
     owners = [("--uid-owner", u) for u in uids] + [("--gid-owner", g) for g in gids]
     if traits.dns_layout != "dns-chain":
-        # Before 1.25 the UDP redirect lives in nat OUTPUT (1.23: ISTIO_OUTPUT), after the proxy's own queries.
+        # Before 1.25 the UDP redirect lives in nat OUTPUT (1.23: ISTIO_OUTPUT), after the proxy's own queries
+        # (HandleDNSUDP), and from 1.14 after the owner-group filter's queries too.
         chain = "OUTPUT" if traits.dns_layout == "nat-output" else OUTPUT_CHAIN
         for option, ident in owners:
             out.append(NAT, chain, "-p", "udp", "--dport", "53", "-m", "owner", option, ident, "-j", "RETURN")
-        targets: Sequence[tuple[str, ...]] = [()] if cfg.capture_all_dns else [("-d", s) for s in fam.dns_servers]
-        for dest in targets:
+        if traits.owner_groups:
+            for matches in _owner_group_matches(cfg):
+                out.append(NAT, chain, "-p", "udp", "--dport", "53", *matches, "-j", "RETURN")
+        for dest in _dns_targets(fam, cfg.capture_all_dns):
             out.append(NAT, chain, "-p", "udp", "--dport", "53", *dest,
                        "-j", "REDIRECT", "--to-port", DNS_PROXY_PORT)
     zones = traits.dns_conntrack_zones == "always" or (
@@ -341,7 +358,8 @@ def _dns_udp(
     )
     if not zones:
         return
-    # Separate conntrack zones keep app<->agent and agent<->upstream DNS flows from colliding.
+    # Separate conntrack zones keep app<->agent and agent<->upstream DNS flows from colliding
+    # (addConntrackZoneDNSUDP, 1.25+ addDNSConntrackZones).
     if traits.dns_layout == "dns-chain":
         out_chain, in_chain = OUTPUT_DNS, INBOUND
         out.append(RAW, "OUTPUT", "-j", OUTPUT_DNS)
@@ -355,7 +373,13 @@ def _dns_udp(
                    "-j", "CT", "--zone", "1")
         out.append(RAW, out_chain, "-p", "udp", "--sport", DNS_PROXY_PORT, "-m", "owner", option, ident,
                    "-j", "CT", "--zone", "2")
-    if in_chain == INBOUND:
+    if cfg.capture_all_dns:
+        if in_chain == INBOUND:
+            out.append(RAW, "PREROUTING", "-j", INBOUND)
+        out.append(RAW, out_chain, "-p", "udp", "--dport", "53", "-j", "CT", "--zone", "2")
+        out.append(RAW, in_chain, "-p", "udp", "--sport", "53", "-j", "CT", "--zone", "1")
+        return
+    if in_chain == INBOUND and fam.dns_servers:  # 1.25+: per family, only where there is a server to match
         out.append(RAW, "PREROUTING", "-j", INBOUND)
     for server in fam.dns_servers:
         out.append(RAW, out_chain, "-p", "udp", "--dport", "53", "-d", server, "-j", "CT", "--zone", "2")
