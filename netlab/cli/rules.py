@@ -47,15 +47,22 @@ def rules() -> None:
 @click.option("--format", "fmt", type=click.Choice(["restore", "commands"]), default="restore",
               show_default=True, help="iptables-restore input, or the 1.9/1.10 iptables command list.")
 @click.option("--ipv6", is_flag=True, help="The pod's first address is IPv6: also render the ip6tables rules.")
+@click.option("--family", type=click.Choice(["4", "6"]), default=None,
+              help="Print only the iptables (4) or ip6tables (6) payload, to pipe into iptables-restore or "
+                   "ip6tables-restore; 6 implies --ipv6.")
 @click.option("--dns-servers", default="", metavar="IP,IP",
               help="The pod's resolv.conf nameservers (used with DNS capture).")
 @click.argument("flags", nargs=-1, type=click.UNPROCESSED)
-def render_cmd(istio_version: str, fmt: str, ipv6: bool, dns_servers: str, flags: tuple[str, ...]) -> None:
+def render_cmd(istio_version: str, fmt: str, ipv6: bool, family: str | None, dns_servers: str,
+               flags: tuple[str, ...]) -> None:
     """Print what istio-iptables would do for FLAGS (its own flags, after `--`)."""
     env = {name: os.environ[name] for name in ENV_VARS if name in os.environ}
     servers = [s for s in dns_servers.split(",") if s.strip()]
-    cfg = parse_flags(list(flags), istio_version, env, ipv6=ipv6, dns_servers=servers)
+    cfg = parse_flags(list(flags), istio_version, env, ipv6=ipv6 or family == "6", dns_servers=servers)
     docs = render(cfg, istio_version, "commands" if fmt == "commands" else "restore")
+    if family is not None:
+        click.echo(docs[0 if family == "4" else 1], nl=False)
+        return
     if len(docs) == 1:
         click.echo(docs[0], nl=False)
         return

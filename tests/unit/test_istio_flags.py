@@ -163,3 +163,14 @@ def test_cli_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[
         main(argv)
     assert done.value.code == 2
     assert "hint:" in capsys.readouterr().err
+
+
+def test_cli_render_family_prints_one_payload_to_pipe() -> None:
+    base = ["rules", "render", "--istio-version", "1.30", "--dns-servers", "10.96.0.10"]
+    flags = ["--", *shlex.split(INJECTOR), "--redirect-dns"]
+    v6 = CliRunner().invoke(app, [*base, "--family", "6", *flags])  # --family 6 implies an IPv6 pod
+    v4 = CliRunner().invoke(app, [*base, "--ipv6", "--family", "4", *flags])
+    cfg = parse_flags([*shlex.split(INJECTOR), "--redirect-dns"], "1.30", ipv6=True, dns_servers=["10.96.0.10"])
+    assert v6.exit_code == 0 and v4.exit_code == 0, v6.output + v4.output
+    assert (v4.output, v6.output) == tuple(render(cfg, "1.30"))
+    assert not v6.output.startswith("#") and "::6/128" in v6.output
