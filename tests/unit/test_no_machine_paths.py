@@ -1,7 +1,8 @@
 """No tracked file may depend on a path that only one machine has.
 
-It happened: the kernel tests started the proxy with the python of a venv made by hand in /opt on one machine. CI passed there; on a new machine the README's test command failed. Only the paths
-vagrant/provision.sh creates (or that every Debian/Ubuntu machine has) may be named.
+It happened: the kernel tests started the proxy with the python of a venv made by hand in /opt on one machine.
+CI passed there; on a new machine the README's test command failed. Only the paths vagrant/provision.sh creates
+(or that every Debian/Ubuntu machine has) may be named.
 """
 
 from __future__ import annotations
