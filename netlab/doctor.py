@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 from netlab.errors import EnvironmentProblem
-from netlab.istio.apply import system_backend
+from netlab.kernel.iptables import system_backend
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 TOOLS = {

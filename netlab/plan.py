@@ -13,7 +13,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
-from netlab.scenario.model import EXTERNAL_NETS, SERVICE_CIDR, Scenario
+from netlab.model.schema import EXTERNAL_NETS, SERVICE_CIDR, Scenario
 
 POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
 POD_GATEWAY = ipaddress.ip_address("169.254.1.1")

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from netlab import lab as lifecycle
+from netlab.engine import build, members, teardown
+from netlab.engine.state import LabState
+from netlab.model import load_scenario
 from netlab.probe.connect import probe as probe_once
 from netlab.probe.observed import ProbeResult
 from netlab.probe.readers import last_line
-from netlab.scenario import load_scenario
-from netlab.state import LabState
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Lab:
         self.name = state.lab
 
     def netns(self, member: str) -> str:
-        return lifecycle.member_netns_path(self.state, member)
+        return members.member_netns_path(self.state, member)
 
     def address(self, name: str) -> str:
         """The IP a pod, external host or service name resolves to."""
@@ -92,7 +92,7 @@ def netlab_lab() -> Iterator[Callable[..., Lab]]:
 
     def bring_up(scenario: str, name: str | None = None) -> Lab:
         model, path = load_scenario(scenario)
-        state = lifecycle.up(model, path, name)
+        state = build.up(model, path, name)
         started.append(state.lab)
         return Lab(state)
 
@@ -101,7 +101,7 @@ def netlab_lab() -> Iterator[Callable[..., Lab]]:
     finally:
         for lab in reversed(started):  # every lab comes down, even when one teardown has trouble
             try:
-                problems = lifecycle.down(lab)
+                problems = teardown.down(lab)
             except Exception as err:
                 problems = [f"{type(err).__name__}: {err}"]
             for problem in problems:

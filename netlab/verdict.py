@@ -11,6 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from netlab.model.schema import PodCheck, ProbeCheck, ProbeExpectReply
 from netlab.probe.facts import PASSTHROUGH_SOURCE, LabFacts, MemberFacts, Target
 from netlab.probe.observed import (
     LogLine,
@@ -20,7 +21,6 @@ from netlab.probe.observed import (
     parse_addr,
 )
 from netlab.proxy.config import HEALTH_PORT, INBOUND_PORT, OUTBOUND_PORT, STATS_PORT
-from netlab.scenario.model import PodCheck, ProbeCheck, ProbeExpectReply
 
 LOOP_RULE = "nat/ISTIO_OUTPUT#1 '-o lo -s 127.0.0.6/32 -j RETURN'"
 OUTCOME_WORDS = {

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from netlab.errors import UsageError
-from netlab.istio.flags import IptablesConfig, parse_flags
-from netlab.istio.render import render
-from netlab.istio.versions import NEWEST_MINOR, OLDEST_MINOR
+from netlab.istio_init.flags import IptablesConfig, parse_flags
+from netlab.istio_init.render import render
+from netlab.istio_init.versions import NEWEST_MINOR, OLDEST_MINOR
 
 INJECTOR = "-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020"
 DNS_V4, DNS_V6 = "10.96.0.10", "fd00:10:96::a"

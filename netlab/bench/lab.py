@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from netlab import lab as lifecycle
 from netlab.bench.report import fmt, format_table, median
-from netlab.scenario.loader import parse_scenario
+from netlab.engine import build, teardown
+from netlab.model.loader import parse_scenario
 
 TARGET_PODS, TARGET_SECONDS, TARGET_RSS_KB = 50, 5.0, 2048
 
@@ -44,13 +44,13 @@ def measure(pods: int) -> LabRun:
     name = f"bench-lab-{pods}-{secrets.token_hex(2)}"
     scenario = parse_scenario({"name": name, "pods": {f"p{i}": {} for i in range(pods)}}, source="bench")
     start = time.perf_counter()
-    state = lifecycle.up(scenario, "<netlab bench lab>", name)
+    state = build.up(scenario, "<netlab bench lab>", name)
     up_s = time.perf_counter() - start
     try:
         rss = [vm_rss_kb(m["pid"]) for m in state.members.values()]
     finally:
         start = time.perf_counter()
-        problems = lifecycle.down(state.lab)
+        problems = teardown.down(state.lab)
         down_s = time.perf_counter() - start
     return LabRun(pods, up_s, down_s, rss, problems)
 

@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from netlab import lab as lifecycle
 from netlab.bench.report import (
     FLOOR,
     NETLAB,
@@ -37,12 +36,13 @@ from netlab.bench.report import (
     format_table,
     row_cells,
 )
+from netlab.engine import build, members, require_root, teardown
+from netlab.engine.state import LabState
 from netlab.errors import EnvironmentProblem, KernelError
-from netlab.istio.apply import apply_istio_init
-from netlab.istio.flags import parse_flags
+from netlab.istio_init.flags import parse_flags
+from netlab.kernel.iptables import apply_istio_init
 from netlab.kernel.nsutil import nsenter_run, write_sysctls
-from netlab.scenario.loader import parse_scenario
-from netlab.state import LabState
+from netlab.model.loader import parse_scenario
 
 ISTIO = "1.10"
 INJECTOR_FLAGS = ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*",
@@ -171,17 +171,17 @@ def _wait_file(path: str, proc_pid: int, timeout: float = 20.0) -> None:
 
 def start_servers(state: LabState, workers: int) -> None:
     conf = _write(os.path.join(state.directory, "nginx.conf"), nginx_conf(state.directory, workers))
-    nginx = lifecycle.start_in_member(state, "server", "nginx",
+    nginx = members.start_in_member(state, "server", "nginx",
                                       ["nginx", "-e", os.path.join(state.directory, "logs", "nginx.error.log"),
                                        "-c", conf, "-g", "daemon off;"])
-    iperf = lifecycle.start_in_member(state, "server", "iperf3", ["iperf3", "-s", "-4", "-p", str(BULK_PORT)])
-    lifecycle.wait_listening(state, "server", HTTP_PORT, nginx)
-    lifecycle.wait_listening(state, "server", BULK_PORT, iperf)
+    iperf = members.start_in_member(state, "server", "iperf3", ["iperf3", "-s", "-4", "-p", str(BULK_PORT)])
+    members.wait_listening(state, "server", HTTP_PORT, nginx)
+    members.wait_listening(state, "server", BULK_PORT, iperf)
 
 
 def start_proxy(state: LabState, variant: str, workers: int, access_log: bool) -> int:
     """Apply istio-init's rules in the server pod and start the variant's proxy on 15006; returns its PID."""
-    netns = lifecycle.member_netns_path(state, "server")
+    netns = members.member_netns_path(state, "server")
     apply_istio_init(netns, parse_flags(INJECTOR_FLAGS, ISTIO), ISTIO)
     if variant == NETLAB:
         ready = os.path.join(state.directory, "proxy.ready")
@@ -189,13 +189,13 @@ def start_proxy(state: LabState, variant: str, workers: int, access_log: bool) -
                 "--declared-ports", str(HTTP_PORT), "--ready-file", ready, "--workers", str(workers)]
         if access_log:
             argv += ["--access-log", os.path.join(state.directory, "logs", "server.proxy-access.log")]
-        proc = lifecycle.start_in_member(state, "server", "proxy", argv)  # root; it drops to 1337 itself
+        proc = members.start_in_member(state, "server", "proxy", argv)  # root; it drops to 1337 itself
         _wait_file(ready, proc.pid)
     else:
         conf = _write(os.path.join(state.directory, "haproxy.cfg"), haproxy_conf(workers))
-        proc = lifecycle.start_in_member(state, "server", "haproxy", ["haproxy", "-db", "-f", conf],
+        proc = members.start_in_member(state, "server", "haproxy", ["haproxy", "-db", "-f", conf],
                                          uid=PROXY_UID, gid=PROXY_GID)
-        lifecycle.wait_listening(state, "server", INBOUND_PORT, proc)
+        members.wait_listening(state, "server", INBOUND_PORT, proc)
     return proc.pid
 
 
@@ -243,7 +243,7 @@ def memory_mb(pids: Sequence[int]) -> tuple[float, float]:
 
 
 def in_client(state: LabState, argv: Sequence[str], timeout: float) -> str:
-    proc = nsenter_run(lifecycle.member_netns_path(state, "client"), argv, package=TOOLS.get(argv[0]),
+    proc = nsenter_run(members.member_netns_path(state, "client"), argv, package=TOOLS.get(argv[0]),
                        timeout=timeout)
     if proc.returncode != 0:
         raise KernelError(f"{' '.join(argv)} failed in the client pod: {(proc.stderr or proc.stdout).strip()}")
@@ -288,10 +288,10 @@ def measure_variant(variant: str, plan: Plan, workers: int, access_log: bool = F
                     progress: Callable[[str], None] = lambda _m: None) -> tuple[dict[str, float], list[str]]:
     name = f"bench-px-{variant}-{secrets.token_hex(2)}"
     scenario = parse_scenario({"name": name, "pods": {"client": {}, "server": {}}}, source="bench")
-    state = lifecycle.up(scenario, "<netlab bench proxy>", name)
+    state = build.up(scenario, "<netlab bench proxy>", name)
     try:
         for pod in ("client", "server"):
-            write_sysctls(lifecycle.member_netns_path(state, pod), POD_SYSCTLS)
+            write_sysctls(members.member_netns_path(state, pod), POD_SYSCTLS)
         start_servers(state, workers)
         pids: list[int] = []
         if variant != FLOOR:
@@ -321,7 +321,7 @@ def measure_variant(variant: str, plan: Plan, workers: int, access_log: bool = F
         if pids:
             m["rss_mb"], m["pss_mb"] = memory_mb(pids)
     finally:
-        problems = lifecycle.down(state.lab)
+        problems = teardown.down(state.lab)
     return m, problems
 
 
@@ -333,7 +333,7 @@ def order(round_index: int) -> list[str]:
 
 def run(repeat: int = 3, quick: bool = False, workers: int | None = None, access_log: bool = False,
         progress: Callable[[str], None] = lambda _m: None) -> BenchResult:
-    lifecycle.require_root()
+    require_root()
     check_tools()
     plan = QUICK if quick else FULL
     workers = workers or os.cpu_count() or 1

@@ -37,7 +37,7 @@ def bench_lab(pods: str, repeat: int, as_json: bool) -> None:
     Target: 50 pods up and down in under 5 s in total on 2 cores; pause RSS ≤ 2 MB.
     """
     from netlab.bench import lab as lab_bench
-    from netlab.lab import require_root
+    from netlab.engine import require_root
 
     counts = _pod_counts(pods)
     require_root()

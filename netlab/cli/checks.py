@@ -9,12 +9,12 @@ import click
 
 from netlab.cli.app import app
 from netlab.cli.common import err, out, pick_running_lab, print_json
+from netlab.engine.state import LabState
 from netlab.errors import EXIT_CHECK_FAILED, EXIT_OK
+from netlab.model import Scenario, load_scenario
 from netlab.probe.runner import Runner
 from netlab.report import RunInfo, check_line, print_report, to_json, to_junit
-from netlab.scenario import Scenario, load_scenario
 from netlab.signals import interrupts_as_keyboard_interrupt
-from netlab.state import LabState
 
 json_option = click.option("--json", "as_json", is_flag=True, help="print the whole result as one JSON document")
 junit_option = click.option("--junit", "junit", metavar="FILE", type=click.Path(dir_okay=False, writable=True),

@@ -6,11 +6,11 @@ import dataclasses
 
 import click
 
-from netlab import lab as lifecycle
 from netlab.cli.app import app
 from netlab.cli.common import err, out, print_json
+from netlab.engine import teardown
+from netlab.engine.state import check_lab_name
 from netlab.signals import interrupts_as_keyboard_interrupt
-from netlab.state import check_lab_name
 
 
 @app.command()
@@ -19,7 +19,7 @@ from netlab.state import check_lab_name
 def clean(lab: str | None, as_json: bool) -> None:
     """Remove all labs and anything netlab marked that a killed run left behind. Idempotent."""
     with interrupts_as_keyboard_interrupt():
-        report = lifecycle.clean(check_lab_name(lab) if lab else None)
+        report = teardown.clean(check_lab_name(lab) if lab else None)
     if as_json:
         print_json(dataclasses.asdict(report))
         return

@@ -12,10 +12,11 @@ from typing import Any
 import click
 from rich.console import Console
 
+from netlab.engine import require_root
+from netlab.engine.members import member_netns_path
+from netlab.engine.state import LabState, list_labs, load_state
 from netlab.errors import UsageError
-from netlab.lab import member_netns_path, require_root
 from netlab.signals import deferred
-from netlab.state import LabState, list_labs, load_state
 
 # Piped output (CI logs, `| less`) gets a wide fixed width instead of rich's 80 columns, so tables stay readable.
 _PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from netlab import lab as lifecycle
 from netlab.cli.app import app
 from netlab.cli.common import err
+from netlab.engine import teardown
+from netlab.engine.state import check_lab_name
 from netlab.signals import interrupts_as_keyboard_interrupt
-from netlab.state import check_lab_name
 
 
 @app.command()
@@ -17,5 +17,5 @@ def down(labs: tuple[str, ...]) -> None:
     """Remove LAB: its processes, pods, links, rules and state."""
     with interrupts_as_keyboard_interrupt():
         for lab in labs:
-            for problem in lifecycle.down(check_lab_name(lab)):
+            for problem in teardown.down(check_lab_name(lab)):
                 err.print(f"[yellow]warning:[/] {problem}")

@@ -17,9 +17,9 @@ from rich.live import Live
 from netlab.cli.app import app
 from netlab.cli.common import lab_option, out, pick_pod, print_json
 from netlab.errors import UsageError
-from netlab.istio.apply import Backend, format_chains, read_chains, system_backend
-from netlab.istio.flags import parse_flags
-from netlab.istio.render import render
+from netlab.istio_init.flags import parse_flags
+from netlab.istio_init.render import render
+from netlab.kernel.iptables import Backend, format_chains, read_chains, system_backend
 from netlab.trace.watch import changed, counter_map, watch_table
 
 # The environment istio-iptables itself reads (the init container's env in a pod).

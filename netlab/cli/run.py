@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from netlab import lab as lifecycle
 from netlab.cli.app import app
 from netlab.cli.checks import check_and_report, json_option, junit_option
 from netlab.cli.common import err, out, progress_line
 from netlab.cli.status import print_lab
 from netlab.cli.up import iptables_option, name_option, with_backend
-from netlab.scenario import load_scenario
+from netlab.engine import build, require_root, teardown
+from netlab.model import load_scenario
 from netlab.signals import interrupts_as_keyboard_interrupt
 
 DEFAULT_SCENARIO = "lo-vs-eth0"
@@ -32,12 +32,12 @@ def run(scenario: str, lab_name: str | None, iptables: str | None, as_json: bool
 
     Exit codes: 0 every check passed, 1 a check failed, 2 bad scenario or usage, 3 environment problem.
     """
-    lifecycle.require_root()
+    require_root()
     model, path = load_scenario(scenario)  # an invalid scenario stops here: nothing is created
     model = with_backend(model, iptables)
     with interrupts_as_keyboard_interrupt():
         with progress_line(f"building {lab_name or model.name}", quiet or as_json) as step:
-            state = lifecycle.up(model, path, lab_name, progress=step)
+            state = build.up(model, path, lab_name, progress=step)
         try:
             if not as_json and not quiet:
                 print_lab(state)
@@ -48,6 +48,6 @@ def run(scenario: str, lab_name: str | None, iptables: str | None, as_json: bool
                 (err if as_json else out).print(f"lab {state.lab} left up: `netlab checks {state.lab}` runs the "
                                                 f"checks again, `netlab down {state.lab}` removes it")
             else:
-                for problem in lifecycle.down(state.lab):
+                for problem in teardown.down(state.lab):
                     err.print(f"[yellow]warning:[/] {problem}")
     return code

@@ -9,9 +9,9 @@ from rich.table import Table
 
 from netlab.cli.app import app
 from netlab.cli.common import out, pick_lab, print_json
+from netlab.engine.members import member_netns_path
+from netlab.engine.state import LabState, list_labs, load_state
 from netlab.kernel.nsutil import is_same_process
-from netlab.lab import member_netns_path
-from netlab.state import LabState, list_labs, load_state
 
 
 def describe(state: LabState) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import click
 from netlab.cli.app import app
 from netlab.cli.common import pick_running_lab, print_json
 from netlab.errors import UsageError
+from netlab.model import load_scenario
 from netlab.probe.facts import lab_facts
-from netlab.scenario import load_scenario
 from netlab.signals import interrupts_as_keyboard_interrupt
 from netlab.trace.build import build_trace
 from netlab.trace.collect import trace_probe

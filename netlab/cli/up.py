@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from netlab import lab as lifecycle
 from netlab.cli.app import app
 from netlab.cli.common import out, progress_line
 from netlab.cli.status import print_lab
-from netlab.scenario import Scenario, load_scenario
+from netlab.engine import build, require_root
+from netlab.model import Scenario, load_scenario
 from netlab.signals import interrupts_as_keyboard_interrupt
 
 name_option = click.option("--name", "lab_name", metavar="LAB", help="lab name (default: the scenario's name)")
@@ -29,11 +29,11 @@ def with_backend(model: Scenario, iptables: str | None) -> Scenario:
 @click.option("--quiet", "-q", is_flag=True, help="no progress")
 def up(scenario: str, lab_name: str | None, iptables: str | None, quiet: bool) -> None:
     """Build the lab of SCENARIO and leave it up (`netlab down LAB` removes it)."""
-    lifecycle.require_root()
+    require_root()
     model, path = load_scenario(scenario)  # an invalid scenario stops here: nothing is created
     model = with_backend(model, iptables)
     with interrupts_as_keyboard_interrupt(), progress_line(f"building {lab_name or model.name}", quiet) as step:
-        state = lifecycle.up(model, path, lab_name, progress=step)
+        state = build.up(model, path, lab_name, progress=step)
     print_lab(state)
     out.print("\nexplore: [bold]netlab exec POD -- CMD[/] or [bold]nsenter -t PID -n CMD[/]")
     out.print(f"remove:  [bold]netlab down {state.lab}[/]")

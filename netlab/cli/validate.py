@@ -6,8 +6,8 @@ import click
 
 from netlab.cli.app import app
 from netlab.cli.common import out, print_json
+from netlab.model import load_scenario
 from netlab.plan import make_plan
-from netlab.scenario import load_scenario
 
 
 @app.command()

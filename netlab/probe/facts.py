@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from netlab.model.schema import App, Scenario
 from netlab.plan import make_plan
-from netlab.scenario.model import App, Scenario
 
 PASSTHROUGH_SOURCE = "127.0.0.6"
 

@@ -6,7 +6,7 @@ import os
 import time
 
 from netlab.errors import EnvironmentProblem, KernelError
-from netlab.istio.apply import read_chains
+from netlab.kernel.iptables import read_chains
 from netlab.kernel.nsutil import nsenter_run
 from netlab.probe.observed import Addr, ConntrackEntry, LogLine, link, parse_conntrack, parse_log
 

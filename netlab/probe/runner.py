@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from netlab.lab import member_netns_path
+from netlab.engine.members import member_netns_path
+from netlab.engine.state import LabState
+from netlab.model.schema import PodCheck, ProbeCheck, Scenario
 from netlab.probe.connect import probe
 from netlab.probe.facts import LabFacts, lab_facts
 from netlab.probe.observed import (
@@ -35,8 +37,6 @@ from netlab.probe.readers import (
     read_from,
     read_log_from,
 )
-from netlab.scenario.model import PodCheck, ProbeCheck, Scenario
-from netlab.state import LabState
 from netlab.verdict import CheckResult, expect_text, judge_pod, judge_probe
 
 

@@ -13,16 +13,16 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
-from netlab.istio.apply import system_backend
+from netlab.engine.members import member_netns_path
+from netlab.engine.state import LabState
+from netlab.kernel.iptables import system_backend
 from netlab.kernel.sockets import list_sockets
-from netlab.lab import member_netns_path
+from netlab.model.schema import Scenario
 from netlab.plan import make_plan
 from netlab.probe.connect import probe
 from netlab.probe.facts import LabFacts
 from netlab.probe.observed import Addr, ProbeResult
 from netlab.probe.readers import file_size, linked_lines, read_conntrack, read_counters, read_from
-from netlab.scenario.model import Scenario
-from netlab.state import LabState
 from netlab.trace.capture import captures
 from netlab.trace.ifaces import iface_deltas, read_ifaces
 from netlab.trace.model import MemberInfo, Observations, RuleChange

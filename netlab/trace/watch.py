@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
-from netlab.istio.apply import ChainCounters
+from netlab.kernel.iptables import ChainCounters
 
 Key = tuple[str, int]  # (chain, rule position); position 0 is the chain's policy counter
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from netlab.istio.flags import parse_flags
-from netlab.istio.render import render
+from netlab.istio_init.flags import parse_flags
+from netlab.istio_init.render import render
 
 INJECTOR_FLAGS = "-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020"
 POD_IP, CLIENT_IP, EXTERNAL_IP = "10.44.0.2", "10.44.0.1", "198.51.100.10"  # EXTERNAL_IP lives in the client ns

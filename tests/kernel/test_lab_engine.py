@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from labkit import leftovers, netlab, snapshot_root_namespace, talk, write_scenario
 
-from netlab import lab as lifecycle
+from netlab.engine import build, members, teardown
+from netlab.engine.state import LabState
 from netlab.errors import KernelError
-from netlab.scenario import load_scenario
-from netlab.state import LabState
+from netlab.kernel.nsutil import netns_inode
+from netlab.model import load_scenario
 
 TWO_PODS = """
     name: {name}
@@ -39,11 +40,11 @@ def scenario_file(tmp_path: Path) -> str:
 @pytest.fixture
 def lab(scenario_file: str) -> Iterator[LabState]:
     model, path = load_scenario(scenario_file)
-    state = lifecycle.up(model, path)
+    state = build.up(model, path)
     try:
         yield state
     finally:
-        lifecycle.down(state.lab)
+        teardown.down(state.lab)
     assert leftovers(state.lab) == []
 
 
@@ -198,7 +199,7 @@ def test_builtin_app_switches_to_its_uid_after_binding(tmp_path: Path) -> None:
           server: {app: {kind: pong, listen: "eth0:80", uid: 1000, gid: 1000}}
     """)
     model, scenario_path = load_scenario(path)
-    state = lifecycle.up(model, scenario_path)
+    state = build.up(model, scenario_path)
     try:
         [app] = [e for e in state.undo if e["kind"] == "process" and e["role"] == "app"]
         status = Path(f"/proc/{app['pid']}/status").read_text()
@@ -206,18 +207,18 @@ def test_builtin_app_switches_to_its_uid_after_binding(tmp_path: Path) -> None:
         assert talk(netns(state, "client"), state.members["server"]["ip"], 80) == b"pong\n"
         assert Path(state.peers_file("server")).read_text().split()[0] == state.members["client"]["ip"]
     finally:
-        lifecycle.down(state.lab)
+        teardown.down(state.lab)
     assert leftovers("app-uid") == []
 
 
 def test_a_namespace_that_is_gone_is_an_error_not_a_wrong_namespace(lab: LabState) -> None:
     fake = LabState(lab=lab.lab, members={"client": {**lab.members["client"], "pid": os.getpid()}})
     with pytest.raises(KernelError, match="the namespace of client is gone"):
-        lifecycle.member_netns_path(fake, "client")  # our own PID: the host's namespace, never the pod's
+        members.member_netns_path(fake, "client")  # our own PID: the host's namespace, never the pod's
 
 
-def processes_in(netns_inode: int) -> list[str]:
-    return [p for p in os.listdir("/proc") if p.isdigit() and lifecycle.netns_inode(f"/proc/{p}/ns/net") == netns_inode]
+def processes_in(inode: int) -> list[str]:
+    return [p for p in os.listdir("/proc") if p.isdigit() and netns_inode(f"/proc/{p}/ns/net") == inode]
 
 
 def test_a_command_apps_children_go_down_with_it(tmp_path: Path) -> None:
@@ -227,13 +228,13 @@ def test_a_command_apps_children_go_down_with_it(tmp_path: Path) -> None:
           a: {app: {kind: command, command: ["sh", "-c", "sleep 300 & exec sleep 301"]}}
     """)
     model, scenario_path = load_scenario(path)
-    state = lifecycle.up(model, scenario_path)
+    state = build.up(model, scenario_path)
     pod_inode = state.members["a"]["inode"]
     try:
         time.sleep(0.2)  # let sh start its background child
         assert len(processes_in(pod_inode)) >= 3  # the holder, sleep 301 (the app itself) and its background sleep 300
     finally:
-        problems = lifecycle.down(state.lab)
+        problems = teardown.down(state.lab)
     assert problems == []  # the background child is the app's, not "a process netlab did not start"
     assert processes_in(pod_inode) == []
     assert leftovers("app-group") == []

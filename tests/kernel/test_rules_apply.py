@@ -17,16 +17,16 @@ from pathlib import Path
 import pytest
 
 from netlab.errors import KernelError, UsageError
-from netlab.istio.apply import (
+from netlab.istio_init.flags import IptablesConfig, parse_flags
+from netlab.istio_init.render import build_rules
+from netlab.istio_init.rules import to_restore
+from netlab.kernel.iptables import (
     apply_istio_init,
     delete_rule,
     insert_rule,
     read_chains,
     select_backend,
 )
-from netlab.istio.flags import IptablesConfig, parse_flags
-from netlab.istio.render import build_rules
-from netlab.istio.rules import to_restore
 from netlab.kernel.nsutil import nsenter_run
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "istio"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from labkit import leftovers
 
-from netlab.scenario.loader import SCENARIO_DIR
+from netlab.model.loader import SCENARIO_DIR
 
 NETLAB = [sys.executable, "-m", "netlab"]
 SHIPPED = sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))

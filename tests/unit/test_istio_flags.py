@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from netlab.cli import main
 from netlab.cli.app import app
 from netlab.errors import UsageError
-from netlab.istio.flags import parse_flags
-from netlab.istio.render import build_rules, render
-from netlab.istio.versions import IstioVersion, parse_version, traits_for
+from netlab.istio_init.flags import parse_flags
+from netlab.istio_init.render import build_rules, render
+from netlab.istio_init.versions import IstioVersion, parse_version, traits_for
 
 INJECTOR = "-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020"
 

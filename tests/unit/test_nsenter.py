@@ -1,4 +1,4 @@
-"""Running tools inside a namespace: nsenter_run's error mapping and the argv istio.apply builds (pure, no root)."""
+"""Running tools inside a namespace: nsenter_run's error mapping and the argv kernel.iptables builds (pure, no root)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from netlab.errors import EnvironmentProblem
-from netlab.istio import apply
-from netlab.kernel import nsutil
+from netlab.kernel import iptables, nsutil
 
 
 def fake_run(returncode: int, stderr: str = "", calls: list[list[str]] | None = None) -> Any:
@@ -51,7 +50,7 @@ def test_insert_rule_splits_like_a_shell(monkeypatch: pytest.MonkeyPatch) -> Non
     calls: list[list[str]] = []
     monkeypatch.setattr(nsutil.subprocess, "run", fake_run(0, calls=calls))
     rule = "-o lo -s 127.0.0.6/32 -m comment --comment 'keep the passthrough' -j RETURN"
-    apply.insert_rule("/run/netns/x", "nat", "ISTIO_OUTPUT", 1, rule, "nft")
+    iptables.insert_rule("/run/netns/x", "nat", "ISTIO_OUTPUT", 1, rule, "nft")
     assert calls == [["nsenter", "--net=/run/netns/x", "iptables-nft", "-t", "nat", "-I", "ISTIO_OUTPUT", "1",
                       "-o", "lo", "-s", "127.0.0.6/32", "-m", "comment", "--comment", "keep the passthrough",
                       "-j", "RETURN"]]

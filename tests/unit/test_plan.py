@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from netlab.model.loader import parse_scenario
 from netlab.plan import POD_CIDR, SERVICE_CIDR, lab_id, make_plan
-from netlab.scenario.loader import parse_scenario
 
 
 def scenario(pods: int = 3, **extra: object):

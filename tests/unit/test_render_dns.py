@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import shlex
 
-from netlab.istio.flags import parse_flags
-from netlab.istio.render import render
+from netlab.istio_init.flags import parse_flags
+from netlab.istio_init.render import render
 
 INJECTOR = "-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020 --redirect-dns"
 

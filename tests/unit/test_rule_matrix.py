@@ -10,7 +10,7 @@ import itertools
 import pytest
 from rule_matrix import VERSIONS, cases
 
-from netlab.istio.rules import BUILTIN_CHAINS
+from netlab.istio_init.rules import BUILTIN_CHAINS
 
 # Targets that are not chains (what istio-iptables jumps to besides its ISTIO_* chains).
 TARGETS = frozenset({"RETURN", "ACCEPT", "DROP", "REDIRECT", "TPROXY", "MARK", "CONNMARK", "CT"})

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from netlab.istio.flags import IptablesConfig, parse_flags
-from netlab.istio.render import NetRange, OutboundRanges, build_rules, init_steps, outbound_ranges
-from netlab.istio.rules import new_chains, to_commands, to_restore
+from netlab.istio_init.flags import IptablesConfig, parse_flags
+from netlab.istio_init.render import NetRange, OutboundRanges, build_rules, init_steps, outbound_ranges
+from netlab.istio_init.rules import new_chains, to_commands, to_restore
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "istio"
 GOLDEN = SHARED / "golden"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netlab.scenario.loader import ScenarioError, parse_scenario
+from netlab.model.loader import parse_scenario
+from netlab.model.problems import ScenarioError
 
 GOLDEN = Path(__file__).parent / "golden" / "scenario_errors"
 BASE = """

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from netlab.errors import EXIT_USAGE
-from netlab.scenario.loader import ScenarioError, parse_scenario
+from netlab.model.loader import parse_scenario
+from netlab.model.problems import ScenarioError
 
 
 def minimal(**extra: object) -> dict:

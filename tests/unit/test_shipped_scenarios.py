@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from netlab.model import load_scenario
+from netlab.model.loader import SCENARIO_DIR
+from netlab.model.schema import ProbeCheck
 from netlab.plan import make_plan
-from netlab.scenario import load_scenario
-from netlab.scenario.loader import SCENARIO_DIR
-from netlab.scenario.model import ProbeCheck
 
 SHIPPED = sorted(SCENARIO_DIR.glob("*.yaml"))
 ISSUE_5 = {"lo-vs-eth0", "inbound-127-0-0-6", "outbound-15001", "pod-to-pod", "excluded-ports",

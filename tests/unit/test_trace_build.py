@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from netlab.cli.trace import unescape
-from netlab.istio.apply import ChainCounters, RuleCounter
+from netlab.kernel.iptables import ChainCounters, RuleCounter
 from netlab.report import check_line
 from netlab.trace.build import build_trace
 from netlab.trace.ifaces import iface_deltas, parse_net_dev

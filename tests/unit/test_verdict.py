@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from netlab.model.schema import PodCheck, ProbeCheck
 from netlab.probe.facts import AppFacts, LabFacts, MemberFacts, ServiceFacts, SidecarFacts
 from netlab.probe.observed import (
     ConntrackEntry,
@@ -14,7 +15,6 @@ from netlab.probe.observed import (
     parse_conntrack_line,
     parse_log_line,
 )
-from netlab.scenario.model import PodCheck, ProbeCheck
 from netlab.verdict import judge_pod, judge_probe, value_matches
 
 CLIENT, POD = "10.244.0.10", "10.244.0.13"

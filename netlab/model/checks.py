@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from netlab.scenario.model import ProbeCheck, Scenario
-
-if TYPE_CHECKING:
-    from netlab.scenario.loader import Problem
+from netlab.model.problems import Problem, unknown
+from netlab.model.schema import ProbeCheck, Scenario
 
 
 def check_problems(scenario: Scenario) -> list[Problem]:
-    from netlab.scenario.loader import Problem  # the loader imports this module
-
     problems: list[Problem] = []
     pods, externals = set(scenario.pods), set(scenario.external)
     targets = pods | externals | set(scenario.services)
@@ -46,10 +40,6 @@ def check_problems(scenario: Scenario) -> list[Problem]:
                 problems.append(Problem(f"checks.{i}.expect.{key}",
                                         f"'{check.pod}' has no sidecar: no istio rules and no access log"))
     return problems
-
-
-def unknown(what: str, name: str, known: set[str]) -> str:
-    return f"no {what} named '{name}'; known: {', '.join(sorted(known)) or '(none)'}"
 
 
 def is_ipv4(text: str) -> bool:

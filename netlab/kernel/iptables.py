@@ -2,7 +2,7 @@
 
 Every command runs inside the namespace given by path (`/proc/PID/ns/net`, `/run/netns/NAME`) through
 `nsenter --net=PATH`; nothing here touches the caller's own namespace. Backends:
-- `legacy`: python-iptables in a short-lived worker process (`python -m netlab.istio.legacy_apply`), so no
+- `legacy`: python-iptables in a short-lived worker process (`python -m netlab.kernel.iptables_legacy`), so no
   libiptc handle outlives the apply, like an init container;
 - `nft`: `iptables-nft-restore --noflush`.
 Both are what the pod's own `iptables`/`iptables-save` then show (with the matching binary).
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from netlab.errors import EnvironmentProblem, KernelError, UsageError
-from netlab.istio.flags import IptablesConfig
-from netlab.istio.render import build_rules, tproxy_routes_needed
-from netlab.istio.rules import to_restore
-from netlab.istio.versions import IstioVersion, parse_version, traits_for
+from netlab.istio_init.flags import IptablesConfig
+from netlab.istio_init.render import build_rules, tproxy_routes_needed
+from netlab.istio_init.rules import to_restore
+from netlab.istio_init.versions import IstioVersion, parse_version, traits_for
 from netlab.kernel.nsutil import nsenter_run
 
 Backend = Literal["legacy", "nft"]
@@ -131,7 +131,7 @@ def apply_restore(netns_path: str, text: str, backend: Backend, ipv6: bool = Fal
     if not text.strip():
         return  # istio-init runs ip6tables-restore on an empty file; nothing to do
     if backend == "legacy":
-        argv = [sys.executable, "-m", "netlab.istio.legacy_apply", *(["--ipv6"] if ipv6 else [])]
+        argv = [sys.executable, "-m", "netlab.kernel.iptables_legacy", *(["--ipv6"] if ipv6 else [])]
         tool = _binary("legacy", "-restore", ipv6) + " (python-iptables)"
     elif backend == "nft":
         argv = [_binary("nft", "-restore", ipv6), "--noflush"]

@@ -22,8 +22,8 @@ from pydantic import (
 )
 
 from netlab.errors import UsageError
-from netlab.istio.flags import parse_flags
-from netlab.istio.versions import parse_version
+from netlab.istio_init.flags import parse_flags
+from netlab.istio_init.versions import parse_version
 
 POD_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netlab.errors import UsageError
+from netlab.model.schema import LAB_NAME
 from netlab.plan import STATE_ROOT
-from netlab.scenario.model import LAB_NAME
 
 STATE_FILE = "state.json"
 

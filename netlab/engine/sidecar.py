@@ -10,12 +10,12 @@ import os
 import sys
 from collections.abc import Callable
 
-from netlab.istio.apply import apply_istio_init, delete_rule, insert_rule
-from netlab.istio.flags import parse_flags
-from netlab.lab import member_netns_path, start_in_member, wait_until
+from netlab.engine.members import member_netns_path, start_in_member, wait_until
+from netlab.engine.state import LabState
+from netlab.istio_init.flags import parse_flags
+from netlab.kernel.iptables import apply_istio_init, delete_rule, insert_rule
+from netlab.model.schema import RuleEdit, Scenario, Sidecar
 from netlab.plan import LabPlan
-from netlab.scenario.model import RuleEdit, Scenario, Sidecar
-from netlab.state import LabState
 
 PROXY_READY_TIMEOUT = 10.0
 

@@ -2,7 +2,7 @@
 
 Run it inside the pod's network namespace, like an init container:
 
-    nsenter --net=/run/netns/POD python -m netlab.istio.legacy_apply [--ipv6] < rules.txt
+    nsenter --net=/run/netns/POD python -m netlab.kernel.iptables_legacy [--ipv6] < rules.txt
 
 Each `* table` block is committed atomically (as iptables-restore does); `-N` of an existing chain fails with
 "Chain already exists", as istio-init 1.9/1.10 does on a second run. Errors go to stderr in iptables-restore's

@@ -1,7 +1,7 @@
 """Config + Istio version -> the rules istio-init installs (pure).
 
 One generator builds the rules of one address family; what differs between releases is read from `Traits`
-(netlab/istio/versions.py) and what differs between IPv4 and IPv6 from `_Family`. The order of the rules is the
+(netlab/istio_init/versions.py) and what differs between IPv4 and IPv6 from `_Family`. The order of the rules is the
 order istio-iptables adds them in, which is what its goldens (and `iptables -L` in a pod) show.
 """
 
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from netlab.errors import UsageError
-from netlab.istio.flags import IptablesConfig, split_list
-from netlab.istio.rules import MANGLE, NAT, RAW, Rule, RuleList, to_commands, to_restore
-from netlab.istio.versions import IstioVersion, Traits, traits_for
+from netlab.istio_init.flags import IptablesConfig, split_list
+from netlab.istio_init.rules import MANGLE, NAT, RAW, Rule, RuleList, to_commands, to_restore
+from netlab.istio_init.versions import IstioVersion, Traits, traits_for
 
 INBOUND, REDIRECT_CHAIN, IN_REDIRECT = "ISTIO_INBOUND", "ISTIO_REDIRECT", "ISTIO_IN_REDIRECT"
 OUTPUT_CHAIN, OUTPUT_DNS, DIVERT, TPROXY_CHAIN, DROP_CHAIN = (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,9 @@ import yaml
 from pydantic import ValidationError
 
 from netlab.errors import UsageError
-from netlab.scenario.checks import check_problems, unknown
-from netlab.scenario.model import SERVICE_CIDR, Scenario
+from netlab.model.checks import check_problems
+from netlab.model.problems import Problem, ScenarioError, unknown
+from netlab.model.schema import SERVICE_CIDR, Scenario
 
 
 def _scenario_dir() -> Path:
@@ -24,27 +24,6 @@ def _scenario_dir() -> Path:
 
 
 SCENARIO_DIR = _scenario_dir()
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
-
-
-class ScenarioError(UsageError):
-    """An invalid scenario file: lists every problem found."""
-
-    def __init__(self, source: str, problems: list[Problem]) -> None:
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(
-            f"{source}: {len(problems)} problem(s) in the scenario\n{lines}",
-            hint="fix the keys above; `netlab validate FILE` checks a scenario without touching the kernel",
-        )
-        self.problems = problems
 
 
 def resolve_scenario_path(name_or_path: str) -> Path:

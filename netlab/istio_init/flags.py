@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from netlab.errors import UsageError
-from netlab.istio.versions import IstioVersion, Traits, parse_version, traits_for
+from netlab.istio_init.versions import IstioVersion, Traits, parse_version, traits_for
 
 REDIRECT = "REDIRECT"
 TPROXY = "TPROXY"

@@ -1,0 +1,123 @@
+"""Bring a scenario up on the kernel.
+
+`up` records every object in the lab's state (netlab.engine.state) as soon as it exists; that record is the LIFO
+undo stack teardown pops, on success, error, Ctrl-C and SIGTERM alike.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from netlab.engine import require_root
+from netlab.engine.members import start_app
+from netlab.engine.sidecar import install_sidecar
+from netlab.engine.state import LabState, check_lab_name
+from netlab.engine.teardown import teardown
+from netlab.errors import UsageError
+from netlab.kernel import holders, hosts, links, node_nat
+from netlab.kernel.nsutil import netns_inode, write_sysctls
+from netlab.model.schema import Scenario
+from netlab.plan import STATE_ROOT, LabPlan, make_plan
+from netlab.signals import deferred
+
+Progress = Callable[[str], None]
+
+
+@contextmanager
+def _teardown_on_failure(state: LabState) -> Iterator[None]:
+    owner = os.getpid()
+    try:
+        yield
+    except BaseException as err:
+        if os.getpid() != owner:  # a forked child (a library's helper) unwinding: never tear down from there
+            raise
+        failures = teardown(state)
+        if failures and isinstance(err, Exception):
+            err.add_note("cleanup after the failure also hit: " + "; ".join(failures))
+        raise
+
+
+def up(scenario: Scenario, scenario_path: Path | str, lab: str | None = None,
+       progress: Progress = lambda _msg: None) -> LabState:
+    """Build the lab; on any failure or interrupt everything created so far is removed before re-raising."""
+    require_root()
+    plan = make_plan(scenario, check_lab_name(lab) if lab else None)
+    # Absolute: `netlab checks` and `trace` reload it later, maybe from another directory.
+    state = LabState(lab=plan.lab, scenario=str(Path(scenario_path).resolve()))
+    os.makedirs(STATE_ROOT, exist_ok=True)
+    try:
+        os.mkdir(state.directory)  # atomic: of two `up`s with the same name, one wins
+    except FileExistsError:
+        raise UsageError(f"a lab named '{plan.lab}' is already up",
+                         hint=f"`netlab down {plan.lab}` first, or pick another name with --name") from None
+    with _teardown_on_failure(state):
+        state.push("state_dir", dir=state.directory)
+        _build(plan, scenario, state, progress)
+        state.status = "up"
+        state.save()
+    return state
+
+
+def _build(plan: LabPlan, scenario: Scenario, state: LabState, progress: Progress) -> None:
+    progress("node namespace")
+    node = _member(state, plan, "_node", plan.node_netns, kind="node", ip=None)
+    write_sysctls(node.netns_path, links.NODE_SYSCTLS)
+    links.setup_node(node.netns_path)
+    state.info["services"] = {
+        name: {"ip": str(s.ip), "port": s.port, "pod": s.pod, "target_port": s.target_port}
+        for name, s in plan.services.items()
+    }
+    hosts_text = plan.hosts_file()
+    for pod in plan.pods.values():
+        progress(f"pod {pod.name}")
+        holder = _member(state, plan, pod.name, pod.netns, kind="pod", ip=str(pod.ip))
+        links.connect_pod(node.netns_path, plan.lab, pod, holder.pid)
+        _write_hosts(state, pod.netns, hosts_text)
+    if plan.externals:
+        links.create_external_bridge(node.netns_path, plan)
+    for ext in plan.externals.values():
+        progress(f"external host {ext.name}")
+        holder = _member(state, plan, ext.name, ext.netns, kind="external", ip=str(ext.ip))
+        links.connect_external(node.netns_path, plan, ext, holder.pid)
+        _write_hosts(state, ext.netns, hosts_text)
+    progress("node nat: services and masquerade")
+    node_nat.install_node_nat(node.netns_path, plan)
+    # Start every proxy and app first, then wait for them all: their interpreters start up in parallel.
+    waits: list[Callable[[], None]] = []
+    for name, pod_spec in scenario.pods.items():
+        if pod_spec.sidecar is not None:
+            progress(f"sidecar in {name} (Istio {pod_spec.sidecar.istio})")
+            waits.append(install_sidecar(state, plan, name, pod_spec.sidecar, scenario))
+    apps = [(n, p.app) for n, p in scenario.pods.items() if p.app]
+    apps += [(n, e.app) for n, e in scenario.external.items() if e.app]
+    for name, app in apps:
+        progress(f"app {app.kind} in {name}")
+        waits.append(start_app(state, name, app))
+    progress("waiting for sidecars and apps")
+    for wait in waits:
+        wait()
+
+
+def _write_hosts(state: LabState, netns: str, text: str) -> None:
+    with deferred():
+        if hosts.write_hosts(netns, text):
+            state.push("hosts_root")
+        state.push("hosts", netns=netns)
+
+
+def _member(state: LabState, plan: LabPlan, member: str, netns: str, kind: str,
+            ip: str | None) -> holders.Holder:
+    with deferred():
+        holder = holders.spawn_holder(plan.lab, member, netns)
+        state.members[member] = {"kind": kind, "netns": netns, "ip": ip, "pid": holder.pid,
+                                 "inode": netns_inode(holder.netns_path)}
+        state.push("holder", member=member, pid=holder.pid, started=holder.started)
+    with deferred():
+        holders.link_netns_name(holder)
+        state.push("netns_link", netns=netns)
+    return holder
+
+
