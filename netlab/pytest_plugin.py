@@ -23,7 +23,10 @@ import pytest
 from netlab.engine import build, members, teardown
 from netlab.engine.state import LabState
 from netlab.model import load_scenario
+from netlab.model.base import DEFAULT_NAMESPACE
+from netlab.model.names import is_ipv4, split_host_port
 from netlab.probe.connect import probe as probe_once
+from netlab.probe.facts import lab_facts
 from netlab.probe.observed import ProbeResult
 from netlab.probe.readers import last_line
 
@@ -45,19 +48,19 @@ class Lab:
     def netns(self, member: str) -> str:
         return members.member_netns_path(self.state, member)
 
-    def address(self, name: str) -> str:
-        """The IP a pod, external host or service name resolves to."""
-        if name in self.state.info.get("services", {}):
-            return self.state.info["services"][name]["ip"]
-        member = self.state.members.get(name)
-        if member is None or member["ip"] is None:
+    def address(self, name: str, from_pod: str | None = None) -> str:
+        """The IP a pod, external host or service name resolves to (from `from_pod`'s namespace)."""
+        facts = lab_facts(self.state.lab_plan(), self.state.members)
+        found = facts.names.host(name, facts.namespaces.get(from_pod or "", DEFAULT_NAMESPACE))
+        if found is None:
             raise KeyError(f"lab {self.name} has no pod, host or service named {name!r}")
-        return member["ip"]
+        kind, key = found
+        return facts.services[key].ip if kind == "service" else facts.members[key].ip
 
     def probe(self, from_pod: str, to: str, send: str = "ping", timeout: float = 2.0) -> Probe:
-        host, _, port = to.rpartition(":")
-        ip = host if host.replace(".", "").isdigit() else self.address(host)
-        result = probe_once(self.netns(from_pod), (ip, int(port)), send.encode(), timeout,
+        host, port = split_host_port(to)
+        ip = host if is_ipv4(host) else self.address(host, from_pod)
+        result = probe_once(self.netns(from_pod), (ip, port), send.encode(), timeout,
                             self.state.members[from_pod]["ip"])
         return Probe(result.outcome, result.text if result.data else None, result)
 

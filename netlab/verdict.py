@@ -80,7 +80,7 @@ def short(text: str, limit: int = 60) -> str:
 
 
 def judge_probe(check: ProbeCheck, obs: ProbeObservation, facts: LabFacts) -> Verdict:
-    target = facts.resolve(check.to)
+    target = facts.resolve(check.to, check.from_)
     ok = outcome_matches(check.expect, obs)
     expected = expect_text(check.expect)
     observed = f"reply {short(obs.result.text)}" if obs.result.outcome == "reply" else obs.result.outcome

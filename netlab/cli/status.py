@@ -43,7 +43,9 @@ def print_lab(state: LabState) -> None:
         table.add_row(name, m["kind"], m["ip"] or "", m["netns"], pid, procs)
     out.print(table)
     for name, svc in info["services"].items():
-        out.print(f"service {name}: {svc['ip']}:{svc['port']} -> {svc['pod']}:{svc['target_port']}")
+        for port in svc["ports"]:
+            targets = ", ".join(f"{pod}:{port['target_port']}" for pod in svc["endpoints"]) or "(no endpoints)"
+            out.print(f"service {name}: {svc['ip']}:{port['port']} -> {targets}")
 
 
 @app.command()

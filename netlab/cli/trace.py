@@ -10,7 +10,8 @@ import click
 from netlab.cli.app import app
 from netlab.cli.common import pick_running_lab, print_json
 from netlab.errors import UsageError
-from netlab.model import load_scenario
+from netlab.model.base import DEFAULT_NAMESPACE
+from netlab.model.names import is_ipv4, split_host_port
 from netlab.probe.facts import lab_facts
 from netlab.signals import interrupts_as_keyboard_interrupt
 from netlab.trace.build import build_trace
@@ -44,16 +45,19 @@ def trace(lab: str | None, source: str, to: str, send: str, timeout: float, as_j
     counted it, the address and port rewrites (service DNAT, REDIRECT to 15006/15001, masquerade), the proxies'
     hops with cluster and upstream address, and the app that accepted. Steps nothing recorded are marked."""
     state = pick_running_lab(lab)
-    if source not in state.members or state.members[source]["kind"] == "node":
-        raise UsageError(f"no pod named '{source}' in lab {state.lab}",
-                         hint="pods: " + ", ".join(m for m, i in state.members.items() if i["kind"] != "node"))
-    host, sep, port = to.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise UsageError(f"--to {to!r} is not NAME:PORT", hint="e.g. --to web:8080 or --to 10.96.0.10:8080")
-    scenario, _path = load_scenario(state.scenario)
-    facts = lab_facts(scenario, state.lab, state.members)
+    facts = lab_facts(state.lab_plan(), state.members)
+    try:
+        source = facts.names.pod(source)
+        host, _port = split_host_port(to)
+    except (LookupError, ValueError) as err:
+        raise UsageError(f"{err.args[0]} (lab {state.lab})", hint="`netlab status` lists the pods and services; "
+                         "--to takes NAME:PORT or IP:PORT, e.g. --to web:8080") from None
+    namespace = facts.namespaces.get(source, DEFAULT_NAMESPACE)
+    if facts.names.host(host, namespace) is None and not is_ipv4(host):
+        raise UsageError(f"no service, pod or host '{host}' in lab {state.lab} (seen from namespace {namespace})",
+                         hint="known: " + ", ".join(facts.names.known_hosts(namespace)))
     with interrupts_as_keyboard_interrupt():
-        result, obs = trace_probe(state, scenario, facts, source, to, unescape(send), timeout, capture_dir)
+        result, obs = trace_probe(state, facts, source, to, unescape(send), timeout, capture_dir)
     path = build_trace(obs)
     diagram = render_svg(path) if svg or png else ""
     if svg:

@@ -21,7 +21,8 @@ def validate(scenario: str, as_json: bool) -> None:
         print_json({
             "scenario": str(path), "name": model.name, "valid": True,
             "pods": {n: str(p.ip) for n, p in plan.pods.items()},
-            "services": {n: f"{s.ip}:{s.port} -> {s.pod}:{s.target_port}" for n, s in plan.services.items()},
+            "services": {n: {"ip": str(s.ip), "ports": [f"{p.port}->{p.target_port}" for p in s.ports],
+                             "endpoints": list(s.endpoints)} for n, s in plan.services.items()},
             "external": {n: str(e.ip) for n, e in plan.externals.items()},
             "checks": len(model.checks),
         })

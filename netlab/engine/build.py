@@ -20,7 +20,7 @@ from netlab.errors import UsageError
 from netlab.kernel import holders, hosts, links, node_nat
 from netlab.kernel.nsutil import netns_inode, write_sysctls
 from netlab.model.schema import Scenario
-from netlab.plan import STATE_ROOT, LabPlan, make_plan
+from netlab.plan import NODE, STATE_ROOT, LabPlan, make_plan
 from netlab.signals import deferred
 
 Progress = Callable[[str], None]
@@ -62,37 +62,38 @@ def up(scenario: Scenario, scenario_path: Path | str, lab: str | None = None,
 
 
 def _build(plan: LabPlan, scenario: Scenario, state: LabState, progress: Progress) -> None:
+    state.plan = plan.to_json()
     progress("node namespace")
-    node = _member(state, plan, "_node", plan.node_netns, kind="node", ip=None)
+    node = _member(state, plan, NODE, plan.node_netns, kind="node", ip=None)
     write_sysctls(node.netns_path, links.NODE_SYSCTLS)
     links.setup_node(node.netns_path)
     state.info["services"] = {
-        name: {"ip": str(s.ip), "port": s.port, "pod": s.pod, "target_port": s.target_port}
-        for name, s in plan.services.items()
+        key: {"namespace": s.namespace, "ip": str(s.ip), "ports": [p.model_dump() for p in s.ports],
+              "endpoints": list(s.endpoints)}
+        for key, s in plan.services.items()
     }
-    hosts_text = plan.hosts_file()
     for pod in plan.pods.values():
-        progress(f"pod {pod.name}")
-        holder = _member(state, plan, pod.name, pod.netns, kind="pod", ip=str(pod.ip))
+        progress(f"pod {pod.key}")
+        holder = _member(state, plan, pod.key, pod.netns, kind="pod", ip=str(pod.ip))
         links.connect_pod(node.netns_path, plan.lab, pod, holder.pid)
-        _write_hosts(state, pod.netns, hosts_text)
+        _write_hosts(state, pod.netns, plan.hosts_file(pod.namespace))
     if plan.externals:
         links.create_external_bridge(node.netns_path, plan)
     for ext in plan.externals.values():
         progress(f"external host {ext.name}")
         holder = _member(state, plan, ext.name, ext.netns, kind="external", ip=str(ext.ip))
         links.connect_external(node.netns_path, plan, ext, holder.pid)
-        _write_hosts(state, ext.netns, hosts_text)
+        _write_hosts(state, ext.netns, plan.hosts_file())
     progress("node nat: services and masquerade")
     node_nat.install_node_nat(node.netns_path, plan)
     # Start every proxy and app first, then wait for them all: their interpreters start up in parallel.
     waits: list[Callable[[], None]] = []
-    for name, pod_spec in scenario.pods.items():
-        if pod_spec.sidecar is not None:
-            progress(f"sidecar in {name} (Istio {pod_spec.sidecar.istio})")
-            waits.append(install_sidecar(state, plan, name, pod_spec.sidecar, scenario))
-    apps = [(n, p.app) for n, p in scenario.pods.items() if p.app]
-    apps += [(n, e.app) for n, e in scenario.external.items() if e.app]
+    for pod in plan.pods.values():
+        if pod.sidecar is not None:
+            progress(f"sidecar in {pod.key} (Istio {pod.sidecar.istio})")
+            waits.append(install_sidecar(state, plan, pod.key, pod.sidecar, scenario.iptables))
+    apps = [(p.key, p.app) for p in plan.pods.values() if p.app]
+    apps += [(e.name, e.app) for e in plan.externals.values() if e.app]
     for name, app in apps:
         progress(f"app {app.kind} in {name}")
         waits.append(start_app(state, name, app))

@@ -38,7 +38,7 @@ def member_netns_path(state: LabState, member: str) -> str:
 def start_in_member(state: LabState, member: str, role: str, argv: list[str], uid: int = 0, gid: int = 0,
                     env: dict[str, str] | None = None) -> procs.Started:
     """Start a process in a pod or host as uid/gid, logging to <state>/logs/<member>.<role>.log."""
-    log = os.path.join(state.directory, "logs", f"{member}.{role}.log")
+    log = state.member_file("logs", member, f"{role}.log")
     with deferred():
         started = procs.start_in_netns(member, role, member_netns_path(state, member), argv, log, uid, gid, env)
         state.push("process", member=member, role=role, pid=started.pid, started=started.started,

@@ -14,7 +14,7 @@ from netlab.engine.members import member_netns_path, start_in_member, wait_until
 from netlab.engine.state import LabState
 from netlab.istio_init.flags import parse_flags
 from netlab.kernel.iptables import apply_istio_init, delete_rule, insert_rule
-from netlab.model.schema import RuleEdit, Scenario, Sidecar
+from netlab.model.schema import RuleEdit, Sidecar
 from netlab.plan import LabPlan
 
 PROXY_READY_TIMEOUT = 10.0
@@ -22,20 +22,19 @@ PROXY_READY_TIMEOUT = 10.0
 
 def declared_ports(plan: LabPlan, pod: str) -> list[int]:
     """Ports that services selecting the pod declare: those get `inbound|port||` clusters in the proxy."""
-    return sorted({s.target_port for s in plan.services.values() if s.pod == pod})
+    return sorted({p.target_port for s in plan.services.values() if pod in s.endpoints for p in s.ports})
 
 
 def install_sidecar(state: LabState, plan: LabPlan, pod: str, sidecar: Sidecar,
-                    scenario: Scenario) -> Callable[[], None]:
+                    iptables: str = "auto") -> Callable[[], None]:
     """Apply the rules and start the proxy; returns a function that waits until the proxy is ready."""
     netns = member_netns_path(state, pod)
     cfg = parse_flags(sidecar.injector_flags(), sidecar.istio, env=sidecar.env)
-    override = None if scenario.iptables == "auto" else scenario.iptables
-    backend = apply_istio_init(netns, cfg, sidecar.istio, override)
+    backend = apply_istio_init(netns, cfg, sidecar.istio, None if iptables == "auto" else iptables)
     for edit in sidecar.rule_edits:
         apply_rule_edit(netns, edit, backend)
-    access_log = os.path.join(state.directory, "logs", f"{pod}.access.log")
-    ready = os.path.join(state.directory, "run", f"{pod}.proxy.ready")
+    access_log = state.member_file("logs", pod, "access.log")
+    ready = state.member_file("run", pod, "proxy.ready")
     os.makedirs(os.path.dirname(ready), exist_ok=True)
     argv = [sys.executable, "-m", "netlab.proxy", "--istio", sidecar.istio, "--mode", sidecar.interception,
             "--declared-ports", ",".join(map(str, declared_ports(plan, pod))),

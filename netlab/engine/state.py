@@ -13,7 +13,7 @@ from typing import Any
 
 from netlab.errors import UsageError
 from netlab.model.schema import LAB_NAME
-from netlab.plan import STATE_ROOT
+from netlab.plan import STATE_ROOT, LabPlan, member_slug
 
 STATE_FILE = "state.json"
 
@@ -26,14 +26,26 @@ class LabState:
     members: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {kind, netns, ip, pid}
     undo: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)  # plan facts for status/exec: services, node, ...
+    plan: dict[str, Any] = field(default_factory=dict)  # the LabPlan the lab was built from (LabPlan.to_json)
 
     @property
     def directory(self) -> str:
         return lab_dir(self.lab)
 
+    def lab_plan(self) -> LabPlan:
+        """The plan the lab was built from, as saved when it was built (not recomputed from the scenario file)."""
+        if not self.plan:
+            raise UsageError(f"lab {self.lab} has no saved plan (built by an older netlab?)",
+                             hint=f"`netlab down {self.lab}` and bring it up again")
+        return LabPlan.from_json(self.plan)
+
+    def member_file(self, folder: str, member: str, suffix: str) -> str:
+        """A member's file under the state directory: <folder>/<member>.<suffix>, NS/POD written POD.NS."""
+        return os.path.join(self.directory, folder, f"{member_slug(member)}.{suffix}")
+
     def peers_file(self, member: str) -> str:
         """Where a built-in app appends the peer of every connection it accepts ("IP PORT" lines)."""
-        return os.path.join(self.directory, "apps", f"{member}.peers")
+        return self.member_file("apps", member, "peers")
 
     def push(self, kind: str, **fields: Any) -> None:
         self.undo.append({"kind": kind, **fields})
@@ -52,7 +64,7 @@ def lab_dir(lab: str) -> str:
 
 
 def check_lab_name(lab: str) -> str:
-    if not LAB_NAME.match(lab):
+    if not LAB_NAME.fullmatch(lab):
         raise UsageError(f"'{lab}' is not a lab name", hint="lab names are 1-32 of a-z, 0-9 and '-'")
     return lab
 

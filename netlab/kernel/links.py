@@ -85,7 +85,7 @@ def _configure_eth0(far_netns_path: str, temp_name: str, address: ipaddress.IPv4
 def connect_pod(node_netns_path: str, lab: str, pod: PodPlan, pod_pid: int) -> None:
     """veth node<->pod: pod eth0 has podIP/32 and a default route via 169.254.1.1; the node routes podIP to it."""
     with netlink(node_netns_path) as node:
-        _veth_into(node, pod.node_veth, pod.temp_peer, pod_pid, f"netlab:{lab}:{pod.name}")
+        _veth_into(node, pod.node_veth, pod.temp_peer, pod_pid, f"netlab:{lab}:{pod.key}")
         node.route("add", dst=f"{pod.ip}/32", oif=_index(node, pod.node_veth), scope="link")
     _configure_eth0(f"/proc/{pod_pid}/ns/net", pod.temp_peer, ipaddress.IPv4Interface(f"{pod.ip}/32"), POD_GATEWAY)
 

@@ -11,8 +11,10 @@ from pydantic import ValidationError
 
 from netlab.errors import UsageError
 from netlab.model.checks import check_problems
-from netlab.model.problems import Problem, ScenarioError, unknown
-from netlab.model.schema import SERVICE_CIDR, Scenario
+from netlab.model.crossref import lab_problems
+from netlab.model.istio import KINDS
+from netlab.model.problems import Problem, ScenarioError
+from netlab.model.schema import Scenario
 
 
 def _scenario_dir() -> Path:
@@ -45,46 +47,56 @@ def resolve_scenario_path(name_or_path: str) -> Path:
 
 
 def load_scenario(name_or_path: str) -> tuple[Scenario, Path]:
+    """A scenario file: the scenario, then optionally further YAML documents of Istio resources (as `kubectl apply
+    -f` takes them), which join its `istio:` list."""
     path = resolve_scenario_path(name_or_path)
+    documents = read_documents(path)
+    first, more = (documents[0], documents[1:]) if documents else (None, [])
+    inline = first.get("istio", []) if isinstance(first, dict) else None
+    if more and isinstance(inline, list):
+        first = {**first, "istio": [*inline, *more]}  # type: ignore[dict-item]
+        return parse_scenario(first, source=str(path), documents_from=len(inline)), path
+    if more:
+        raise UsageError(f"{path}: {len(documents)} YAML documents, but the first is not a scenario with an "
+                         "`istio:` list", hint="the first document is the scenario; further ones are Istio resources")
+    return parse_scenario(first, source=str(path)), path
+
+
+def read_documents(path: Path) -> list[Any]:
+    """Every YAML document of a file (empty documents dropped)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror}", hint="check the path and its permissions") from None
+    try:
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as err:
         raise UsageError(f"{path}: not valid YAML: {err}", hint="check indentation and quoting") from None
-    return parse_scenario(data, source=str(path)), path
 
 
-def _address_clashes(scenario: Scenario) -> list[Problem]:
-    """Two services on one ip:port would give two DNAT rules of which the first silently wins; two external hosts
-    on one address would answer ARP for each other."""
-    problems, seen_svc, seen_ext = [], {}, {}
-    for name, svc in scenario.services.items():
-        if svc.ip is not None:
-            if svc.ip not in SERVICE_CIDR:
-                problems.append(Problem(f"services.{name}.ip", f"{svc.ip} is outside the service range {SERVICE_CIDR}"))
-            elif (svc.ip, svc.port) in seen_svc:
-                problems.append(Problem(f"services.{name}.ip", f"{svc.ip}:{svc.port} is also service "
-                                        f"'{seen_svc[svc.ip, svc.port]}'; give one of them another ip or port"))
-            seen_svc.setdefault((svc.ip, svc.port), name)
-    for name, ext in scenario.external.items():
-        if ext.address in seen_ext:
-            problems.append(Problem(f"external.{name}.address", f"{ext.address} is also '{seen_ext[ext.address]}'"))
-        seen_ext.setdefault(ext.address, name)
-    return problems
-
-
-def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
+def parse_scenario(data: Any, source: str = "scenario", documents_from: int | None = None) -> Scenario:
+    """Validate a scenario; every problem is reported at once. `documents_from`: `istio` entries from that index on
+    came from the file's further YAML documents (the second document is istio.N for N = documents_from)."""
     if not isinstance(data, dict):
         raise ScenarioError(source, [Problem("", "the file must be a mapping with 'name' and 'pods'")])
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as err:
-        raise ScenarioError(source, [_problem(e) for e in err.errors()]) from None
-    problems = cross_reference_problems(scenario)
+        raise ScenarioError(source, [_document(_problem(e), documents_from) for e in err.errors()]) from None
+    problems = [_document(p, documents_from) for p in (*lab_problems(scenario), *check_problems(scenario))]
     if problems:
         raise ScenarioError(source, problems)
     return scenario
+
+
+def _document(problem: Problem, documents_from: int | None) -> Problem:
+    """istio.N -> "document K" for resources that came as further YAML documents."""
+    head, _, rest = problem.path.partition(".")
+    index, _, rest = rest.partition(".")
+    if documents_from is None or head != "istio" or not index.isdigit() or int(index) < documents_from:
+        return problem
+    where = f"document {int(index) - documents_from + 2}"
+    return Problem(f"{where}.{rest}" if rest else where, problem.message)
 
 
 def _problem(error: Any) -> Problem:
@@ -97,6 +109,16 @@ def _problem(error: Any) -> Problem:
         message = "required key is missing"
     elif kind == "literal_error":
         message = f"{message}, got {error['input']!r}"
+    elif kind == "string_type" and isinstance(error["input"], int | float | bool):
+        value = error["input"]
+        what = {"bool": "a boolean", "int": "an integer", "float": "a number"}[type(value).__name__]
+        text = str(value).lower() if isinstance(value, bool) else value
+        message = f"{value!r} is {what} in YAML, not text; quote it: \"{text}\""
+    elif kind == "union_tag_invalid":
+        message = (f"kind '{error['ctx']['tag']}' is not modelled by netlab; Istio resources it knows: "
+                   f"{', '.join(KINDS)}")
+    elif kind == "union_tag_not_found":
+        message = f"missing 'kind' (an Istio resource names its kind: {', '.join(KINDS)})"
     elif message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     return Problem(path, message)
@@ -104,23 +126,5 @@ def _problem(error: Any) -> Problem:
 
 def _is_union_tag(previous: object, part: object) -> bool:
     # pydantic puts the tag of the union member it chose into the path ("checks.0.probe.to"); users don't need it.
-    return part in ("probe", "pod", "outcome", "reply") and (isinstance(previous, int) or previous == "expect")
-
-
-def cross_reference_problems(scenario: Scenario) -> list[Problem]:
-    """Names that must refer to something else in the file."""
-    problems: list[Problem] = []
-    pods, externals = set(scenario.pods), set(scenario.external)
-    for clash in sorted(pods & externals):
-        problems.append(Problem(f"external.{clash}", f"'{clash}' is already a pod name; names must be unique"))
-    for name, service in scenario.services.items():
-        if service.selector not in pods:
-            problems.append(Problem(f"services.{name}.selector", unknown("pod", service.selector, pods)))
-        elif scenario.pods[service.selector].app is None:
-            problems.append(Problem(f"services.{name}.selector", f"pod '{service.selector}' runs no app"))
-        if name in pods or name in externals:
-            problems.append(Problem(f"services.{name}", f"'{name}' is already a pod or external host name"))
-    problems += _address_clashes(scenario)
-    problems += check_problems(scenario)  # the checks part lives with the checks code
-    return problems
-
+    return (part in ("probe", "pod", "outcome", "reply") and (isinstance(previous, int) or previous == "expect")) or (
+        part in KINDS and isinstance(previous, int))

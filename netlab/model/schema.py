@@ -11,7 +11,6 @@ import re
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Discriminator,
     Field,
@@ -24,10 +23,19 @@ from pydantic import (
 from netlab.errors import UsageError
 from netlab.istio_init.flags import parse_flags
 from netlab.istio_init.versions import parse_version
-
-POD_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
-SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
-LAB_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")  # also names the lab's netns, state dir, marks
+from netlab.model.base import (
+    DEFAULT_NAMESPACE,
+    LAB_NAME,
+    MAX_REPLICAS,
+    NAMESPACE_NAME,
+    POD_NAME,
+    SERVICE_NAME,
+    Labels,
+    Port,
+    Strict,
+    check_labels,
+)
+from netlab.model.istio import IstioResource, OutboundTrafficPolicy
 
 # External hosts live in TEST-NET ranges only. 192.0.2.0/24 (TEST-NET-1) is left out on purpose: some CI hosts
 # and sandboxes use it for their real uplink.
@@ -38,17 +46,12 @@ EXTERNAL_NETS = (ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("
 T = TypeVar("T")
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _check_port(port: int) -> int:
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is out of range; use 1-65535")
     return port
 
 
-Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class Listen(Strict):
@@ -164,22 +167,106 @@ class Sidecar(Strict):
                 "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020"]
 
 
+class Namespace(Strict):
+    labels: Labels
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_labels(value)
+
+
 class Pod(Strict):
+    """A pod, or with `replicas` a Deployment's pods NAME-0 … NAME-(N-1)."""
+
+    namespace: str | None = Field(None, description="default: the namespace in the key (NS/NAME), else 'default'")
+    labels: Labels
+    service_account: str = Field("default", alias="serviceAccount")
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS, strict=True)
     sidecar: Sidecar | None = None
     app: App | None = None
 
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_labels(value)
 
-class Service(Strict):
-    """A ClusterIP service: kube-proxy-style DNAT in the node from ip:port to the selected pod's targetPort."""
+    @field_validator("service_account")
+    @classmethod
+    def _account(cls, value: str) -> str:
+        if not NAMESPACE_NAME.fullmatch(value):
+            raise ValueError(f"'{value}' is not a service account name (a DNS label, e.g. bookinfo-reviews)")
+        return value
 
-    selector: str
-    port: Port
-    target_port: Port | None = None
-    ip: ipaddress.IPv4Address | None = None
+
+class ServicePort(Strict):
+    """One port of a Service, as Kubernetes has it. The name or appProtocol tells Istio the protocol."""
+
+    name: str | None = None
+    port: Port = Field(strict=True)
+    target_port: Port | None = Field(None, alias="targetPort", strict=True)
+    app_protocol: str | None = Field(None, alias="appProtocol")
+    protocol: Literal["TCP"] = Field("TCP", description="UDP and SCTP are not modelled (Istio does not proxy UDP)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not NAMESPACE_NAME.fullmatch(value):
+            raise ValueError(f"port name '{value}' must be a DNS label, e.g. http-web or tcp-db")
+        return value
 
     @property
     def backend_port(self) -> int:
         return self.target_port or self.port
+
+
+class Service(Strict):
+    """A ClusterIP service: kube-proxy-style DNAT in the node, and every sidecar's view of the mesh.
+
+    `selector` is a label map (the pods of the service's namespace whose labels include it) or, as before, the name
+    of one pod (all its replicas). `ports` lists named ports; the short form `port` (+ `target_port`) is one
+    unnamed port.
+    """
+
+    namespace: str | None = None
+    selector: str | dict[str, str]
+    port: Port | None = Field(None, strict=True)
+    target_port: Port | None = Field(None, strict=True)
+    ports: list[ServicePort] | None = None
+    ip: ipaddress.IPv4Address | None = None
+
+    @field_validator("selector", mode="before")
+    @classmethod
+    def _selector(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return check_labels(value)
+        if not isinstance(value, str):
+            raise ValueError("a selector is a label map (e.g. {app: reviews}) or the name of a pod")
+        return value
+
+    @model_validator(mode="after")
+    def _one_port_form(self) -> Service:
+        if (self.port is None) == (self.ports is None):
+            raise ValueError("give either 'port: N' (one unnamed port) or 'ports: [{name: http, port: 80, "
+                             "targetPort: 8080}]'")
+        if self.ports is not None:
+            if self.target_port is not None:
+                raise ValueError("'target_port' goes with 'port'; in 'ports' each entry has its own targetPort")
+            if not self.ports:
+                raise ValueError("'ports' is empty: list at least one port")
+            numbers = [p.port for p in self.ports]
+            if len(set(numbers)) != len(numbers):
+                raise ValueError(f"port numbers repeat: {numbers}")
+            names = [p.name for p in self.ports]
+            if len(self.ports) > 1 and (None in names or len(set(names)) != len(names)):
+                raise ValueError("with several ports, each needs its own name (Kubernetes requires it)")
+        return self
+
+    def service_ports(self) -> list[ServicePort]:
+        if self.ports is not None:
+            return list(self.ports)
+        assert self.port is not None
+        return [ServicePort(port=self.port, target_port=self.target_port)]
 
 
 class External(Strict):
@@ -302,33 +389,48 @@ Check = Annotated[
 ]
 
 
+class MeshConfig(Strict):
+    """The part of Istio's MeshConfig a lab models."""
+
+    outbound_traffic_policy: OutboundTrafficPolicy = Field(default_factory=OutboundTrafficPolicy,
+                                                           alias="outboundTrafficPolicy")
+
+
 class Scenario(Strict):
     name: str
     description: str = ""
     iptables: Literal["auto", "legacy", "nft"] = "auto"
+    namespaces: dict[str, Namespace] = Field(default_factory=dict)
+    mesh_config: MeshConfig = Field(default_factory=MeshConfig, alias="meshConfig")
     pods: dict[str, Pod]
     services: dict[str, Service] = Field(default_factory=dict)
     external: dict[str, External] = Field(default_factory=dict)
+    istio: list[IstioResource] = Field(default_factory=list, description="Istio resources, as applied to a cluster")
     checks: list[Check] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
     def _lab_name(cls, value: str) -> str:
-        if not LAB_NAME.match(value):
+        if not LAB_NAME.fullmatch(value):
             raise ValueError(f"'{value}' is not a lab name: use 1-32 of a-z, 0-9 and '-', e.g. lo-vs-eth0")
         return value
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespace_names(cls, value: dict[str, Namespace]) -> dict[str, Namespace]:
+        return _names_match(value, NAMESPACE_NAME, "namespace name '{}' must be a DNS label (a-z, 0-9, '-')")
 
     @field_validator("pods")
     @classmethod
     def _pod_names(cls, value: dict[str, Pod]) -> dict[str, Pod]:
         if not value:
             raise ValueError("a scenario needs at least one pod, e.g. 'pods: {client: {}}'")
-        return _names_match(value, POD_NAME, "pod name '{}' must be 1-40 of a-z, 0-9 and '-' (a DNS label)")
+        return _keys_match(value, POD_NAME, "pod name '{}' must be 1-40 of a-z, 0-9 and '-' (a DNS label)")
 
     @field_validator("services")
     @classmethod
     def _service_names(cls, value: dict[str, Service]) -> dict[str, Service]:
-        return _names_match(value, SERVICE_NAME, "service name '{}' must be of a-z, 0-9, '-' and '.'")
+        return _keys_match(value, SERVICE_NAME, "service name '{}' must be of a-z, 0-9, '-' and '.'")
 
     @field_validator("external")
     @classmethod
@@ -338,6 +440,23 @@ class Scenario(Strict):
 
 def _names_match(named: dict[str, T], pattern: re.Pattern[str], message: str) -> dict[str, T]:
     for name in named:
-        if not pattern.match(name):
-            raise ValueError(message.format(name))
+        if not pattern.fullmatch(name):
+            raise ValueError(message.format(name.encode("unicode_escape").decode()))
     return named
+
+
+def _keys_match(named: dict[str, T], pattern: re.Pattern[str], message: str) -> dict[str, T]:
+    """Keys are NAME or NAMESPACE/NAME (two namespaces may each have a pod or service of the same name)."""
+    for key in named:
+        namespace, sep, name = key.rpartition("/")
+        if sep and not NAMESPACE_NAME.fullmatch(namespace):
+            raise ValueError(f"'{key}': '{namespace}' is not a namespace name (NAMESPACE/NAME, a DNS label)")
+        if not pattern.fullmatch(name):
+            raise ValueError(message.format(name.encode("unicode_escape").decode()))
+    return named
+
+
+def split_key(key: str, namespace: str | None) -> tuple[str, str]:
+    """A pods:/services: key and its `namespace:` field -> (namespace, name)."""
+    key_namespace, _, name = key.rpartition("/")
+    return namespace or key_namespace or DEFAULT_NAMESPACE, name

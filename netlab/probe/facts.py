@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from netlab.model.schema import App, Scenario
-from netlab.plan import make_plan
+from netlab.model.base import DEFAULT_NAMESPACE
+from netlab.model.names import Names, split_host_port
+from netlab.model.schema import App
+from netlab.plan import LabPlan
 
 PASSTHROUGH_SOURCE = "127.0.0.6"
 
@@ -57,11 +59,13 @@ class MemberFacts:
 
 @dataclass(frozen=True)
 class ServiceFacts:
-    name: str
+    name: str  # the key in services:
     ip: str
-    port: int
-    pod: str
-    target_port: int
+    ports: dict[int, int]  # service port -> target port
+    endpoints: tuple[str, ...]  # the selected pods
+
+    def target_port(self, port: int) -> int:
+        return self.ports.get(port, port)
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,9 @@ class Target:
     kind: str  # service / pod / external / ip
     ip: str
     port: int
-    member: str | None  # the pod or external host the connection ends at (after the service DNAT)
+    member: str | None  # the pod or external host the connection ends at (a service's only endpoint)
     member_port: int | None
+    endpoints: tuple[str, ...] = ()  # a service's pods, one of which the connection ends at
 
     def describe(self) -> str:
         if self.kind == "service" and self.member:
@@ -87,19 +92,30 @@ class LabFacts:
     members: dict[str, MemberFacts]
     services: dict[str, ServiceFacts] = field(default_factory=dict)
     node_addresses: tuple[str, ...] = ()  # the node's TEST-NET addresses: what external hosts see (masquerade)
+    names: Names = field(default_factory=lambda: Names([], [], set()))
+    namespaces: dict[str, str] = field(default_factory=dict)  # pod -> its namespace
 
-    def resolve(self, to: str) -> Target:
-        host, _, port_text = to.rpartition(":")
-        port = int(port_text)
-        if host in self.services:
-            s = self.services[host]
-            return Target(to, "service", s.ip, port, s.pod, s.target_port if port == s.port else port)
-        if host in self.members:
-            m = self.members[host]
-            return Target(to, m.kind, m.ip, port, host, port)
+    def pod(self, ref: str) -> str:
+        """A pod key from what a user wrote (POD, NAMESPACE/POD); external hosts by name too."""
+        return ref if ref in self.members else self.names.pod(ref)
+
+    def resolve(self, to: str, source: str | None = None) -> Target:
+        """NAME:PORT as a pod in `source`'s namespace reaches it: a service (the node DNATs it to one of its
+        endpoints, unless a sidecar picks one itself), a pod, an external host, or an address."""
+        host, port = split_host_port(to)
+        namespace = self.namespaces.get(source or "", DEFAULT_NAMESPACE)
+        found = self.names.host(host, namespace)
+        if found is not None and found[0] == "service":
+            s = self.services[found[1]]
+            only = s.endpoints[0] if len(s.endpoints) == 1 else None
+            return Target(to, "service", s.ip, port, only, s.target_port(port), s.endpoints)
+        if found is not None:
+            m = self.members[found[1]]
+            return Target(to, m.kind, m.ip, port, found[1], port)
         for s in self.services.values():
             if s.ip == host:
-                return Target(to, "ip", host, port, s.pod, s.target_port if port == s.port else port)
+                only = s.endpoints[0] if len(s.endpoints) == 1 else None
+                return Target(to, "ip", host, port, only, s.target_port(port), s.endpoints)
         member = self.member_at(host)
         return Target(to, "ip", host, port, member, port if member else None)
 
@@ -129,22 +145,23 @@ def app_facts(app: App | None, ip: str) -> AppFacts | None:
     return AppFacts(app.kind, ip if eth0 else app.listen.host, app.listen.port, eth0)
 
 
-def lab_facts(scenario: Scenario, lab: str, members: dict[str, dict[str, Any]]) -> LabFacts:
-    """From the scenario, its plan and the lab state's members (addresses as the kernel got them)."""
-    plan = make_plan(scenario, lab)
+def lab_facts(plan: LabPlan, members: dict[str, dict[str, Any]]) -> LabFacts:
+    """From the lab's saved plan and its state's members (addresses as the kernel got them)."""
     facts: dict[str, MemberFacts] = {}
-    for name, pod in scenario.pods.items():
-        ip = members.get(name, {}).get("ip") or str(plan.pods[name].ip)
+    for key, pod in plan.pods.items():
+        ip = members.get(key, {}).get("ip") or str(pod.ip)
         sidecar = None
         if pod.sidecar is not None:
-            declared = tuple(sorted({s.target_port for s in plan.services.values() if s.pod == name}))
+            declared = tuple(sorted({p.target_port for s in plan.services.values() if key in s.endpoints
+                                     for p in s.ports}))
             edits = tuple(f"delete {e.delete}" if e.delete else f"insert {e.insert} {e.rule}"
                           for e in pod.sidecar.rule_edits)
             sidecar = SidecarFacts(pod.sidecar.istio, pod.sidecar.interception, pod.sidecar.inbound_passthrough,
                                    declared, edits)
-        facts[name] = MemberFacts(name, "pod", ip, app_facts(pod.app, ip), sidecar)
-    for name, ext in scenario.external.items():
-        facts[name] = MemberFacts(name, "external", str(ext.address), app_facts(ext.app, str(ext.address)))
-    services = {n: ServiceFacts(n, str(s.ip), s.port, s.pod, s.target_port) for n, s in plan.services.items()}
+        facts[key] = MemberFacts(key, "pod", ip, app_facts(pod.app, ip), sidecar)
+    for name, ext in plan.externals.items():
+        facts[name] = MemberFacts(name, "external", str(ext.ip), app_facts(ext.app, str(ext.ip)))
+    services = {k: ServiceFacts(k, str(s.ip), {p.port: p.target_port for p in s.ports}, s.endpoints)
+                for k, s in plan.services.items()}
     node = tuple(str(i.ip) for i in plan.node_external_addresses)
-    return LabFacts(lab, facts, services, node)
+    return LabFacts(plan.lab, facts, services, node, plan.names(), {k: p.namespace for k, p in plan.pods.items()})

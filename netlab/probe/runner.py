@@ -60,8 +60,8 @@ def title_of(check: ProbeCheck | PodCheck) -> str:
 class Runner:
     def __init__(self, state: LabState, scenario: Scenario, capture_dir: str | None = None) -> None:
         self.state = state
-        self.scenario = scenario
-        self.facts: LabFacts = lab_facts(scenario, state.lab, state.members)
+        self.facts: LabFacts = lab_facts(state.lab_plan(), state.members)
+        self.checks = [canonical(check, self.facts) for check in scenario.checks]
         self.capture_dir = capture_dir  # a pcap per probe on lo and eth0 of each pod involved
         self.extra: dict[str, Any] = {}  # the last probe's trace and pcap files, for the verdict's details
 
@@ -78,7 +78,7 @@ class Runner:
 
     def run(self, on_result: Callable[[CheckResult], None] = lambda _r: None) -> list[CheckResult]:
         results: list[CheckResult] = []
-        checks = self.scenario.checks
+        checks = self.checks
         last_probe: tuple[int, ProbeCheck, ProbeObservation, _Marks] | None = None
         for i, check in enumerate(checks):
             started = time.monotonic()
@@ -105,7 +105,7 @@ class Runner:
 
     def run_probe(self, check: ProbeCheck, followers: list[PodCheck],
                   index: int = 0) -> tuple[ProbeObservation, _Marks]:
-        target = self.facts.resolve(check.to)
+        target = self.facts.resolve(check.to, check.from_)
         source = self.facts.members[check.from_]
         netns = member_netns_path(self.state, check.from_)
         remote: Addr = (target.ip, target.port)
@@ -132,7 +132,7 @@ class Runner:
         self.extra = {}
         prefix = f"probe{index + 1:02d}"
         if check.trace:
-            result, recorded = trace_probe(self.state, self.scenario, self.facts, check.from_, check.to, payload,
+            result, recorded = trace_probe(self.state, self.facts, check.from_, check.to, payload,
                                            check.timeout, self.capture_dir, prefix)
             self.extra["trace"] = build_trace(recorded).to_json()
             if recorded.captures:
@@ -141,7 +141,7 @@ class Runner:
         source = self.facts.members[check.from_]
         if not self.capture_dir:
             return probe(netns, remote, payload, check.timeout, source.ip)
-        member = self.facts.resolve(check.to).member
+        member = self.facts.resolve(check.to, check.from_).member
         pods = [(m, member_netns_path(self.state, m)) for m in dict.fromkeys([check.from_, member])
                 if m and self.state.members[m]["kind"] == "pod"]
         with captures(pods, self.capture_dir, prefix) as paths:
@@ -202,6 +202,13 @@ class Runner:
                 obs.lines = [ln for ln in link(probe_obs.result.local, read_log_from(pod, log, marks.logs[pod]))
                              if ln.pod == pod]
         return obs
+
+
+def canonical(check: ProbeCheck | PodCheck, facts: LabFacts) -> ProbeCheck | PodCheck:
+    """The check with its pods named by their member keys (NAMESPACE/POD outside the default namespace)."""
+    if isinstance(check, ProbeCheck):
+        return check.model_copy(update={"from_": facts.pod(check.from_)})
+    return check.model_copy(update={"pod": facts.pod(check.pod)})
 
 
 def endpoints(local: Addr | None, lines: list[LogLine]) -> list[Addr]:

@@ -17,8 +17,6 @@ from netlab.engine.members import member_netns_path
 from netlab.engine.state import LabState
 from netlab.kernel.iptables import system_backend
 from netlab.kernel.sockets import list_sockets
-from netlab.model.schema import Scenario
-from netlab.plan import make_plan
 from netlab.probe.connect import probe
 from netlab.probe.facts import LabFacts
 from netlab.probe.observed import Addr, ProbeResult
@@ -62,8 +60,8 @@ def _changes(before: dict[str, tuple[str, int]], after: dict[str, tuple[str, int
     return changes
 
 
-def member_infos(state: LabState, scenario: Scenario) -> dict[str, MemberInfo]:
-    plan = make_plan(scenario, state.lab)
+def member_infos(state: LabState) -> dict[str, MemberInfo]:
+    plan = state.lab_plan()
     infos = {}
     for name, m in state.members.items():
         node_iface = None
@@ -76,12 +74,12 @@ def member_infos(state: LabState, scenario: Scenario) -> dict[str, MemberInfo]:
     return infos
 
 
-def trace_probe(state: LabState, scenario: Scenario, facts: LabFacts, source: str, to: str, send: bytes,
+def trace_probe(state: LabState, facts: LabFacts, source: str, to: str, send: bytes,
                 timeout: float = 3.0, capture_dir: str | None = None,
                 capture_prefix: str = "trace") -> tuple[ProbeResult, Observations]:
     """Run one probe from `source` to `to` (NAME:PORT) and record what every namespace saw."""
-    target = facts.resolve(to)
-    members = member_infos(state, scenario)
+    target = facts.resolve(to, source)
+    members = member_infos(state)
     logs = {m: info["sidecar"]["access_log"] for m, info in state.members.items() if info.get("sidecar")}
     peers_files = {m: state.peers_file(m) for m in state.members}
     log_marks = {m: file_size(p) for m, p in logs.items()}

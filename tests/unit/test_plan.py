@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 
 from netlab.model.loader import parse_scenario
 from netlab.plan import POD_CIDR, SERVICE_CIDR, lab_id, make_plan
@@ -45,7 +46,7 @@ def test_services_get_cluster_ips_and_point_at_their_pod() -> None:
     assert plan.services["fixed"].ip == ipaddress.ip_address("10.96.0.10")
     auto = plan.services["auto"]
     assert auto.ip in SERVICE_CIDR and auto.ip != plan.services["fixed"].ip
-    assert (auto.pod_ip, auto.target_port) == (plan.pods["p2"].ip, 80)
+    assert auto.endpoints == ("p2",) and [(p.port, p.target_port) for p in auto.ports] == [(8080, 80)]
 
 
 def test_external_hosts_share_the_node_address_of_their_net() -> None:
@@ -58,6 +59,15 @@ def test_external_hosts_share_the_node_address_of_their_net() -> None:
 def test_hosts_file_resolves_every_name() -> None:
     plan = make_plan(scenario(services={"svc": {"selector": "p0", "port": 80}},
                               external={"web": {"address": "203.0.113.5"}}))
-    hosts = dict(reversed(line.split("\t")) for line in plan.hosts_file().splitlines())
+    hosts = {name: ip for ip, names in (line.split("\t") for line in plan.hosts_file().splitlines())
+             for name in names.split()}
     assert hosts["p0"] == str(plan.pods["p0"].ip)
-    assert hosts["svc"] == str(plan.services["svc"].ip) and hosts["web"] == "203.0.113.5"
+    assert hosts["svc"] == hosts["svc.default.svc.cluster.local"] == str(plan.services["svc"].ip)
+    assert hosts["web"] == "203.0.113.5"
+
+
+def test_the_plan_survives_its_json() -> None:
+    plan = make_plan(scenario(services={"svc": {"selector": "p0", "port": 80}},
+                              external={"web": {"address": "203.0.113.5", "app": {"kind": "pong",
+                                                                                  "listen": "0.0.0.0:80"}}}))
+    assert type(plan).from_json(json.loads(json.dumps(plan.to_json()))) == plan

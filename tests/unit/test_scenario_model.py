@@ -22,7 +22,7 @@ def problems(data: dict) -> list[str]:
 
 def test_minimal_scenario_parses() -> None:
     scenario = parse_scenario(minimal(services={"svc": {"selector": "srv", "port": 80, "target_port": 8080}}))
-    assert scenario.services["svc"].backend_port == 8080
+    assert scenario.services["svc"].service_ports()[0].backend_port == 8080
     assert scenario.pods["srv"].app is not None and str(scenario.pods["srv"].app.listen) == "eth0:8080"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from netlab.model.names import Named, Names
 from netlab.model.schema import PodCheck, ProbeCheck
 from netlab.probe.facts import AppFacts, LabFacts, MemberFacts, ServiceFacts, SidecarFacts
 from netlab.probe.observed import (
@@ -28,8 +29,9 @@ def facts(app_host: str = "127.0.0.1", istio: str = "1.10", edits: tuple[str, ..
             "client": MemberFacts("client", "pod", CLIENT),
             "lo-1-10": MemberFacts("lo-1-10", "pod", POD, AppFacts("pong", app_host, 8080), side),
         },
-        {"lo": ServiceFacts("lo", "10.96.0.12", 8080, "lo-1-10", 8080)},
+        {"lo": ServiceFacts("lo", "10.96.0.12", {8080: 8080}, ("lo-1-10",))},
         ("198.51.100.1",),
+        Names([Named(p, p, "default") for p in ("client", "lo-1-10")], [Named("lo", "lo", "default")], set()),
     )
 
 
