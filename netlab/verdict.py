@@ -64,14 +64,30 @@ class CheckResult:
 
 
 def expect_text(expect: str | ProbeExpectReply) -> str:
-    return f"reply {expect.reply!r}" if isinstance(expect, ProbeExpectReply) else expect
+    if not isinstance(expect, ProbeExpectReply):
+        return expect
+    text = "reply" if expect.reply is None else f"reply {expect.reply!r}"
+    if expect.spread is not None:
+        text += " spread " + ", ".join(f"{k} {v:.0%}" for k, v in expect.spread.items()) + f" ±{expect.tolerance:.0%}"
+    return text
 
 
 def outcome_matches(expect: str | ProbeExpectReply, obs: ProbeObservation) -> bool:
     r = obs.result
     if isinstance(expect, ProbeExpectReply):
-        return r.outcome == "reply" and r.text == expect.reply.strip()
+        return r.outcome == "reply" and (expect.reply is None or r.text == expect.reply.strip())
     return r.outcome == expect
+
+
+def spread_of(expect: ProbeExpectReply, obs: ProbeObservation, facts: LabFacts) -> tuple[bool, str]:
+    """(every share within the tolerance, the counts): who answered the samples, by pod or Deployment."""
+    assert expect.spread is not None
+    total = sum(obs.answered.values()) or 1
+    counts = {key: sum(n for member, n in obs.answered.items() if facts.owns(key, member)) for key in expect.spread}
+    ok = all(abs(counts[key] / total - share) <= expect.tolerance for key, share in expect.spread.items())
+    others = {m: n for m, n in obs.answered.items() if not any(facts.owns(k, m) for k in expect.spread)}
+    text = ", ".join(f"{k} {n} ({n / total:.0%})" for k, n in {**counts, **others}.items())
+    return ok and not others, f"answered by {text}"
 
 
 def short(text: str, limit: int = 60) -> str:
@@ -85,6 +101,12 @@ def judge_probe(check: ProbeCheck, obs: ProbeObservation, facts: LabFacts) -> Ve
     expected = expect_text(check.expect)
     observed = f"reply {short(obs.result.text)}" if obs.result.outcome == "reply" else obs.result.outcome
     hops = obs.hops
+    spread = isinstance(check.expect, ProbeExpectReply) and check.expect.spread is not None
+    if spread:
+        assert isinstance(check.expect, ProbeExpectReply)
+        spread_ok, answered = spread_of(check.expect, obs, facts)
+        ok = ok and spread_ok
+        observed += f" ×{len(obs.samples_ms)}, {answered}"
     if check.hops is not None:
         expected += f", {check.hops} TCP connection(s)"
         observed += f", {hops if hops is not None else '?'} TCP connection(s)"
@@ -120,6 +142,8 @@ def explain_path(lines: list[LogLine], target: Target, facts: LabFacts, source: 
     steps: list[str] = []
     failures: list[str] = []
     outbound_first = bool(lines) and lines[0].get("direction") == "outbound" and lines[0].pod == source
+    if outbound_first and lines[0].get("cluster").startswith("outbound|"):
+        dnat = ""  # the sidecar chose the endpoint itself and connected to the pod IP
     if dnat and not outbound_first:
         steps.append(dnat)
     for i, line in enumerate(lines):
@@ -143,6 +167,15 @@ def explain_line(line: LogLine, facts: LabFacts) -> tuple[str, str]:
         how = f"captured the app's connection to {line.get('downstream_local')} on {OUTBOUND_PORT} " \
               "(OUTPUT → ISTIO_OUTPUT → ISTIO_REDIRECT)"
         head = f"{label} {how} and forwarded it to {upstream} ({cluster})"
+        host = line.addr("upstream_host")
+        if cluster.startswith("outbound|") and host is not None:
+            member = facts.members.get(facts.member_at(host[0]) or "")
+            whose = "" if member is None else f" ({member.name}'s {'pod IP' if member.kind == 'pod' else 'address'})"
+            head = (f"{label} {how}; its listener for {line.get('downstream_local')} took cluster {cluster}, and "
+                    f"the proxy picked the endpoint {upstream}{whose} itself: the node's service DNAT is not used")
+        elif flags == "UH" and cluster == "BlackHoleCluster":
+            head = (f"{label} {how}; no listener knows {line.get('downstream_local')}, and the catch-all chain "
+                    "sent it to BlackHoleCluster (outboundTrafficPolicy REGISTRY_ONLY: only known hosts)")
     else:
         remote = line.addr("downstream_remote")
         if remote and remote[0].startswith("127."):  # made in this pod: captured on its way out, through lo
@@ -196,6 +229,10 @@ def failure_text(line: LogLine, flags: str, details: str, facts: LabFacts, membe
         return f"the upstream connection failed ({why}) → the proxy reset the client"
     if flags == "UC":
         return f"the upstream reset the connection ({details}) → the proxy reset the client"
+    if flags == "UH" and line.get("cluster") == "BlackHoleCluster":
+        return "BlackHoleCluster has no endpoint (UH): the proxy closed the connection at once"
+    if flags == "UH":
+        return f"{line.get('cluster')} has no healthy endpoint (UH): the proxy closed the connection"
     if flags == "DC":
         return f"the client went away ({details})"
     return f"flags {flags} ({details})"

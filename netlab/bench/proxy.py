@@ -19,7 +19,6 @@ import re
 import secrets
 import shutil
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,8 @@ from netlab.bench.report import (
     format_table,
     row_cells,
 )
-from netlab.engine import build, members, require_root, teardown
+from netlab.engine import build, members, require_root, sidecar, teardown
+from netlab.engine.mesh import proxies
 from netlab.engine.state import LabState
 from netlab.errors import EnvironmentProblem, KernelError
 from netlab.istio_init.flags import parse_flags
@@ -158,17 +158,6 @@ def _write(path: str, text: str) -> str:
     return path
 
 
-def _wait_file(path: str, proc_pid: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path) and Path(path).read_text().strip():
-            return
-        if not os.path.exists(f"/proc/{proc_pid}"):
-            break
-        time.sleep(0.02)
-    raise KernelError(f"the proxy (pid {proc_pid}) did not write {path} within {timeout:.0f} s")
-
-
 def start_servers(state: LabState, workers: int) -> None:
     conf = _write(os.path.join(state.directory, "nginx.conf"), nginx_conf(state.directory, workers))
     nginx = members.start_in_member(state, "server", "nginx",
@@ -184,18 +173,13 @@ def start_proxy(state: LabState, variant: str, workers: int, access_log: bool) -
     netns = members.member_netns_path(state, "server")
     apply_istio_init(netns, parse_flags(INJECTOR_FLAGS, ISTIO), ISTIO)
     if variant == NETLAB:
-        ready = os.path.join(state.directory, "proxy.ready")
-        argv = [sys.executable, "-m", "netlab.proxy", "--istio", ISTIO, "--mode", "REDIRECT",
-                "--declared-ports", str(HTTP_PORT), "--ready-file", ready, "--workers", str(workers)]
-        if access_log:
-            argv += ["--access-log", os.path.join(state.directory, "logs", "server.proxy-access.log")]
-        proc = members.start_in_member(state, "server", "proxy", argv)  # root; it drops to 1337 itself
-        _wait_file(ready, proc.pid)
-    else:
-        conf = _write(os.path.join(state.directory, "haproxy.cfg"), haproxy_conf(workers))
-        proc = members.start_in_member(state, "server", "haproxy", ["haproxy", "-db", "-f", conf],
-                                         uid=PROXY_UID, gid=PROXY_GID)
-        members.wait_listening(state, "server", INBOUND_PORT, proc)
+        log = state.member_file("logs", "server", "proxy-access.log") if access_log else None
+        sidecar.start_proxy(state, "server", ["--istio", ISTIO, "--declared-ports", str(HTTP_PORT)], log, workers)()
+        return proxies(state)["server"]["pid"]
+    conf = _write(os.path.join(state.directory, "haproxy.cfg"), haproxy_conf(workers))
+    proc = members.start_in_member(state, "server", "haproxy", ["haproxy", "-db", "-f", conf],
+                                   uid=PROXY_UID, gid=PROXY_GID)
+    members.wait_listening(state, "server", INBOUND_PORT, proc)
     return proc.pid
 
 

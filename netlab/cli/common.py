@@ -24,6 +24,8 @@ out = Console(highlight=False, width=_PIPE_WIDTH)
 err = Console(stderr=True, highlight=False, width=_PIPE_WIDTH)
 
 lab_option = click.option("--lab", "-l", "lab", metavar="LAB", help="which lab (default: the only one up)")
+namespace_option = click.option("--namespace", "-n", "namespace", metavar="NS",
+                                help="the pod's namespace (or write NS/POD); needed when two namespaces have the pod")
 
 
 def print_json(document: Any) -> None:
@@ -55,11 +57,24 @@ def pick_running_lab(lab: str | None) -> LabState:
     return state
 
 
-def pick_pod(lab: str | None, member: str) -> tuple[LabState, str]:
-    """For verbs that look inside one pod: root, the lab, and the pod's namespace path (checked to be alive)."""
+def pick_pod(lab: str | None, ref: str, namespace: str | None = None) -> tuple[LabState, str, str]:
+    """For verbs that look inside one pod (or external host, or the node): root, the lab, the member's key and its
+    network namespace path (checked to be alive). POD, NS/POD, or POD with -n NS."""
     require_root()
     state = pick_lab(lab)
-    return state, member_netns_path(state, member)
+    member = ref if ref in state.members and namespace is None else _pod_key(state, ref, namespace)
+    return state, member, member_netns_path(state, member)
+
+
+def _pod_key(state: LabState, ref: str, namespace: str | None) -> str:
+    if not state.plan:  # a lab built by an older netlab: its members by name only
+        return ref
+    try:
+        return state.lab_plan().names().pod(ref, namespace)
+    except LookupError as err:
+        others = ", ".join(m for m, i in state.members.items() if i["kind"] != "pod")
+        raise UsageError(f"{err.args[0]} (lab {state.lab})",
+                         hint=f"other members: {others}" if others else "`netlab status` lists the pods") from None
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import click
 from rich.table import Table
 
 from netlab.cli.app import app
-from netlab.cli.common import lab_option, out, pick_pod, print_json
+from netlab.cli.common import lab_option, namespace_option, out, pick_pod, print_json
 from netlab.errors import EnvironmentProblem
 from netlab.kernel.sockets import list_sockets
 from netlab.probe.readers import read_conntrack
@@ -24,10 +24,11 @@ REWRITE_PORTS = {"15006": "REDIRECT to the inbound listener", "15001": "REDIRECT
 @app.command()
 @click.argument("member", metavar="POD")
 @lab_option
+@namespace_option
 @click.option("--json", "as_json", is_flag=True)
-def conntrack(member: str, lab: str | None, as_json: bool) -> None:
+def conntrack(member: str, lab: str | None, namespace: str | None, as_json: bool) -> None:
     """POD's conntrack table: original and reply tuples; the 15006/15001 rewrites show in the reply tuple."""
-    state, netns = pick_pod(lab, member)
+    state, member, netns = pick_pod(lab, member, namespace)
     entries = read_conntrack(netns)
     if as_json:
         print_json({"lab": state.lab, "pod": member, "entries": [e.fields for e in entries]})
@@ -48,10 +49,11 @@ def conntrack(member: str, lab: str | None, as_json: bool) -> None:
 @app.command()
 @click.argument("member", metavar="POD")
 @lab_option
+@namespace_option
 @click.option("--json", "as_json", is_flag=True)
-def sockets(member: str, lab: str | None, as_json: bool) -> None:
+def sockets(member: str, lab: str | None, namespace: str | None, as_json: bool) -> None:
     """POD's TCP sockets like `ss -tnp`: state, local and peer, owning process and uid (the sidecar is 1337)."""
-    state, netns = pick_pod(lab, member)
+    state, member, netns = pick_pod(lab, member, namespace)
     rows = list_sockets(netns)
     if as_json:
         print_json({"lab": state.lab, "pod": member, "sockets": [dataclasses.asdict(r) for r in rows]})
@@ -70,14 +72,16 @@ def sockets(member: str, lab: str | None, as_json: bool) -> None:
 @click.argument("member", metavar="POD")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="[IFACE|any] [-- FILTER]")
 @lab_option
+@namespace_option
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="pcap file to write")
 @click.option("--count", "-c", type=int, help="stop after this many packets (default: until Ctrl-C)")
-def capture(member: str, args: tuple[str, ...], lab: str | None, output: str, count: int | None) -> None:
+def capture(member: str, args: tuple[str, ...], lab: str | None, namespace: str | None, output: str,
+            count: int | None) -> None:
     """Capture packets in POD with tcpdump into a pcap (opens in Wireshark and `tcpdump -r`).
 
     `netlab capture server lo -o lo.pcap -- tcp port 8080` shows the proxy's 127.0.0.6 connection on lo.
     """
-    state, netns = pick_pod(lab, member)
+    state, member, netns = pick_pod(lab, member, namespace)
     # click consumes the `--`, so the interface is recognised by name: the first word, if the pod has it.
     words = [w for w in args if w != "--"]
     interface = "any"

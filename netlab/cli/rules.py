@@ -15,7 +15,7 @@ import click
 from rich.live import Live
 
 from netlab.cli.app import app
-from netlab.cli.common import lab_option, out, pick_pod, print_json
+from netlab.cli.common import lab_option, namespace_option, out, pick_pod, print_json
 from netlab.errors import UsageError
 from netlab.istio_init.flags import parse_flags
 from netlab.istio_init.render import render
@@ -77,19 +77,20 @@ def render_cmd(istio_version: str, fmt: str, ipv6: bool, family: str | None, dns
 @rules.command(name="show")
 @click.argument("member", metavar="POD")
 @lab_option
+@namespace_option
 @click.option("--table", "-t", type=click.Choice(["nat", "mangle", "raw", "filter"]), default="nat", show_default=True)
 @click.option("--zero", "-Z", is_flag=True, help="reset the counters after reading them (like iptables -L -Z)")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--watch", "-w", is_flag=True, help="refresh until Ctrl-C, highlighting counters that moved (watch -d)")
 @click.option("--interval", "-n", default=1.0, show_default=True, type=click.FloatRange(min=0.1),
               help="seconds between refreshes with --watch")
-def show_cmd(member: str, lab: str | None, table: str, zero: bool, as_json: bool, watch: bool,
+def show_cmd(member: str, lab: str | None, namespace: str | None, table: str, zero: bool, as_json: bool, watch: bool,
              interval: float) -> None:
     """The live chains of POD with packet and byte counters, like `iptables -t nat -L -n -v` in the pod.
 
     Read through the backend the pod's rules were applied with (legacy or nft).
     """
-    state, netns = pick_pod(lab, member)
+    state, member, netns = pick_pod(lab, member, namespace)
     backend = state.members[member].get("sidecar", {}).get("backend") or system_backend()
     if watch:
         if as_json:

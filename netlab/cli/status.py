@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
 from rich.table import Table
 
 from netlab.cli.app import app
-from netlab.cli.common import out, pick_lab, print_json
-from netlab.engine.members import member_netns_path
+from netlab.cli.common import out, pick_pod, print_json
+from netlab.engine.mesh import proxy_status
 from netlab.engine.state import LabState, list_labs, load_state
 from netlab.kernel.nsutil import is_same_process
 
@@ -24,8 +25,34 @@ def describe(state: LabState) -> dict[str, Any]:
         {k: e[k] for k in ("member", "role", "pid", "argv", "log")} | {"alive": is_same_process(e["pid"], e["started"])}
         for e in state.undo if e["kind"] == "process"
     ]
+    mesh = state.info.get("mesh", {})
     return {"lab": state.lab, "status": state.status, "scenario": state.scenario, "members": members,
-            "processes": processes, "services": state.info.get("services", {})}
+            "processes": processes, "services": state.info.get("services", {}),
+            "sidecars": sidecars(state, processes), "config_version": mesh.get("version"),
+            "istio_resources": [f"{r['kind']} {r['metadata'].get('namespace', 'default')}/{r['metadata']['name']}"
+                                for r in mesh.get("resources", [])]}
+
+
+def sidecars(state: LabState, processes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each sidecar's settings and, like `istioctl proxy-status`, whether it runs the last pushed configuration."""
+    pushed = state.info.get("mesh", {}).get("version")
+    alive = {p["member"] for p in processes if p["role"] == "proxy" and p["alive"]}
+    found = {}
+    for member, info in state.members.items():
+        sidecar = info.get("sidecar")
+        if sidecar is None:
+            continue
+        if member not in alive:
+            sync, version = "NOT RUNNING", None
+        elif os.geteuid() != 0 or state.status != "up":
+            sync, version = "UNKNOWN (needs root)" if os.geteuid() else "UNKNOWN", None
+        else:
+            status = proxy_status(state, member)
+            version = status.version
+            sync = "SYNCED" if version == pushed else (f"STALE ({status.error})" if status.error else "STALE")
+        found[member] = {"istio": sidecar["istio"], "interception": sidecar["mode"], "iptables": sidecar["backend"],
+                         "config_version": version, "status": sync}
+    return found
 
 
 def print_lab(state: LabState) -> None:
@@ -46,6 +73,12 @@ def print_lab(state: LabState) -> None:
         for port in svc["ports"]:
             targets = ", ".join(f"{pod}:{port['target_port']}" for pod in svc["endpoints"]) or "(no endpoints)"
             out.print(f"service {name}: {svc['ip']}:{port['port']} -> {targets}")
+    for name, sidecar in info["sidecars"].items():
+        version = f"config v{sidecar['config_version']}" if sidecar["config_version"] is not None else "config ?"
+        out.print(f"sidecar {name}: Istio {sidecar['istio']} {sidecar['interception']}, iptables {sidecar['iptables']}"
+                  f", {version} {sidecar['status']}")
+    if info["istio_resources"]:
+        out.print(f"istio resources: {', '.join(info['istio_resources'])}")
 
 
 @app.command()
@@ -55,9 +88,8 @@ def print_lab(state: LabState) -> None:
 def status(lab: str | None, as_json: bool, pid_of: str | None) -> None:
     """Show the labs that are up (or one LAB): members, addresses, PIDs, processes, services."""
     if pid_of is not None:
-        state = pick_lab(lab)
-        member_netns_path(state, pid_of)  # a clear error for an unknown pod
-        click.echo(state.members[pid_of]["pid"])
+        state, member, _ = pick_pod(lab, pid_of)  # a clear error for an unknown pod
+        click.echo(state.members[member]["pid"])
         return
     states = [s for s in (load_state(name) for name in ([lab] if lab else list_labs())) if s is not None]
     if as_json:

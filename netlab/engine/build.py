@@ -13,6 +13,7 @@ from pathlib import Path
 
 from netlab.engine import require_root
 from netlab.engine.members import start_app
+from netlab.engine.mesh import config_path, write_snapshots
 from netlab.engine.sidecar import install_sidecar
 from netlab.engine.state import LabState, check_lab_name
 from netlab.engine.teardown import teardown
@@ -86,12 +87,14 @@ def _build(plan: LabPlan, scenario: Scenario, state: LabState, progress: Progres
         _write_hosts(state, ext.netns, plan.hosts_file())
     progress("node nat: services and masquerade")
     node_nat.install_node_nat(node.netns_path, plan)
+    progress("control plane: a configuration snapshot per sidecar")
+    write_snapshots(state, scenario.istio)
     # Start every proxy and app first, then wait for them all: their interpreters start up in parallel.
     waits: list[Callable[[], None]] = []
     for pod in plan.pods.values():
         if pod.sidecar is not None:
             progress(f"sidecar in {pod.key} (Istio {pod.sidecar.istio})")
-            waits.append(install_sidecar(state, plan, pod.key, pod.sidecar, scenario.iptables))
+            waits.append(install_sidecar(state, pod.key, pod.sidecar, config_path(state, pod.key), scenario.iptables))
     apps = [(p.key, p.app) for p in plan.pods.values() if p.app]
     apps += [(e.name, e.app) for e in plan.externals.values() if e.app]
     for name, app in apps:

@@ -15,36 +15,36 @@ from netlab.engine.state import LabState
 from netlab.istio_init.flags import parse_flags
 from netlab.kernel.iptables import apply_istio_init, delete_rule, insert_rule
 from netlab.model.schema import RuleEdit, Sidecar
-from netlab.plan import LabPlan
 
 PROXY_READY_TIMEOUT = 10.0
 
 
-def declared_ports(plan: LabPlan, pod: str) -> list[int]:
-    """Ports that services selecting the pod declare: those get `inbound|port||` clusters in the proxy."""
-    return sorted({p.target_port for s in plan.services.values() if pod in s.endpoints for p in s.ports})
-
-
-def install_sidecar(state: LabState, plan: LabPlan, pod: str, sidecar: Sidecar,
+def install_sidecar(state: LabState, pod: str, sidecar: Sidecar, config: str,
                     iptables: str = "auto") -> Callable[[], None]:
-    """Apply the rules and start the proxy; returns a function that waits until the proxy is ready."""
+    """Apply the rules and start the proxy on its snapshot `config`; returns a function that waits until the proxy
+    is ready."""
     netns = member_netns_path(state, pod)
     cfg = parse_flags(sidecar.injector_flags(), sidecar.istio, env=sidecar.env)
     backend = apply_istio_init(netns, cfg, sidecar.istio, None if iptables == "auto" else iptables)
     for edit in sidecar.rule_edits:
         apply_rule_edit(netns, edit, backend)
     access_log = state.member_file("logs", pod, "access.log")
+    state.members[pod]["sidecar"] = {"istio": sidecar.istio, "mode": sidecar.interception, "backend": backend,
+                                     "access_log": access_log, "config": config,
+                                     "rule_edits": [e.model_dump(exclude_none=True) for e in sidecar.rule_edits]}
+    return start_proxy(state, pod, ["--config", config], access_log)
+
+
+def start_proxy(state: LabState, pod: str, proxy_args: list[str], access_log: str | None = None,
+                workers: int = 1) -> Callable[[], None]:
+    """`python -m netlab.proxy PROXY_ARGS` in the pod, as root (it drops to 1337 itself after binding); returns a
+    function that waits until it is ready."""
     ready = state.member_file("run", pod, "proxy.ready")
     os.makedirs(os.path.dirname(ready), exist_ok=True)
-    argv = [sys.executable, "-m", "netlab.proxy", "--istio", sidecar.istio, "--mode", sidecar.interception,
-            "--declared-ports", ",".join(map(str, declared_ports(plan, pod))),
-            "--access-log", access_log, "--ready-file", ready]
-    if sidecar.inbound_passthrough is False:
-        argv.append("--no-inbound-passthrough")
-    state.members[pod]["sidecar"] = {"istio": sidecar.istio, "mode": sidecar.interception, "backend": backend,
-                                     "access_log": access_log, "rule_edits": [e.model_dump(exclude_none=True)
-                                                                              for e in sidecar.rule_edits]}
-    proc = start_in_member(state, pod, "proxy", argv)  # as root: the proxy drops to 1337 itself after binding
+    argv = [sys.executable, "-m", "netlab.proxy", *proxy_args, "--ready-file", ready, "--workers", str(workers)]
+    if access_log is not None:
+        argv += ["--access-log", access_log]
+    proc = start_in_member(state, pod, "proxy", argv)
     return lambda: wait_until(lambda: os.path.exists(ready) and os.path.getsize(ready) > 0, proc,
                               PROXY_READY_TIMEOUT, f"the sidecar proxy in {pod} did not become ready")
 

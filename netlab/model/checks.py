@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from netlab.model.base import DEFAULT_NAMESPACE
-from netlab.model.names import Names, is_ipv4, pod_instances, split_host_port
+from netlab.model.names import Names, is_ipv4, member_key, pod_instances, split_host_port
 from netlab.model.problems import Problem, unknown
-from netlab.model.schema import App, ProbeCheck, Scenario
+from netlab.model.schema import App, MeshStep, ProbeCheck, ProbeExpectReply, Scenario
 
 
 def check_problems(scenario: Scenario) -> list[Problem]:
@@ -13,9 +13,20 @@ def check_problems(scenario: Scenario) -> list[Problem]:
     names = Names.of_scenario(scenario)
     pods = {p.key: p for p in pod_instances(scenario)}
     seen_probe = False
+    workloads = {member_key(p.namespace, p.workload) for p in pods.values()}
     for i, check in enumerate(scenario.checks):
+        if isinstance(check, MeshStep):
+            continue
         if isinstance(check, ProbeCheck):
             seen_probe = True
+            expect = check.expect
+            if isinstance(expect, ProbeExpectReply) and expect.spread is not None:
+                if check.samples < 2:
+                    problems.append(Problem(f"checks.{i}.samples", "a spread needs samples, e.g. samples: 30"))
+                for key in expect.spread:
+                    if key not in pods and key not in workloads:
+                        problems.append(Problem(f"checks.{i}.expect.spread", unknown(
+                            "pod or Deployment", key, set(pods) | workloads)))
             try:
                 source = pods[names.pod(check.from_)]
             except LookupError as err:

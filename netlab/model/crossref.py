@@ -5,8 +5,9 @@ Every problem is collected (not just the first), each with the path of the key t
 
 from __future__ import annotations
 
+from netlab.mesh.types import ROOT_NAMESPACE
 from netlab.model.base import DEFAULT_NAMESPACE
-from netlab.model.istio import ROOT_NAMESPACE, describe, resource_key
+from netlab.model.istio import describe, resource_key
 from netlab.model.names import pod_instances, service_refs
 from netlab.model.problems import Problem, unknown
 from netlab.model.schema import SERVICE_CIDR, Scenario, split_key

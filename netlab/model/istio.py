@@ -16,8 +16,6 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from netlab.model.base import NAMESPACE_NAME, Labels, Port, Strict, check_labels
 
 NETWORKING_VERSIONS = Literal["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
-# The root namespace: a Sidecar there (without a selector) is the mesh-wide default (meshConfig.rootNamespace).
-ROOT_NAMESPACE = "istio-system"
 RESOURCE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS-1123 subdomain
 HOST = re.compile(r"(\*|\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\*")
 # Istio's protocol names (pkg/config/protocol): what a ServiceEntry port may declare.

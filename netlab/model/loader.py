@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from netlab.errors import UsageError
 from netlab.model.checks import check_problems
 from netlab.model.crossref import lab_problems
-from netlab.model.istio import KINDS
+from netlab.model.istio import KINDS, IstioResource, describe, resource_key
 from netlab.model.problems import Problem, ScenarioError
-from netlab.model.schema import Scenario
+from netlab.model.schema import MeshStep, Scenario
 
 
 def _scenario_dir() -> Path:
@@ -55,11 +55,33 @@ def load_scenario(name_or_path: str) -> tuple[Scenario, Path]:
     inline = first.get("istio", []) if isinstance(first, dict) else None
     if more and isinstance(inline, list):
         first = {**first, "istio": [*inline, *more]}  # type: ignore[dict-item]
-        return parse_scenario(first, source=str(path), documents_from=len(inline)), path
+        return with_step_files(parse_scenario(first, source=str(path), documents_from=len(inline)), path), path
     if more:
         raise UsageError(f"{path}: {len(documents)} YAML documents, but the first is not a scenario with an "
                          "`istio:` list", hint="the first document is the scenario; further ones are Istio resources")
-    return parse_scenario(first, source=str(path)), path
+    return with_step_files(parse_scenario(first, source=str(path)), path), path
+
+
+def with_step_files(scenario: Scenario, path: Path) -> Scenario:
+    """The scenario with each apply/delete step that names a file holding that file's resources instead (relative
+    to the scenario's directory), so that a step's resources are checked before anything is built."""
+    checks = list(scenario.checks)
+    problems: list[Problem] = []
+    for i, check in enumerate(checks):
+        if isinstance(check, MeshStep) and isinstance(check.resources, str):
+            file = (path.parent / check.resources).resolve()
+            try:
+                resources = load_resources(file)
+            except ScenarioError as err:
+                problems += [Problem(f"checks.{i}.{check.action} ({file}) {p.path}", p.message) for p in err.problems]
+                continue
+            except UsageError as err:
+                problems.append(Problem(f"checks.{i}.{check.action}", f"{err} ({err.hint})"))
+                continue
+            checks[i] = check.model_copy(update={check.action: resources})
+    if problems:
+        raise ScenarioError(str(path), problems)
+    return scenario.model_copy(update={"checks": checks})
 
 
 def read_documents(path: Path) -> list[Any]:
@@ -87,6 +109,52 @@ def parse_scenario(data: Any, source: str = "scenario", documents_from: int | No
     if problems:
         raise ScenarioError(source, problems)
     return scenario
+
+
+_RESOURCES = TypeAdapter(list[IstioResource])
+
+
+def parse_resources(data: Any, source: str = "resources", documents: bool = False) -> list[IstioResource]:
+    """Istio resources (a list of mappings). `documents`: they are a file's YAML documents (paths "document N")."""
+    if not isinstance(data, list):
+        raise ScenarioError(source, [Problem("", "expected Istio resources (apiVersion, kind, metadata, spec)")])
+    try:
+        resources = _RESOURCES.validate_python(data)
+    except ValidationError as err:
+        problems = [_problem(e) for e in err.errors()]
+        if documents:
+            problems = [Problem(_document_path(p.path), p.message) for p in problems]
+        raise ScenarioError(source, problems) from None
+    seen: dict[tuple[str, str, str], int] = {}
+    problems = []
+    for i, resource in enumerate(resources):
+        key = resource_key(resource)
+        if key in seen:
+            where = f"document {i + 1}" if documents else str(i)
+            problems.append(Problem(where, f"{describe(resource)} appears twice"))
+        seen.setdefault(key, i)
+    if problems:
+        raise ScenarioError(source, problems)
+    return resources
+
+
+def load_resources(path: Path) -> list[IstioResource]:
+    """A file of Istio resources as `kubectl apply -f` takes it: one per YAML document (or a `kind: List`)."""
+    documents = read_documents(path)
+    if len(documents) == 1 and isinstance(documents[0], dict) and documents[0].get("kind") == "List":
+        documents = documents[0].get("items") or []
+    if not documents:
+        raise UsageError(f"{path} holds no Istio resource", hint="e.g. apiVersion: networking.istio.io/v1, "
+                         "kind: ServiceEntry, metadata: {name: ...}, spec: {...}")
+    return parse_resources(documents, source=str(path), documents=True)
+
+
+def _document_path(path: str) -> str:
+    """0.spec.hosts -> document 1.spec.hosts"""
+    index, _, rest = path.partition(".")
+    if not index.isdigit():
+        return path
+    return f"document {int(index) + 1}" + (f".{rest}" if rest else "")
 
 
 def _document(problem: Problem, documents_from: int | None) -> Problem:
@@ -126,5 +194,6 @@ def _problem(error: Any) -> Problem:
 
 def _is_union_tag(previous: object, part: object) -> bool:
     # pydantic puts the tag of the union member it chose into the path ("checks.0.probe.to"); users don't need it.
-    return (part in ("probe", "pod", "outcome", "reply") and (isinstance(previous, int) or previous == "expect")) or (
+    return (part in ("probe", "pod", "step", "outcome", "reply") and (isinstance(previous, int) or
+                                                                    previous == "expect")) or (
         part in KINDS and isinstance(previous, int))

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netlab.mesh.types import CLUSTER_DOMAIN
 from netlab.model.base import DEFAULT_NAMESPACE
 from netlab.model.schema import Pod, Scenario, Service, split_key
-
-CLUSTER_DOMAIN = "cluster.local"
 
 
 def member_key(namespace: str, name: str) -> str:

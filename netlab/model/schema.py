@@ -290,7 +290,30 @@ class External(Strict):
 
 
 class ProbeExpectReply(Strict):
-    reply: str
+    """A reply (with this text, when `reply` is given); with `samples`, `spread` says which pods should answer what
+    share of them, each within `tolerance` (keys: pods, or Deployments meaning all their replicas)."""
+
+    reply: str | None = None
+    spread: dict[str, float] | None = None
+    tolerance: float = Field(0.1, ge=0, le=1)
+
+    @field_validator("spread")
+    @classmethod
+    def _shares(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("spread needs at least one pod, e.g. {reviews-v1: 0.8, reviews-v2: 0.2}")
+            if any(not 0 <= share <= 1 for share in value.values()):
+                raise ValueError("each share of a spread is between 0 and 1")
+            if abs(sum(value.values()) - 1) > 0.011:
+                raise ValueError(f"the shares add up to {sum(value.values()):g}, not 1")
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> ProbeExpectReply:
+        if self.reply is None and self.spread is None:
+            raise ValueError("expect a reply text ({reply: pong}), a spread, or write `expect: reply` for any reply")
+        return self
 
 
 # What a probe can observe. `unreachable` covers ICMP host/network unreachable (no route, no neighbour).
@@ -376,16 +399,44 @@ class PodCheck(Strict):
     expect: PodExpect
 
 
+class MeshStep(Strict):
+    """A step between checks: apply Istio resources to the running lab (`kubectl apply -f`), or delete them.
+    The resources are given inline, or as a file (relative to the scenario's directory)."""
+
+    name: str | None = None
+    apply: list[IstioResource] | str | None = None
+    delete: list[IstioResource] | str | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> MeshStep:
+        if (self.apply is None) == (self.delete is None):
+            raise ValueError("give exactly one of 'apply' or 'delete' (Istio resources, or a file of them)")
+        return self
+
+    @property
+    def action(self) -> str:
+        return "apply" if self.apply is not None else "delete"
+
+    @property
+    def resources(self) -> list[IstioResource] | str:
+        found = self.apply if self.apply is not None else self.delete
+        assert found is not None
+        return found
+
+
 def _check_kind(value: object) -> str:
     if isinstance(value, PodCheck) or (isinstance(value, dict) and "pod" in value):
         return "pod"
+    if isinstance(value, MeshStep) or (isinstance(value, dict) and ("apply" in value or "delete" in value)):
+        return "step"
     return "probe"
 
 
-# A check with a `pod` key says what a pod observed; any other is a probe. Naming the kind up front gives one
-# error per mistake instead of one per union member.
+# A check with a `pod` key says what a pod observed, one with `apply` or `delete` changes the mesh; any other is a
+# probe. Naming the kind up front gives one error per mistake instead of one per union member.
 Check = Annotated[
-    Annotated[ProbeCheck, Tag("probe")] | Annotated[PodCheck, Tag("pod")], Discriminator(_check_kind)
+    Annotated[ProbeCheck, Tag("probe")] | Annotated[PodCheck, Tag("pod")] | Annotated[MeshStep, Tag("step")],
+    Discriminator(_check_kind),
 ]
 
 

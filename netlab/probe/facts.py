@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netlab.model.base import DEFAULT_NAMESPACE
-from netlab.model.names import Names, split_host_port
+from netlab.model.names import Names, member_key, split_host_port
 from netlab.model.schema import App
 from netlab.plan import LabPlan
 
@@ -94,6 +94,11 @@ class LabFacts:
     node_addresses: tuple[str, ...] = ()  # the node's TEST-NET addresses: what external hosts see (masquerade)
     names: Names = field(default_factory=lambda: Names([], [], set()))
     namespaces: dict[str, str] = field(default_factory=dict)  # pod -> its namespace
+    workloads: dict[str, str] = field(default_factory=dict)  # pod -> its Deployment (NAMESPACE/NAME outside default)
+
+    def owns(self, key: str, member: str) -> bool:
+        """Is `member` the pod `key` names, or one of the replicas of the Deployment `key`?"""
+        return member == key or self.workloads.get(member) == key
 
     def pod(self, ref: str) -> str:
         """A pod key from what a user wrote (POD, NAMESPACE/POD); external hosts by name too."""
@@ -164,4 +169,6 @@ def lab_facts(plan: LabPlan, members: dict[str, dict[str, Any]]) -> LabFacts:
     services = {k: ServiceFacts(k, str(s.ip), {p.port: p.target_port for p in s.ports}, s.endpoints)
                 for k, s in plan.services.items()}
     node = tuple(str(i.ip) for i in plan.node_external_addresses)
-    return LabFacts(plan.lab, facts, services, node, plan.names(), {k: p.namespace for k, p in plan.pods.items()})
+    workloads = {k: member_key(p.namespace, p.workload) for k, p in plan.pods.items()}
+    return LabFacts(plan.lab, facts, services, node, plan.names(), {k: p.namespace for k, p in plan.pods.items()},
+                    workloads)

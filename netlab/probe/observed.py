@@ -176,6 +176,7 @@ class ProbeObservation:
     lines: list[LogLine] = field(default_factory=list)  # sidecar access-log lines of this probe, in path order
     connections: list[tuple[str, ConntrackEntry]] = field(default_factory=list)  # (member, entry) when traced
     samples_ms: list[float] = field(default_factory=list)
+    answered: dict[str, int] = field(default_factory=dict)  # with samples: connections each member's app accepted
 
     @property
     def hops(self) -> int | None:

@@ -15,7 +15,9 @@ from typing import Any
 
 from netlab.engine.members import member_netns_path
 from netlab.engine.state import LabState
-from netlab.model.schema import PodCheck, ProbeCheck, Scenario
+from netlab.errors import NetlabError
+from netlab.model.istio import describe
+from netlab.model.schema import Check, MeshStep, PodCheck, ProbeCheck, Scenario
 from netlab.probe.connect import probe
 from netlab.probe.facts import LabFacts, lab_facts
 from netlab.probe.observed import (
@@ -37,7 +39,7 @@ from netlab.probe.readers import (
     read_from,
     read_log_from,
 )
-from netlab.verdict import CheckResult, expect_text, judge_pod, judge_probe
+from netlab.verdict import CheckResult, Verdict, expect_text, judge_pod, judge_probe
 
 
 @dataclass
@@ -52,6 +54,9 @@ class _Marks:
 def title_of(check: ProbeCheck | PodCheck) -> str:
     if check.name:
         return check.name
+    if isinstance(check, MeshStep):
+        return f"{check.action} " + (check.resources if isinstance(check.resources, str)
+                                      else ", ".join(describe(r) for r in check.resources))
     if isinstance(check, ProbeCheck):
         return f"{check.from_} → {check.to}: {expect_text(check.expect)}"
     return f"{check.pod}: " + ", ".join(check.expect.model_dump(exclude_none=True))
@@ -82,10 +87,12 @@ class Runner:
         last_probe: tuple[int, ProbeCheck, ProbeObservation, _Marks] | None = None
         for i, check in enumerate(checks):
             started = time.monotonic()
-            if isinstance(check, ProbeCheck):
+            if isinstance(check, MeshStep):
+                verdict, kind = self.run_step(check), "step"
+            elif isinstance(check, ProbeCheck):
                 followers = []
                 for later in checks[i + 1:]:
-                    if isinstance(later, ProbeCheck):
+                    if not isinstance(later, PodCheck):
                         break
                     followers.append(later)
                 obs, marks = self.run_probe(check, followers, i)
@@ -103,6 +110,30 @@ class Runner:
             on_result(result)
         return results
 
+    def run_step(self, step: MeshStep) -> Verdict:
+        """Apply or delete Istio resources in the running lab and push the new configuration to every sidecar."""
+        from netlab.engine.mesh import applied, deleted, push, resources_of  # the engine's control plane
+
+        resources = step.resources
+        assert isinstance(resources, list)  # the loader read step files
+        names = ", ".join(describe(r) for r in resources)
+        current = resources_of(self.state)
+        if step.action == "apply":
+            wanted, missing = applied(current, resources), []
+        else:
+            wanted, missing = deleted(current, resources)
+        if missing:
+            return Verdict(False, f"delete {names}", f"not applied: {', '.join(missing)}",
+                           f"{', '.join(missing)} was not in the lab; nothing changed")
+        try:
+            version = push(self.state, wanted)
+        except NetlabError as err:
+            return Verdict(False, f"{step.action} {names}", "push failed", str(err))
+        word = "applied" if step.action == "apply" else "deleted"
+        return Verdict(True, f"{step.action} {names}", f"config version {version} on every sidecar (SYNCED)",
+                       f"{word} {names}: the control plane recomputed every sidecar's configuration and pushed "
+                       f"version {version}; each proxy reloaded it (open connections keep their route)")
+
     def run_probe(self, check: ProbeCheck, followers: list[PodCheck],
                   index: int = 0) -> tuple[ProbeObservation, _Marks]:
         target = self.facts.resolve(check.to, check.from_)
@@ -110,11 +141,16 @@ class Runner:
         netns = member_netns_path(self.state, check.from_)
         remote: Addr = (target.ip, target.port)
         payload = check.send.encode()
+        before = {m: file_size(self.state.peers_file(m)) for m in self.state.members} if check.samples > 1 else {}
         samples = [probe(netns, remote, payload, check.timeout, source.ip).elapsed_ms
                    for _ in range(check.samples - 1)]
         marks = self.mark(followers)
         result = self.observed_probe(check, index, netns, remote, payload)
         obs = ProbeObservation(result, samples_ms=[*samples, result.elapsed_ms] if check.samples > 1 else [])
+        for member, size in before.items():
+            accepted = len(read_from(self.state.peers_file(member), size).splitlines())
+            if accepted:
+                obs.answered[member] = accepted
         relevant = [m for m in (check.from_, target.member) if m and self.access_log(m)]
         logs = {pod: self.access_log(pod) or "" for pod in marks.logs}
         obs.lines = linked_lines(result.local, logs, marks.logs, relevant)
@@ -204,8 +240,10 @@ class Runner:
         return obs
 
 
-def canonical(check: ProbeCheck | PodCheck, facts: LabFacts) -> ProbeCheck | PodCheck:
+def canonical(check: Check, facts: LabFacts) -> Check:
     """The check with its pods named by their member keys (NAMESPACE/POD outside the default namespace)."""
+    if isinstance(check, MeshStep):
+        return check
     if isinstance(check, ProbeCheck):
         return check.model_copy(update={"from_": facts.pod(check.from_)})
     return check.model_copy(update={"pod": facts.pod(check.pod)})

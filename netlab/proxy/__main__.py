@@ -3,12 +3,16 @@
 Start it as root inside the pod's netns, e.g.
 
     nsenter --net=/proc/PID/ns/net /opt/netlab/venv/bin/python -m netlab.proxy \\
-        --istio 1.10 --mode REDIRECT --declared-ports 8080 --access-log /run/netlab/LAB/POD/proxy.log \\
-        --ready-file /run/netlab/LAB/POD/proxy.ready
+        --config /run/netlab/LAB/mesh/POD.json --access-log /run/netlab/LAB/logs/POD.access.log \\
+        --ready-file /run/netlab/LAB/run/POD.proxy.ready
 
-It binds 15001/15006/15021/15090 on 0.0.0.0, switches to --uid/--gid, then prints one line `ready` on stdout
-and writes its PID into --ready-file. SIGTERM or SIGINT stops it (exit 0). Exit 2: bad arguments; exit 3:
-cannot bind or cannot drop privileges.
+--config is the configuration snapshot the lab's control plane writes (netlab.mesh); SIGHUP reads it again. On
+its own, without --config, `--istio 1.10 [--mode TPROXY] [--declared-ports 8080]` makes a sidecar that knows no
+service (passthrough both ways, inbound clusters for the declared ports).
+
+It binds 15001/15006/15021/15090 on 0.0.0.0 and its admin API on 127.0.0.1:15000, switches to --uid/--gid, then
+prints one line `ready` on stdout and writes its PID into --ready-file. SIGTERM or SIGINT stops it (exit 0).
+Exit 2: bad arguments or configuration; exit 3: cannot bind or cannot drop privileges.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from netlab.errors import NetlabError
+from netlab.errors import NetlabError, UsageError
+from netlab.istio_init.versions import parse_version
 from netlab.kernel.procname import set_process_name
+from netlab.mesh.build import standalone_snapshot
+from netlab.mesh.types import Snapshot, loads
 from netlab.proxy.config import ProxyConfig
 
 
@@ -30,12 +37,15 @@ def _ports(text: str) -> frozenset[int]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m netlab.proxy", description="netlab sidecar proxy (Envoy's part)")
-    p.add_argument("--istio", default="1.10", help="Istio version whose inbound behaviour to mimic (1.9, 1.10, ...)")
-    p.add_argument("--mode", choices=("REDIRECT", "TPROXY"), default="REDIRECT", help="interception mode")
-    p.add_argument("--declared-ports", type=_ports, default=frozenset(), metavar="P1,P2",
-                   help="ports declared by services selecting the pod (inbound|port|| clusters)")
-    p.add_argument("--no-inbound-passthrough", action="store_true",
-                   help="istiod PILOT_ENABLE_INBOUND_PASSTHROUGH=false: 1.9 inbound targets on 1.10-1.20")
+    p.add_argument("--config", metavar="PATH", help="configuration snapshot (JSON, from netlab's control plane); "
+                   "read again on SIGHUP")
+    standalone = p.add_argument_group("without --config: a sidecar that knows no service")
+    standalone.add_argument("--istio", default="1.10", help="Istio version to mimic (1.9, 1.10, ...)")
+    standalone.add_argument("--mode", choices=("REDIRECT", "TPROXY"), default="REDIRECT", help="interception mode")
+    standalone.add_argument("--declared-ports", type=_ports, default=frozenset(), metavar="P1,P2",
+                            help="ports a Service selecting the pod declares (inbound|port|| clusters)")
+    standalone.add_argument("--no-inbound-passthrough", action="store_true",
+                            help="istiod PILOT_ENABLE_INBOUND_PASSTHROUGH=false: 1.9 inbound targets on 1.10-1.20")
     p.add_argument("--uid", type=int, default=None, help="user to run as (default 1337; 0 in TPROXY mode)")
     p.add_argument("--gid", type=int, default=1337, help="group to run as (default 1337)")
     p.add_argument("--no-drop-privileges", action="store_true", help="keep the current uid/gid (tests only)")
@@ -49,11 +59,29 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_snapshot(path: str) -> Snapshot:
+    try:
+        with open(path, "rb") as f:
+            return loads(f.read())
+    except OSError as err:
+        raise UsageError(f"cannot read the configuration {path}: {err.strerror}") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{path} is not a configuration snapshot: {err!r}") from None
+
+
 def config_from_args(argv: list[str] | None = None) -> ProxyConfig:
     a = parser().parse_args(argv)
-    uid = a.uid if a.uid is not None else (0 if a.mode == "TPROXY" else 1337)
+    if a.config is not None:
+        snapshot = load_snapshot(a.config)
+    else:
+        if a.no_inbound_passthrough and parse_version(a.istio).minor >= 21:
+            raise UsageError(f"--no-inbound-passthrough does not exist in istio {a.istio}",
+                             hint="PILOT_ENABLE_INBOUND_PASSTHROUGH was removed in 1.21.0; it applies to 1.10-1.20")
+        snapshot = standalone_snapshot(a.istio, a.mode, sorted(a.declared_ports), not a.no_inbound_passthrough)
+    mode = snapshot.node.mode
+    uid = a.uid if a.uid is not None else (0 if mode == "TPROXY" else 1337)
     return ProxyConfig(
-        istio=a.istio, mode=a.mode, declared_ports=a.declared_ports, inbound_passthrough=not a.no_inbound_passthrough,
+        snapshot=snapshot, config_path=a.config,
         uid=uid, gid=a.gid, bind_address=a.bind, access_log=a.access_log, access_log_json=a.access_log_json,
         workers=a.workers, connect_timeout=a.connect_timeout, idle_timeout=a.idle_timeout, ready_file=a.ready_file,
         drop_privileges=not a.no_drop_privileges,

@@ -1,9 +1,17 @@
-"""15021 `GET /healthz/ready` and 15090 `GET /stats/prometheus`: one request per connection, HTTP/1.1, then close."""
+"""The proxy's own HTTP endpoints, one request per connection (HTTP/1.1, then close): 15021 `GET /healthz/ready`,
+15090 `GET /stats/prometheus`, and Envoy's admin API on 127.0.0.1:15000, `GET /config_dump`: the snapshot this
+worker routes by, with its endpoints' live state (what `netlab proxy-config` prints, as istioctl reads Envoy's).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from netlab.proxy.dispatch import Dispatch
 
 # path -> handler returning (status, content type, body); None means the path is unknown.
 Handler = Callable[[str], tuple[int, str, str] | None]
@@ -66,5 +74,24 @@ def stats_handler(render: Callable[[], str]) -> Handler:
         if path != "/stats/prometheus":
             return None
         return 200, "text/plain; version=0.0.4", render()
+
+    return handle
+
+
+def config_dump(dispatch: Dispatch, reload_error: str = "") -> dict[str, Any]:
+    """The loaded snapshot, each balanced cluster's hosts as this worker sees them (health, open connections)."""
+    hosts = {name: [{"address": h.addr[0], "port": h.addr[1], "health_status": "HEALTHY" if h.healthy
+                     else "UNHEALTHY", "failed_outlier_check": False, "active": h.active, "pod": h.pod}
+                    for h in lb.hosts]
+             for name, lb in dispatch.balancers.items()}
+    return {"version": dispatch.snapshot.version, "reload_error": reload_error, "hosts": hosts,
+            **dispatch.snapshot.to_json()}
+
+
+def config_dump_handler(current: Callable[[], tuple[Dispatch, str]]) -> Handler:
+    def handle(path: str) -> tuple[int, str, str] | None:
+        if path != "/config_dump":
+            return None
+        return 200, "application/json", json.dumps(config_dump(*current()))
 
     return handle

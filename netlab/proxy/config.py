@@ -1,56 +1,28 @@
-"""Typed settings of one sidecar proxy: which Istio behaviour it mimics and how it runs in the pod."""
+"""Typed settings of one sidecar proxy process: its configuration snapshot (what it routes, as istiod would send
+it) and how it runs in the pod (ports, user, workers, logs)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Literal
 
 from netlab.errors import UsageError
-
-Mode = Literal["REDIRECT", "TPROXY"]
+from netlab.mesh.build import standalone_snapshot
+from netlab.mesh.types import Snapshot
 
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 HEALTH_PORT = 15021
 STATS_PORT = 15090
-
-# Envoy/pilot names (FACTS.md section b).
-INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughClusterIpv4"
-OUTBOUND_PASSTHROUGH_CLUSTER = "PassthroughCluster"
-BLACKHOLE_CLUSTER = "BlackHoleCluster"
-PASSTHROUGH_BIND_IP = "127.0.0.6"
-LOCALHOST = "127.0.0.1"
+ADMIN_PORT = 15000  # Envoy's admin API, on 127.0.0.1 only (istioctl proxy-config reads it)
+ADMIN_ADDRESS = "127.0.0.1"
 # SO_MARK of TPROXY upstream sockets: the `ip rule fwmark 1337 lookup 133` route sends the app's replies back to us.
 TPROXY_MARK = 1337
-
-_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.\d+)?$")
-
-
-def parse_istio_version(text: str) -> tuple[int, int]:
-    """'1.10' or '1.10.6' -> (1, 10)."""
-    m = _VERSION.match(text.strip())
-    if not m:
-        raise UsageError(f"istio version {text!r} is not MAJOR.MINOR[.PATCH]", hint="e.g. --istio 1.10")
-    version = (int(m.group(1)), int(m.group(2)))
-    if version < (1, 9):
-        raise UsageError(f"istio {text} is not modelled", hint="netlab models Istio 1.9 and later")
-    return version
-
-
-def inbound_cluster_name(port: int) -> str:
-    """The per-port inbound cluster name since proxies >= 1.8.1 (`inbound|PORT||`)."""
-    return f"inbound|{port}||"
 
 
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:
-    istio: str = "1.10"
-    mode: Mode = "REDIRECT"
-    # Ports declared by a service selecting the pod: they get `inbound|port||` clusters; others pass through.
-    declared_ports: frozenset[int] = field(default_factory=frozenset)
-    # istiod's PILOT_ENABLE_INBOUND_PASSTHROUGH (1.10-1.20); False restores 1.9 inbound targets.
-    inbound_passthrough: bool = True
+    snapshot: Snapshot = field(default_factory=lambda: standalone_snapshot("1.10"))
+    config_path: str | None = None  # where the snapshot came from: read again on SIGHUP
     uid: int = 1337
     gid: int = 1337
     bind_address: str = "0.0.0.0"
@@ -58,6 +30,8 @@ class ProxyConfig:
     inbound_port: int = INBOUND_PORT
     health_port: int = HEALTH_PORT
     stats_port: int = STATS_PORT
+    admin_port: int = ADMIN_PORT
+    admin_address: str = ADMIN_ADDRESS
     access_log: str | None = None
     access_log_json: bool = False
     workers: int = 1
@@ -67,40 +41,18 @@ class ProxyConfig:
     drop_privileges: bool = True
 
     def __post_init__(self) -> None:
-        version = parse_istio_version(self.istio)
         if self.mode not in ("REDIRECT", "TPROXY"):
             raise UsageError(f"mode {self.mode!r} is not REDIRECT or TPROXY")
-        if not self.inbound_passthrough and version >= (1, 21):
-            raise UsageError(
-                f"--no-inbound-passthrough does not exist in istio {self.istio}",
-                hint="PILOT_ENABLE_INBOUND_PASSTHROUGH was removed in 1.21.0; it only applies to 1.10-1.20",
-            )
         if self.workers < 1:
             raise UsageError("--workers must be at least 1")
         if self.connect_timeout <= 0 or self.idle_timeout <= 0:
             raise UsageError("timeouts must be positive")
-        for port in self.declared_ports:
-            if not 0 < port < 65536:
-                raise UsageError(f"declared port {port} is out of range")
 
     @property
-    def version(self) -> tuple[int, int]:
-        return parse_istio_version(self.istio)
-
-    @property
-    def inbound_to_original_dst(self) -> bool:
-        """True when declared ports go to the original destination from 127.0.0.6 (1.10+ default)."""
-        return self.version >= (1, 10) and self.inbound_passthrough
+    def mode(self) -> str:
+        """Interception mode, from the snapshot's node: it decides the listeners (transparent for TPROXY)."""
+        return self.snapshot.node.mode
 
     @property
     def listener_ports(self) -> frozenset[int]:
         return frozenset((self.outbound_port, self.inbound_port, self.health_port, self.stats_port))
-
-    def clusters(self) -> list[str]:
-        """Every cluster this proxy can pick, in a stable order (the stats table is sized from it)."""
-        return [
-            *(inbound_cluster_name(p) for p in sorted(self.declared_ports)),
-            INBOUND_PASSTHROUGH_CLUSTER,
-            OUTBOUND_PASSTHROUGH_CLUSTER,
-            BLACKHOLE_CLUSTER,
-        ]

@@ -47,6 +47,7 @@ from typing import cast
 
 from netlab.proxy import stats as st
 from netlab.proxy.accesslog import AccessLog, Entry
+from netlab.proxy.lb import Host
 from netlab.proxy.origdst import Addr, Resolver
 from netlab.proxy.routes import Route, loop_reason, refused
 from netlab.proxy.upstream import open_upstream
@@ -182,8 +183,8 @@ def quiet_relay_error(loop: asyncio.AbstractEventLoop, context: dict[str, object
 
 class Connection:
     __slots__ = ("base", "client", "closing", "counts", "ctx", "d", "details", "final", "flags", "held",
-                 "held_size", "idle_mark", "idle_since", "orig", "pub_rx", "pub_tx", "reset_up", "route", "row",
-                 "start", "timer", "u", "up_local")
+                 "held_size", "host", "idle_mark", "idle_since", "orig", "pub_rx", "pub_tx", "reset_up", "route",
+                 "row", "start", "timer", "u", "up_local", "upstream")
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -198,6 +199,8 @@ class Connection:
         self.final = False  # counts are the final ones (settle())
         self.flags = self.details = "-"
         self.up_local: Addr | None = None
+        self.upstream: Addr | None = None  # the endpoint chosen (the original destination for passthrough)
+        self.host: Host | None = None  # its load-balancer entry, whose open connections this one counts in
         self.timer: asyncio.TimerHandle | None = None
         self.closing = self.reset_up = False
         self.idle_mark = -1
@@ -257,11 +260,19 @@ class Connection:
         if route.refused is not None:
             if route.refused.startswith("loop_detected"):
                 row[base + st.LOOP] += 1
-            return self.fail("NR", route.refused)
+            return self.fail(route.flags, route.refused)
+        upstream, host = route.pick()
+        if upstream is None:  # every endpoint gone
+            self.route = refused(route.direction, "no_healthy_upstream", route.cluster, "UH")
+            return self.fail("UH", "no_healthy_upstream")
+        self.upstream = upstream
+        if host is not None:
+            host.active += 1
+            self.host = host
         row[base + st.CX_ACTIVE] += 1
         ctx.active.add(self)
         try:
-            up, err = open_upstream(route, self.client[0])
+            up, err = open_upstream(route, upstream, self.client[0])
         except OSError as e:
             return self.connect_failed(e.errno or errno.EIO)
         if err not in (0, errno.EINPROGRESS):
@@ -465,11 +476,13 @@ class Connection:
                 return
             ctx.active.discard(self)
             self.row[self.base + st.CX_ACTIVE] -= 1
+            if self.host is not None:
+                self.host.active -= 1
             self.publish()
         log = ctx.log
         if log is not None:
             log.log(Entry(self.start, ctx.direction, self.route.cluster, self.flags, self.details, self.rx,
-                          self.tx, int((time.time() - self.start) * 1000), self.route.upstream, self.up_local,
+                          self.tx, int((time.time() - self.start) * 1000), self.upstream, self.up_local,
                           self.orig, self.client))
         # Each side refers to the connection and to the other: unlinked, all of it is freed now rather than by the
         # cycle collector (7k instructions per connection).

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netlab.proxy.config import BLACKHOLE_CLUSTER, PASSTHROUGH_BIND_IP
+from netlab.proxy.lb import Host, LoadBalancer
 from netlab.proxy.origdst import Addr
+
+BLACKHOLE, PASSTHROUGH_BIND_IP = "BlackHoleCluster", "127.0.0.6"
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """What a connection to one original destination does. `upstream` is fixed for original-destination and
+    passthrough clusters; otherwise `lb` picks an endpoint per connection."""
+
     direction: str  # "inbound" or "outbound"
     cluster: str
-    upstream: Addr | None  # None when refused
+    upstream: Addr | None = None
+    lb: LoadBalancer | None = None
     bind_ip: str | None = None  # upstream source address (127.0.0.6) or None for the kernel's choice
     transparent: bool = False  # TPROXY: the upstream socket takes the client's own address (IP_TRANSPARENT)
     refused: str | None = None  # why the connection is refused instead of forwarded
+    flags: str = "NR"  # the response flags of a refusal: NR (no route, loop guard), UH (no healthy upstream)
+
+    def pick(self) -> tuple[Addr | None, Host | None]:
+        """The upstream address for a new connection, and the endpoint it counts against (None: no healthy one)."""
+        if self.upstream is not None:
+            return self.upstream, None
+        host = self.lb.pick() if self.lb is not None else None
+        return (host.addr, host) if host is not None else (None, None)
 
 
 def loop_reason(direction: str, orig_dst: Addr, peer: Addr, local: Addr, capture_ports: frozenset[int],
@@ -39,5 +53,5 @@ def loop_reason(direction: str, orig_dst: Addr, peer: Addr, local: Addr, capture
     return None
 
 
-def refused(direction: str, reason: str) -> Route:
-    return Route(direction, BLACKHOLE_CLUSTER, None, refused=reason)
+def refused(direction: str, reason: str, cluster: str = BLACKHOLE, flags: str = "NR") -> Route:
+    return Route(direction, cluster, refused=reason, flags=flags)

@@ -1,4 +1,5 @@
-"""Process lifecycle: bind as root, drop privileges, fork one worker per core, serve, signal readiness, stop."""
+"""Process lifecycle: bind as root, drop privileges, fork one worker per core, serve, signal readiness, reload the
+configuration snapshot on SIGHUP (the parent passes the signal on to its workers), stop."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import signal
 import sys
 import time
 
+from netlab.mesh.types import loads
 from netlab.proxy.accesslog import AccessLog
 from netlab.proxy.config import ProxyConfig
 from netlab.proxy.privileges import drop
@@ -51,7 +53,7 @@ def run(cfg: ProxyConfig) -> int:
         drop(cfg.uid, cfg.gid)
     if sets is None:
         sets = bind_all()
-    stats = Stats(cfg.clusters(), cfg.workers)
+    stats = Stats(cfg.workers)
 
     parent = os.getpid()
     children: list[int] = []
@@ -81,20 +83,27 @@ def run(cfg: ProxyConfig) -> int:
         sys.stdout.flush()
 
     try:
-        return _serve(cfg, sets[0], stats, log, on_ready=announce)
+        return _serve(cfg, sets[0], stats, log, on_ready=announce, children=children)
     finally:
         _stop_children(children)
 
 
 def _serve(cfg: ProxyConfig, listeners: Listeners, stats: Stats, log: AccessLog | None,
-           parent_pid: int | None = None, on_ready: object = None) -> int:
+           parent_pid: int | None = None, on_ready: object = None, children: list[int] | None = None) -> int:
     loop = new_loop()
     asyncio.set_event_loop(loop)
     worker = Worker(cfg, stats, log, parent_pid=parent_pid)
 
+    def reload() -> None:
+        for pid in children or ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+        reload_from(cfg.config_path, worker)
+
     async def main() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stopped.set)
+        loop.add_signal_handler(signal.SIGHUP, reload)
         await worker.start(listeners)
         if callable(on_ready):
             on_ready()
@@ -106,6 +115,23 @@ def _serve(cfg: ProxyConfig, listeners: Listeners, stats: Stats, log: AccessLog 
     finally:
         loop.close()
     return 0
+
+
+def reload_from(path: str | None, worker: Worker) -> None:
+    """Read the snapshot again and route new connections by it; a bad file leaves the running one in place."""
+    if path is None:
+        worker.reload_error = "started without --config: nothing to reload"
+        return
+    try:
+        with open(path, "rb") as f:
+            snapshot = loads(f.read())
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        worker.reload_error = f"cannot load {path}: {err!r}"
+    else:
+        worker.reload(snapshot)
+    if worker.reload_error:
+        print(f"netlab-proxy: reload: {worker.reload_error}; still routing by version "
+              f"{worker.dispatch.snapshot.version}", file=sys.stderr, flush=True)
 
 
 def _stop_children(children: list[int], grace: float = 3.0) -> None:

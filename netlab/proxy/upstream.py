@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 
 from netlab.proxy.config import TPROXY_MARK
+from netlab.proxy.origdst import Addr
 from netlab.proxy.routes import Route
 
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
@@ -38,10 +39,9 @@ class UpstreamSocket(socket.socket):
         return socket.SOCK_STREAM
 
 
-def open_upstream(route: Route, client_ip: str) -> tuple[socket.socket, int]:
-    """A non-blocking socket with connect() started: (socket, errno of connect_ex; 0 or EINPROGRESS when fine).
-    Raises OSError (the socket closed) when it cannot even be set up."""
-    assert route.upstream is not None
+def open_upstream(route: Route, upstream: Addr, client_ip: str) -> tuple[socket.socket, int]:
+    """A non-blocking socket with connect() to `upstream` started: (socket, errno of connect_ex; 0 or EINPROGRESS
+    when fine). Raises OSError (the socket closed) when it cannot even be set up."""
     sock = UpstreamSocket(socket.AF_INET, _STREAM_NONBLOCK)
     try:
         if not _STREAM_NONBLOCK & ~socket.SOCK_STREAM:
@@ -56,7 +56,7 @@ def open_upstream(route: Route, client_ip: str) -> tuple[socket.socket, int]:
         elif route.bind_ip:
             sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((route.bind_ip, 0))
-        return sock, sock.connect_ex(route.upstream)
+        return sock, sock.connect_ex(upstream)
     except BaseException:
         sock.close()
         raise

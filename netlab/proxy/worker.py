@@ -1,4 +1,5 @@
-"""One worker's event-loop side: listeners → Protocol factories, admin endpoints, the 1-second housekeeping tick."""
+"""One worker's event-loop side: listeners → Protocol factories, admin endpoints, the 1-second housekeeping tick,
+and the reload of its configuration snapshot (new connections follow the new one, open ones keep their route)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import socket
 from dataclasses import dataclass
 from functools import partial
 
+from netlab.mesh.types import Snapshot
 from netlab.proxy.accesslog import AccessLog
-from netlab.proxy.admin import HttpOnce, health_handler, stats_handler
+from netlab.proxy.admin import HttpOnce, config_dump_handler, health_handler, stats_handler
 from netlab.proxy.config import ProxyConfig
-from netlab.proxy.inbound import choose_inbound
+from netlab.proxy.dispatch import Dispatch
 from netlab.proxy.origdst import Resolver, redirect_original_dst, resolver_for
-from netlab.proxy.outbound import choose_outbound
 from netlab.proxy.relay import Context, quiet_relay_error
 from netlab.proxy.stats import Stats
 from netlab.proxy.upstream import IP_TRANSPARENT
@@ -28,9 +29,10 @@ class Listeners:
     outbound: socket.socket
     health: socket.socket | None = None
     stats: socket.socket | None = None
+    admin: socket.socket | None = None
 
     def all(self) -> list[socket.socket]:
-        return [s for s in (self.inbound, self.outbound, self.health, self.stats) if s is not None]
+        return [s for s in (self.inbound, self.outbound, self.health, self.stats, self.admin) if s is not None]
 
     def close(self) -> None:
         for s in self.all():
@@ -64,6 +66,7 @@ def bind_listeners(cfg: ProxyConfig, admin: bool, reuseport: bool) -> Listeners:
         outbound=listen(host, cfg.outbound_port, reuseport, transparent),
         health=listen(host, cfg.health_port) if admin else None,
         stats=listen(host, cfg.stats_port) if admin else None,
+        admin=listen(cfg.admin_address, cfg.admin_port) if admin else None,
     )
 
 
@@ -78,6 +81,9 @@ class Worker:
         # Outbound capture is a nat REDIRECT to 15001 in both modes.
         self.outbound_resolver = outbound_resolver or redirect_original_dst
         self.parent_pid = parent_pid  # children stop when the parent (worker 0) is gone
+        self.dispatch = Dispatch(cfg.snapshot)
+        self.reload_error = ""  # why the last reload was refused ("" when it went well)
+        stats.register(c.name for c in cfg.snapshot.clusters)
         self.ready = False
         self.stopped = asyncio.Event()
         self.servers: list[asyncio.AbstractServer] = []
@@ -89,9 +95,9 @@ class Worker:
         capture_ports = frozenset((listeners.inbound.getsockname()[1], listeners.outbound.getsockname()[1]))
         redirect = cfg.mode == "REDIRECT"
         loop.set_exception_handler(quiet_relay_error)
-        inbound = Context(loop, "inbound", self.inbound_resolver, partial(choose_inbound, cfg), self.stats,
+        inbound = Context(loop, "inbound", self.inbound_resolver, self.dispatch.inbound, self.stats,
                           self.log, cfg.connect_timeout, capture_ports, redirect)
-        outbound = Context(loop, "outbound", self.outbound_resolver, choose_outbound, self.stats, self.log,
+        outbound = Context(loop, "outbound", self.outbound_resolver, self.dispatch.outbound, self.stats, self.log,
                            cfg.connect_timeout, capture_ports, redirect)
         self.contexts = [inbound, outbound]
         for ctx, sock in ((inbound, listeners.inbound), (outbound, listeners.outbound)):
@@ -102,9 +108,26 @@ class Worker:
         if listeners.stats is not None:
             handler = stats_handler(self.stats.prometheus)
             self.servers.append(await loop.create_server(partial(HttpOnce, handler), sock=listeners.stats))
+        if listeners.admin is not None:
+            handler = config_dump_handler(lambda: (self.dispatch, self.reload_error))
+            self.servers.append(await loop.create_server(partial(HttpOnce, handler), sock=listeners.admin))
         self.interval = min(1.0, cfg.idle_timeout / 4)
         self._tick_handle = loop.call_later(self.interval, self._tick)
         self.ready = True
+
+    def reload(self, snapshot: Snapshot) -> None:
+        """Route new connections by `snapshot`; connections already open keep the route they took."""
+        if snapshot.node.mode != self.cfg.mode:
+            self.reload_error = (f"version {snapshot.version} refused: interception mode {snapshot.node.mode} "
+                                 f"differs from the running {self.cfg.mode} (restart the proxy to change it)")
+            return
+        dispatch = Dispatch(snapshot)
+        self.stats.register(c.name for c in snapshot.clusters)
+        self.dispatch, self.reload_error = dispatch, ""
+        inbound, outbound = self.contexts
+        inbound.choose, outbound.choose = dispatch.inbound, dispatch.outbound
+        for ctx in self.contexts:
+            ctx.routes.clear()
 
     def _tick(self) -> None:
         """Publish live byte counts, close idle connections, flush the access log, watch the parent."""

@@ -11,9 +11,10 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
+from netlab.mesh.build import standalone_snapshot
 from netlab.proxy.accesslog import AccessLog
 from netlab.proxy.config import ProxyConfig
 from netlab.proxy.origdst import Addr
@@ -29,18 +30,25 @@ except ImportError:  # pragma: no cover
     pass
 
 
+def make_config(istio: str = "1.10", declared_ports: Iterable[int] = (), mode: str = "REDIRECT",
+                inbound_passthrough: bool = True, **settings: object) -> ProxyConfig:
+    """A proxy that knows no service (the standalone snapshot), with inbound clusters for declared_ports."""
+    snapshot = standalone_snapshot(istio, mode, sorted(declared_ports), inbound_passthrough)
+    return ProxyConfig(snapshot=snapshot, **settings)  # type: ignore[arg-type]
+
+
 class ProxyUnderTest:
     """Worker on 127.0.0.1 ephemeral ports; `dst` (or `dst_by_client[client port]`) plays SO_ORIGINAL_DST."""
 
     def __init__(self, cfg: ProxyConfig, loop_name: str = "asyncio") -> None:
         self.cfg = replace(cfg, bind_address="127.0.0.1", inbound_port=0, outbound_port=0, health_port=0,
-                           stats_port=0, drop_privileges=False)
+                           stats_port=0, admin_port=0, drop_privileges=False)
         self.dst: Addr = ("127.0.0.1", 9)
         self.dst_by_client: dict[int, Addr] = {}
         fd, self.log_path = tempfile.mkstemp(prefix="netlab-proxy-log-")
         os.close(fd)
         self.log = AccessLog.open(self.log_path, cfg.access_log_json)
-        self.stats = Stats(self.cfg.clusters())
+        self.stats = Stats()
         self.listeners = bind_listeners(self.cfg, admin=True, reuseport=False)
         self.inbound = self.listeners.inbound.getsockname()
         self.outbound = self.listeners.outbound.getsockname()

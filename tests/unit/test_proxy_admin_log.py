@@ -6,10 +6,9 @@ import json
 import re
 import time
 
-from proxy_support import ProxyUnderTest, app, exchange, http_get, unanswered
+from proxy_support import ProxyUnderTest, app, exchange, http_get, make_config, unanswered
 
 from netlab.proxy.accesslog import Entry, format_json, format_text
-from netlab.proxy.config import ProxyConfig
 
 ENTRY = Entry(1700000000.25, "inbound", "inbound|8080||", "UF", "upstream_connect_error:ECONNREFUSED(111)", 4, 0,
               3, ("10.44.0.2", 8080), None, ("10.44.0.2", 8080), ("10.44.0.1", 53210))
@@ -42,7 +41,7 @@ LINE = re.compile(
 def test_live_log_line_fields() -> None:
     with app("127.0.0.1") as a:
         port = a.addr[1]
-        with ProxyUnderTest(ProxyConfig(istio="1.10", declared_ports=frozenset({port}))) as p:
+        with ProxyUnderTest(make_config("1.10", {port})) as p:
             p.dst = ("127.0.0.1", port)
             assert exchange(p.inbound, b"ping")[0] == "reply"
             deadline = time.monotonic() + 5
@@ -58,7 +57,7 @@ def test_live_log_line_fields() -> None:
 
 
 def test_json_log_option() -> None:
-    with app("127.0.0.1") as a, ProxyUnderTest(ProxyConfig(access_log_json=True)) as p:
+    with app("127.0.0.1") as a, ProxyUnderTest(make_config(access_log_json=True)) as p:
         p.dst = a.addr
         exchange(p.outbound)
         deadline = time.monotonic() + 5
@@ -72,7 +71,7 @@ def test_health_and_prometheus() -> None:
     # The failing connection's upstream never answers (rather than refusing at once), so that its client byte
     # surely reaches the proxy before the failure: the byte counts below are then exact, not a race.
     with app("127.0.0.1") as a, unanswered() as silent, \
-            ProxyUnderTest(ProxyConfig(declared_ports=frozenset({8080}), connect_timeout=0.3)) as p:
+            ProxyUnderTest(make_config(declared_ports={8080}, connect_timeout=0.3)) as p:
         assert http_get(p.health, "/healthz/ready") == (200, "")
         assert http_get(p.health, "/nope")[0] == 404
         assert http_get(p.stats_addr, "/healthz/ready")[0] == 404

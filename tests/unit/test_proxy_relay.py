@@ -13,9 +13,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from proxy_support import LOOPS, ProxyUnderTest, app, exchange, unanswered
+from proxy_support import LOOPS, ProxyUnderTest, app, exchange, make_config, unanswered
 
-from netlab.proxy.config import ProxyConfig
 from netlab.proxy.relay import Connection, Side
 
 
@@ -25,7 +24,7 @@ def loop_name(request: pytest.FixtureRequest) -> str:
 
 
 def _proxy(loop_name: str, **kw: object) -> ProxyUnderTest:
-    return ProxyUnderTest(ProxyConfig(**kw), loop_name)  # type: ignore[arg-type]
+    return ProxyUnderTest(make_config(**kw), loop_name)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

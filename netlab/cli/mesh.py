@@ -1,0 +1,90 @@
+"""The lab's control plane from the command line: `netlab proxy-config POD ...` (what a sidecar was told, read from
+its admin API, like `istioctl proxy-config`), `netlab apply` and `netlab delete` (Istio resources of a running
+lab, like `kubectl apply -f` / `kubectl delete -f`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from netlab.cli.app import app
+from netlab.cli.common import lab_option, namespace_option, out, pick_pod, pick_running_lab, print_json
+from netlab.engine.mesh import applied, config_dump, deleted, push, resources_of
+from netlab.engine.state import LabState
+from netlab.errors import UsageError
+from netlab.mesh.proxyconfig import TABLES
+from netlab.model.istio import describe
+from netlab.model.loader import load_resources
+
+
+@app.command(name="proxy-config")
+@click.argument("member", metavar="POD")
+@click.argument("what", type=click.Choice([*TABLES, "all"]), default="all")
+@lab_option
+@namespace_option
+@click.option("--json", "as_json", is_flag=True, help="the proxy's whole config dump (what the tables come from)")
+def proxy_config(member: str, what: str, lab: str | None, namespace: str | None, as_json: bool) -> None:
+    """What POD's sidecar routes by, read from the running proxy (its admin API on 127.0.0.1:15000): listeners,
+    clusters, routes, endpoints, with the columns of `istioctl proxy-config` for the sidecar's Istio version."""
+    state, member, _ = pick_pod(lab, member, namespace)
+    if "sidecar" not in state.members[member]:
+        raise UsageError(f"{member} has no sidecar", hint="proxy-config reads a sidecar's admin API")
+    dump = config_dump(state, member)
+    if as_json:
+        print_json(dump)
+        return
+    for name in TABLES if what == "all" else [what]:
+        header, rows = TABLES[name](dump)
+        table = Table(title=f"{name} of {member}'s sidecar (config version {dump['version']})", title_justify="left",
+                      box=None, header_style="bold", pad_edge=False)
+        for column in header:
+            table.add_column(column, no_wrap=column in ("ADDRESS", "ADDRESSES", "PORT", "ENDPOINT"))
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+        out.print()
+
+
+@app.command()
+@click.argument("args", nargs=-1, required=True, metavar="[LAB] FILE")
+def apply(args: tuple[str, ...]) -> None:
+    """Add or replace the Istio resources of FILE in a lab that is up, as `kubectl apply -f FILE` would: the
+    control plane recomputes every sidecar's configuration and each proxy reloads it; open connections stay.
+    Invalid resources are refused before anything changes."""
+    state, path = _lab_and_file(args)
+    changes = load_resources(path)
+    current = resources_of(state)
+    version = push(state, applied(current, changes))
+    keys = {describe(r) for r in current}
+    for resource in changes:
+        out.print(f"{describe(resource)} {'configured' if describe(resource) in keys else 'created'}")
+    out.print(f"pushed config version {version} to every sidecar of {state.lab} (SYNCED)")
+
+
+@app.command()
+@click.argument("args", nargs=-1, required=True, metavar="[LAB] FILE")
+def delete(args: tuple[str, ...]) -> None:
+    """Remove the Istio resources of FILE from a lab that is up, as `kubectl delete -f FILE` would."""
+    state, path = _lab_and_file(args)
+    removals = load_resources(path)
+    remaining, missing = deleted(resources_of(state), removals)
+    if missing:
+        raise UsageError(f"not in lab {state.lab}: {', '.join(missing)}", hint="`netlab status` lists what is applied")
+    version = push(state, remaining)
+    for resource in removals:
+        out.print(f"{describe(resource)} deleted")
+    out.print(f"pushed config version {version} to every sidecar of {state.lab} (SYNCED)")
+
+
+def _lab_and_file(args: tuple[str, ...]) -> tuple[LabState, Path]:
+    """[LAB] FILE: the lab may be left out when only one is up."""
+    if len(args) > 2:
+        raise UsageError(f"too many arguments: {' '.join(args)}", hint="netlab apply [LAB] FILE")
+    lab, file = (None, args[0]) if len(args) == 1 else args
+    state = pick_running_lab(lab)
+    path = Path(file)
+    if not path.is_file():
+        raise UsageError(f"no file {file}", hint="give a YAML file of Istio resources, as for `kubectl apply -f`")
+    return state, path

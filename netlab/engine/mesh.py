@@ -1,0 +1,146 @@
+"""The lab's istiod at work: compute every sidecar's snapshot, write it where the proxy reads it, tell the proxies.
+
+The Istio resources in force and the last pushed version live in the lab state (info["mesh"]); every push writes
+all snapshots under <state>/mesh/ with the next version (a file replaced atomically), sends SIGHUP to each
+running proxy and, when asked, waits until each one's admin API reports that version: like istiod pushing over
+xDS and `istioctl proxy-status` showing SYNCED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from netlab.engine.members import member_netns_path
+from netlab.engine.state import LabState
+from netlab.errors import KernelError
+from netlab.kernel.nsutil import is_same_process, run_in_netns
+from netlab.mesh.build import snapshots
+from netlab.model.istio import IstioResource, describe, resource_key
+from netlab.model.loader import parse_resources
+
+SYNC_TIMEOUT = 5.0
+ADMIN = ("127.0.0.1", 15000)
+
+
+def resources_of(state: LabState) -> list[IstioResource]:
+    return parse_resources(state.info.get("mesh", {}).get("resources", []), source=f"lab {state.lab}")
+
+
+def config_path(state: LabState, member: str) -> str:
+    return state.member_file("mesh", member, "json")
+
+
+def ready_pods(state: LabState) -> frozenset[str]:
+    """Pods whose endpoints are sent: the namespace is alive, and the app (if the pod has one) still runs — as a
+    kubelet would mark a pod not ready when its container exited."""
+    apps = {e["member"]: e for e in state.undo if e["kind"] == "process" and e["role"] == "app"}
+    ready = set()
+    for member, info in state.members.items():
+        if info["kind"] != "pod" or not is_same_process(info["pid"], _holder_started(state, member)):
+            continue
+        app = apps.get(member)
+        if app is None or is_same_process(app["pid"], app["started"]):
+            ready.add(member)
+    return frozenset(ready)
+
+
+def _holder_started(state: LabState, member: str) -> int:
+    return next((e["started"] for e in state.undo if e["kind"] == "holder" and e["member"] == member), -1)
+
+
+def write_snapshots(state: LabState, resources: Sequence[IstioResource],
+                    ready: frozenset[str] | None = None) -> int:
+    """Compute and write every sidecar's snapshot with the next version; record the resources. Returns it."""
+    mesh = state.info.setdefault("mesh", {})
+    version = int(mesh.get("version", 0)) + 1
+    for member, snapshot in snapshots(state.lab_plan(), resources, version, ready).items():
+        path = config_path(state, member)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(snapshot.dumps())
+        os.replace(tmp, path)
+    mesh["version"] = version
+    mesh["resources"] = [r.model_dump(mode="json", by_alias=True, exclude_defaults=True) for r in resources]
+    state.save()
+    return version
+
+
+def proxies(state: LabState) -> dict[str, dict[str, Any]]:
+    """The proxy process of each sidecar: member -> its process entry."""
+    return {e["member"]: e for e in state.undo if e["kind"] == "process" and e["role"] == "proxy"}
+
+
+def push(state: LabState, resources: Sequence[IstioResource], wait: bool = True) -> int:
+    """Recompute, write, SIGHUP every live proxy; with `wait`, until each reports the new version."""
+    version = write_snapshots(state, resources, ready_pods(state))
+    running = {m: e for m, e in proxies(state).items() if is_same_process(e["pid"], e["started"])}
+    for entry in running.values():
+        os.kill(entry["pid"], signal.SIGHUP)
+    if wait:
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        for member in running:
+            while (status := proxy_status(state, member)).version != version:
+                if status.error or time.monotonic() > deadline:
+                    raise KernelError(f"the sidecar of {member} did not load version {version}: "
+                                      f"{status.error or f'it still reports {status.version}'}",
+                                      hint=f"see its log: {running[member]['log']}")
+                time.sleep(0.02)
+    return version
+
+
+@dataclass(frozen=True)
+class ProxyStatus:
+    version: int | None  # what the proxy routes by; None when it does not answer
+    error: str = ""  # why the last reload was refused, or why it does not answer
+
+
+def config_dump(state: LabState, member: str, timeout: float = 2.0) -> dict[str, Any]:
+    """GET /config_dump from the proxy's admin API on 127.0.0.1:15000 inside the pod."""
+    netns = member_netns_path(state, member)
+
+    def fetch() -> bytes:
+        with socket.create_connection(ADMIN, timeout=timeout) as sock:
+            sock.sendall(b"GET /config_dump HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            chunks = []
+            while data := sock.recv(65536):
+                chunks.append(data)
+        return b"".join(chunks)
+
+    response = run_in_netns(netns, fetch)
+    head, _, body = response.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    if not status.startswith("HTTP/1.1 200"):
+        raise KernelError(f"the sidecar of {member} answered {status!r} for /config_dump")
+    return json.loads(body)
+
+
+def proxy_status(state: LabState, member: str) -> ProxyStatus:
+    try:
+        dump = config_dump(state, member, timeout=0.5)
+    except (OSError, KernelError, ValueError) as err:
+        return ProxyStatus(None, f"no answer from its admin API ({err})")
+    return ProxyStatus(int(dump["version"]), dump.get("reload_error", ""))
+
+
+def applied(current: Sequence[IstioResource], changes: Sequence[IstioResource]) -> list[IstioResource]:
+    """`kubectl apply`: each resource replaces the one of the same kind, namespace and name, or is added."""
+    keys = {resource_key(r): r for r in current}
+    for change in changes:
+        keys[resource_key(change)] = change
+    return list(keys.values())
+
+
+def deleted(current: Sequence[IstioResource], removals: Sequence[IstioResource]) -> tuple[list[IstioResource],
+                                                                                           list[str]]:
+    """`kubectl delete -f`: (what remains, the resources that were not there)."""
+    gone = {resource_key(r) for r in removals}
+    missing = [describe(r) for r in removals if resource_key(r) not in {resource_key(c) for c in current}]
+    return [r for r in current if resource_key(r) not in gone], missing
