@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from netlab.cli.app import app
 from netlab.cli.common import lab_option, namespace_option, out, pick_pod, pick_running_lab, print_json
@@ -35,16 +34,18 @@ def proxy_config(member: str, what: str, lab: str | None, namespace: str | None,
     if as_json:
         print_json(dump)
         return
-    for name in TABLES if what == "all" else [what]:
-        header, rows = TABLES[name](dump)
-        table = Table(title=f"{name} of {member}'s sidecar (config version {dump['version']})", title_justify="left",
-                      box=None, header_style="bold", pad_edge=False)
-        for column in header:
-            table.add_column(column, no_wrap=column in ("ADDRESS", "ADDRESSES", "PORT", "ENDPOINT"))
-        for row in rows:
-            table.add_row(*row)
-        out.print(table)
-        out.print()
+    names = list(TABLES) if what == "all" else [what]
+    for name in names:
+        if len(names) > 1:
+            click.echo(f"# {name} of {member}'s sidecar (config version {dump['version']})")
+        click.echo(columns(*TABLES[name](dump)))
+
+
+def columns(header: list[str], rows: list[list[str]]) -> str:
+    """Aligned like istioctl's tabwriter output, never cut: the names are what people copy."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
+                   for row in [header, *rows])
 
 
 @app.command()

@@ -219,7 +219,8 @@ def _outbound(visible: list[tuple[MeshService, MeshPort]], namespace: str, trait
             fallback = VirtualHost("allow_any", ("*",), (Route("allow_any", "/", PASSTHROUGH),))
         else:
             fallback = VirtualHost("block_all", ("*",), (Route("block_all", "/", "", direct_response=502),))
-        routes.append(RouteConfig(str(number), (*vhosts, fallback)))
+        # Sorted by name, the catch-all last (httproute.go, util.SortVirtualHosts).
+        routes.append(RouteConfig(str(number), (*sorted(vhosts, key=lambda v: v.name), fallback)))
         chains = (FilterChain("", ChainMatch(transport_protocol="raw_buffer", application_protocols=HTTP_ALPN),
                               HTTP_CONNECTION_MANAGER, route=str(number)),
                   FilterChain("", ChainMatch(), TCP_PROXY, cluster=PASSTHROUGH))

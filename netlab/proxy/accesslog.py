@@ -16,7 +16,10 @@ BYTES_RECEIVED is read from the client, BYTES_SENT written to it (Envoy's meanin
 the original destination. Flags: UF upstream connection failure, UC upstream reset, DC downstream reset,
 NR refused by the loop guard; DETAILS says why (with the errno). JSON lines use Envoy's field names.
 
-Lines are buffered and written with O_APPEND, whole lines per write, so several workers can share one file.
+Lines are buffered and written with O_APPEND, whole lines per write, so several workers can share one file. A
+write is scheduled as soon as a line is logged (`defer`, the worker's loop.call_soon): the lines of every
+connection that ended in one turn of the event loop go out together, so `cat` right after a request shows its line
+and a busy proxy still writes in batches.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json  # at import, as root: the stdlib may be unreadable once the proxy r
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from netlab.proxy.origdst import Addr
@@ -92,6 +96,8 @@ class AccessLog:
         self.format = format_json if json_lines else format_text
         self._buf: list[str] = []
         self._size = 0
+        self.defer: Callable[[Callable[[], None]], object] | None = None  # set by the worker: loop.call_soon
+        self._pending = False
 
     @classmethod
     def open(cls, path: str, json_lines: bool = False) -> AccessLog:
@@ -106,8 +112,12 @@ class AccessLog:
         self._size += len(line)
         if self._size >= _FLUSH_BYTES:
             self.flush()
+        elif not self._pending and self.defer is not None:
+            self._pending = True
+            self.defer(self.flush)
 
     def flush(self) -> None:
+        self._pending = False
         if not self._buf:
             return
         data = "".join(self._buf).encode()

@@ -95,6 +95,8 @@ class Worker:
         capture_ports = frozenset((listeners.inbound.getsockname()[1], listeners.outbound.getsockname()[1]))
         redirect = cfg.mode == "REDIRECT"
         loop.set_exception_handler(quiet_relay_error)
+        if self.log is not None:
+            self.log.defer = loop.call_soon
         inbound = Context(loop, "inbound", self.inbound_resolver, self.dispatch.inbound, self.stats,
                           self.log, cfg.connect_timeout, capture_ports, redirect)
         outbound = Context(loop, "outbound", self.outbound_resolver, self.dispatch.outbound, self.stats, self.log,

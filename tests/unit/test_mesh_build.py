@@ -1,0 +1,196 @@
+"""The control plane (pure): snapshots per sidecar, checked against what istiod would send for the same lab.
+
+Expected names and shapes are hand-checked against Istio's sources (shared/istio/MESH-FACTS.md §1, §2, §10):
+listener VIP_PORT / 0.0.0.0_PORT / virtualOutbound / virtualInbound, chains virtualOutbound-blackhole,
+virtualOutbound-catchall-tcp, virtualInbound-blackhole, 0.0.0.0_TARGETPORT, virtualInbound(-catchall-http), clusters
+outbound|PORT||FQDN, inbound|PORT||, PassthroughCluster, BlackHoleCluster, InboundPassthroughCluster(Ipv4).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from netlab.mesh.build import snapshots, standalone_snapshot
+from netlab.mesh.registry import AUTO, HTTP, TCP, UDP, protocol_of
+from netlab.mesh.types import Snapshot, loads
+from netlab.model.loader import parse_scenario
+from netlab.plan import make_plan
+
+PONG = {"kind": "pong", "listen": "0.0.0.0:9080"}
+FQDN = "reviews.default.svc.cluster.local"
+
+
+def lab(istio: str = "1.22", mode: str = "ALLOW_ANY", resources: list | None = None, **extra: object) -> dict:
+    return {
+        "name": "t",
+        "meshConfig": {"outboundTrafficPolicy": {"mode": mode}},
+        "namespaces": {"shop": {}},
+        "pods": {
+            "client": {"sidecar": {"istio": istio}, "labels": {"app": "client"}},
+            "reviews": {"replicas": 2, "labels": {"app": "reviews"}, "sidecar": {"istio": istio}, "app": PONG},
+            "shop/cart-v1": {"labels": {"app": "cart"}, "sidecar": {"istio": istio}, "app": PONG},
+        },
+        "services": {
+            "reviews": {"selector": {"app": "reviews"}, "ports": [{"name": "tcp-reviews", "port": 9080},
+                                                                  {"name": "http-web", "port": 80,
+                                                                   "targetPort": 9080}]},
+            "ratings": {"selector": {"app": "reviews"}, "ports": [{"name": "http", "port": 80, "targetPort": 9080}]},
+            "shop/cart": {"selector": {"app": "cart"}, "port": 7000, "target_port": 9080},
+        },
+        "external": {"web": {"address": "198.51.100.10"}},
+        "istio": resources or [],
+        **extra,
+    }
+
+
+def snap(data: dict, pod: str = "client", ready: frozenset[str] | None = None) -> Snapshot:
+    scenario = parse_scenario(data)
+    return snapshots(make_plan(scenario), scenario.istio, 1, ready)[pod]
+
+
+def chains(s: Snapshot, listener: str) -> list[tuple[str, str]]:
+    found = next(x for x in s.listeners if x.name == listener)
+    return [(c.name, c.cluster or c.route or c.inline_route) for c in found.filter_chains]
+
+
+def test_a_client_sidecar_knows_every_service() -> None:
+    s = snap(lab())
+    plan = make_plan(parse_scenario(lab()))
+    vip, cart_vip = str(plan.services["reviews"].ip), str(plan.services["shop/cart"].ip)
+    names = [x.name for x in s.listeners]
+    assert names == ["virtualOutbound", f"{vip}_9080", f"{cart_vip}_7000", "0.0.0.0_80", "virtualInbound",
+                     "0.0.0.0_15090", "0.0.0.0_15021"]
+    assert chains(s, "virtualOutbound") == [("virtualOutbound-blackhole", "BlackHoleCluster"),
+                                            ("virtualOutbound-catchall-tcp", "PassthroughCluster")]
+    assert chains(s, f"{vip}_9080") == [("", f"outbound|9080||{FQDN}")]  # tcp-*: tcp_proxy only
+    assert chains(s, f"{cart_vip}_7000") == [("", "cart.shop.svc.cluster.local:7000"),  # unnamed: sniffed + TCP
+                                             ("", "outbound|7000||cart.shop.svc.cluster.local")]
+    assert chains(s, "0.0.0.0_80") == [("", "80"), ("", "PassthroughCluster")]  # http ports: route "80"
+    route = s.route("80")
+    assert route is not None
+    assert [v.name for v in route.virtual_hosts] == ["ratings.default.svc.cluster.local:80", f"{FQDN}:80",
+                                                    "allow_any"]
+    assert route.virtual_hosts[1].domains == (FQDN, "reviews", "reviews.default.svc", "reviews.default", vip)
+    cluster = s.cluster(f"outbound|9080||{FQDN}")
+    assert cluster is not None and (cluster.type, cluster.lb_policy, cluster.connect_timeout) == ("EDS",
+                                                                                                  "LEAST_REQUEST", 10)
+    assert [(e.address, e.port, e.pod) for e in cluster.endpoints] == [
+        (str(plan.pods["reviews-0"].ip), 9080, "reviews-0"), (str(plan.pods["reviews-1"].ip), 9080, "reviews-1")]
+    assert s.cluster(f"outbound|80||{FQDN}").endpoints[0].port == 9080  # type: ignore[union-attr]
+    assert s.node.id == f"sidecar~{plan.pods['client'].ip}~client.default~default.svc.cluster.local"
+
+
+def test_the_inbound_side_of_a_selected_pod() -> None:
+    s = snap(lab(), "reviews-0")
+    assert chains(s, "virtualInbound") == [
+        ("virtualInbound-blackhole", "BlackHoleCluster"),
+        ("0.0.0.0_9080", "inbound|9080||"),  # three service ports target 9080: the first (tcp-reviews) decides
+        ("virtualInbound-catchall-http", "InboundPassthroughClusterIpv4"),  # 1.22: one per family still
+        ("virtualInbound", "InboundPassthroughClusterIpv4"),
+    ]
+    inbound = s.cluster("inbound|9080||")
+    assert inbound is not None and (inbound.type, inbound.upstream_bind) == ("ORIGINAL_DST", "127.0.0.6")
+    cart = snap(lab(), "shop/cart-v1")  # an unnamed port: sniffed, an HTTP chain and a TCP chain
+    assert chains(cart, "virtualInbound")[1:3] == [("0.0.0.0_9080", "inbound|9080||"),
+                                                   ("0.0.0.0_9080", "inbound|9080||")]
+    route = cart.route("inbound|9080||")
+    assert route is not None and route.virtual_hosts[0].name == "inbound|http|9080"
+
+
+@pytest.mark.parametrize(("istio", "passthrough", "lb", "inbound_type", "domains_with_port"), [
+    ("1.9", "InboundPassthroughClusterIpv4", "ROUND_ROBIN", "STATIC", True),
+    ("1.10", "InboundPassthroughClusterIpv4", "ROUND_ROBIN", "ORIGINAL_DST", True),
+    ("1.13", "InboundPassthroughClusterIpv4", "ROUND_ROBIN", "ORIGINAL_DST", True),
+    ("1.14", "InboundPassthroughClusterIpv4", "LEAST_REQUEST", "ORIGINAL_DST", True),
+    ("1.16", "InboundPassthroughClusterIpv4", "LEAST_REQUEST", "ORIGINAL_DST", False),
+    ("1.23", "InboundPassthroughCluster", "LEAST_REQUEST", "ORIGINAL_DST", False),
+])
+def test_what_changes_between_releases(istio: str, passthrough: str, lb: str, inbound_type: str,
+                                       domains_with_port: bool) -> None:
+    s = snap(lab(istio), "reviews-0")
+    assert s.cluster(passthrough) is not None
+    assert s.cluster(f"outbound|9080||{FQDN}").lb_policy == lb  # type: ignore[union-attr]
+    inbound = s.cluster("inbound|9080||")
+    assert inbound is not None and inbound.type == inbound_type
+    if inbound_type == "STATIC":  # 1.9 forwarded to localhost
+        assert [(e.address, e.port) for e in inbound.endpoints] == [("127.0.0.1", 9080)]
+    route = s.route("80")
+    assert route is not None and ("reviews:80" in route.virtual_hosts[1].domains) == domains_with_port
+
+
+def test_registry_only_sends_unknown_destinations_to_the_blackhole() -> None:
+    s = snap(lab(mode="REGISTRY_ONLY"))
+    assert chains(s, "virtualOutbound")[1] == ("virtualOutbound-catchall-tcp", "BlackHoleCluster")
+    block = s.route("80").virtual_hosts[-1]  # type: ignore[union-attr]
+    assert (block.name, block.domains, block.routes[0].direct_response) == ("block_all", ("*",), 502)
+
+
+def test_a_pod_that_is_not_ready_sends_no_endpoint() -> None:
+    s = snap(lab(), ready=frozenset({"client", "reviews-1"}))
+    assert [e.pod for e in s.cluster(f"outbound|9080||{FQDN}").endpoints] == ["reviews-1"]  # type: ignore[union-attr]
+
+
+SE = {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": "web"}}
+
+
+def test_service_entries() -> None:
+    static = {**SE, "spec": {"hosts": ["web.example.com"], "addresses": ["198.51.100.10"], "resolution": "STATIC",
+                             "ports": [{"number": 80, "name": "tcp-web", "protocol": "TCP"}],
+                             "endpoints": [{"address": "198.51.100.10"}]}}
+    dns = {**SE, "metadata": {"name": "dns"}, "spec": {"hosts": ["api.example.com"], "resolution": "DNS",
+                                                        "ports": [{"number": 8443, "name": "tls", "protocol": "TLS"}],
+                                                        "endpoints": [{"address": "web"}]}}
+    none = {**SE, "metadata": {"name": "any"}, "spec": {"hosts": ["*.example.org"], "resolution": "NONE",
+                                                         "ports": [{"number": 9000, "name": "tcp"}]}}
+    s = snap(lab(mode="REGISTRY_ONLY", resources=[static, dns, none]))
+    assert chains(s, "198.51.100.10_80") == [("", "outbound|80||web.example.com")]
+    assert [(e.address, e.port) for e in s.cluster("outbound|80||web.example.com").endpoints] == [  # type: ignore
+        ("198.51.100.10", 80)]
+    dns_cluster = s.cluster("outbound|8443||api.example.com")
+    assert dns_cluster is not None and dns_cluster.type == "STRICT_DNS"
+    assert [e.address for e in dns_cluster.endpoints] == ["198.51.100.10"]  # the lab's name `web`, resolved
+    assert chains(s, "0.0.0.0_8443") == [("", "outbound|8443||api.example.com")]  # no address: by port
+    assert s.cluster("outbound|9000||*.example.org").type == "ORIGINAL_DST"  # type: ignore[union-attr]
+
+
+def test_export_to_and_sidecar_scoping() -> None:
+    private = {**SE, "metadata": {"name": "private", "namespace": "shop"},
+               "spec": {"hosts": ["db.shop.internal"], "addresses": ["198.51.100.20"], "exportTo": ["."],
+                        "resolution": "STATIC", "ports": [{"number": 5432, "name": "tcp-pg"}],
+                        "endpoints": [{"address": "198.51.100.20"}]}}
+    assert snap(lab(resources=[private])).cluster("outbound|5432||db.shop.internal") is None
+    sidecar = {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+               "metadata": {"name": "default", "namespace": "istio-system"},
+               "spec": {"egress": [{"hosts": ["./*", "istio-system/*"]}]}}
+    scoped = snap(lab(resources=[sidecar]))
+    assert scoped.cluster(f"outbound|9080||{FQDN}") is None  # the root namespace's: "./*" is istio-system there
+    own = {**sidecar, "metadata": {"name": "default", "namespace": "default"},
+           "spec": {"egress": [{"hosts": ["./*"]}], "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}}
+    scoped = snap(lab(resources=[sidecar, own]))
+    assert scoped.cluster(f"outbound|9080||{FQDN}") is not None  # the namespace's own Sidecar wins
+    assert scoped.cluster("outbound|7000||cart.shop.svc.cluster.local") is None  # another namespace
+    assert chains(scoped, "virtualOutbound")[1][1] == "BlackHoleCluster"
+    selected = {**sidecar, "metadata": {"name": "client-only", "namespace": "default"},
+                "spec": {"workloadSelector": {"labels": {"app": "client"}}, "egress": [{"hosts": ["shop/*"]}]}}
+    scoped = snap(lab(resources=[own, selected]))
+    assert scoped.cluster("outbound|7000||cart.shop.svc.cluster.local") is not None
+    assert scoped.cluster(f"outbound|9080||{FQDN}") is None
+
+
+@pytest.mark.parametrize(("port", "name", "app_protocol", "expected"), [
+    (80, "http", None, HTTP), (80, "http-web", None, HTTP), (80, "HTTP2-x", None, HTTP), (80, "grpc-web", None, HTTP),
+    (80, "tcp-db", None, TCP), (443, "https", None, TCP), (6379, "redis", None, TCP), (80, "web", None, AUTO),
+    (80, None, None, AUTO), (3306, None, None, TCP), (53, "dns", None, TCP), (80, "tcp", "http", HTTP),
+    (80, "http", "kubernetes.io/h2c", HTTP), (53, "udp-dns", None, UDP),
+])
+def test_protocol_selection_as_istio_does_it(port: int, name: str | None, app_protocol: str | None,
+                                              expected: str) -> None:
+    assert protocol_of(port, name, app_protocol) == expected
+
+
+def test_snapshots_survive_their_json() -> None:
+    s = snap(lab(resources=[{**SE, "spec": {"hosts": ["web.example.com"], "resolution": "DNS",
+                                             "ports": [{"number": 80, "name": "http"}]}}]))
+    assert loads(s.dumps()) == s
+    standalone = standalone_snapshot("1.9", "TPROXY", [8080], version=3)
+    assert loads(standalone.dumps()) == standalone and standalone.node.mode == "TPROXY"
