@@ -1,12 +1,17 @@
-"""Proxy benchmark (issue 4): the same load with no sidecar, through netlab's proxy, and through HAProxy.
+"""Proxy benchmark: the same load with no sidecar, through netlab's proxy, and through HAProxy doing the same job.
 
-Each variant of each round gets a fresh two-pod lab (client, server): with `Connection: close` load the client's
-ports wrap onto 4-tuples still in TIME_WAIT (and conntrack) after some 20k connections, which would collapse the
-rate of whichever variant runs later. The server pod runs nginx (HTTP, :8080) and iperf3 (bulk, :5201); for the
-proxied variants it also gets istio-init's real rules (Istio 1.10, the injector's flags) and a proxy on 15006:
-- netlab: `python -m netlab.proxy --istio 1.10 --mode REDIRECT --declared-ports 8080`, one worker per core;
-- HAProxy: the same transparent inbound proxy (`server s 0.0.0.0:0` = the original destination, `source
-  127.0.0.6` like Envoy, `tune.bufsize 262144`), one thread per core, run as uid/gid 1337 like Envoy.
+Each variant of each round gets a fresh lab: with `Connection: close` load the client's ports wrap onto 4-tuples
+still in TIME_WAIT (and conntrack) after some 20k connections, which would collapse the rate of whichever variant
+runs later. Two topologies, each with istio-init's real rules (Istio 1.10, the injector's flags) where a proxy runs:
+- inbound (default): client -> server pod IP; the server pod runs nginx (HTTP, :8080) and iperf3 (bulk, :5201)
+  and, proxied, a proxy on 15006: netlab's (`--istio 1.10 --declared-ports 8080`), or HAProxy as the same
+  transparent inbound proxy (`server s 0.0.0.0:0` = the original destination, `source 127.0.0.6` like Envoy);
+- vip (`--vip`): client -> a Service's ClusterIP with 3 endpoints (3 server pods with nginx); proxied, the client
+  pod's outbound capture goes to a proxy on 15001 that picks the endpoint: netlab's, configured by the lab's
+  control plane (cluster outbound|8080||web... with the 3 pod IPs, ROUND_ROBIN as 1.10), or HAProxy with the same
+  3 servers (`balance roundrobin`). Without a proxy the node's kube-proxy-style DNAT picks the pod. Bulk goes to a
+  fourth pod behind a service of its own (iperf3's control and data connections must reach the same server).
+Proxies get one worker/thread per core, `tune.bufsize 262144` for HAProxy, and run as uid/gid 1337 like Envoy.
 Load runs in the client pod: wrk for throughput, netlab.bench.loadgen for latency, iperf3 for bulk.
 Variants are interleaved (the order rotates every round) and the figures are medians over the rounds.
 """
@@ -35,19 +40,22 @@ from netlab.bench.report import (
     format_table,
     row_cells,
 )
-from netlab.engine import build, members, require_root, sidecar, teardown
+from netlab.engine import build, members, mesh, require_root, sidecar, teardown
 from netlab.engine.mesh import proxies
 from netlab.engine.state import LabState
 from netlab.errors import EnvironmentProblem, KernelError
 from netlab.istio_init.flags import parse_flags
 from netlab.kernel.iptables import apply_istio_init
 from netlab.kernel.nsutil import nsenter_run, write_sysctls
+from netlab.mesh.build import ProxySpec, build_snapshot
+from netlab.mesh.registry import kubernetes_services
 from netlab.model.loader import parse_scenario
 
 ISTIO = "1.10"
 INJECTOR_FLAGS = ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*",
                   "-d", "15090,15021,15020"]
-HTTP_PORT, BULK_PORT, INBOUND_PORT = 8080, 5201, 15006
+HTTP_PORT, BULK_PORT, INBOUND_PORT, OUTBOUND_PORT = 8080, 5201, 15006, 15001
+VIP_REPLICAS = 3
 PROXY_UID = PROXY_GID = 1337
 TOOLS = {"nginx": "nginx-light", "wrk": "wrk", "iperf3": "iperf3", "haproxy": "haproxy"}
 # Both pods get the widest ephemeral range: more connections per lab before any 4-tuple is reused.
@@ -94,10 +102,12 @@ class BenchResult:
     plan: Plan
     workers: int
     problems: list[str]
+    vip: bool = False
 
     def as_json(self) -> dict[str, object]:
         return {
-            "cores": os.cpu_count(), "workers": self.workers, "plan": self.plan.__dict__, "rounds": self.rounds,
+            "cores": os.cpu_count(), "workers": self.workers, "topology": "vip" if self.vip else "inbound",
+            "plan": self.plan.__dict__, "rounds": self.rounds,
             "summary": [{"metric": r.metric.key, "label": r.metric.label, "median": r.values, "added": r.added,
                          "vs_none": r.vs_floor, "netlab_vs_haproxy": r.vs_haproxy, "target_met": r.ok}
                         for r in self.rows],
@@ -115,10 +125,10 @@ def check_tools() -> None:
 # --- server side --------------------------------------------------------------------------------------------
 
 
-def nginx_conf(directory: str, workers: int) -> str:
+def nginx_conf(directory: str, pod: str, workers: int) -> str:
     return f"""worker_processes {workers};
-pid {directory}/nginx.pid;
-error_log {directory}/logs/nginx.error.log warn;
+pid {directory}/run/{pod}.nginx.pid;
+error_log {directory}/logs/{pod}.nginx.error.log warn;
 events {{ worker_connections 65536; }}
 http {{
     access_log off;
@@ -153,34 +163,83 @@ backend original_destination
 """
 
 
+def haproxy_vip_conf(threads: int, endpoints: Sequence[str], bulk_ip: str) -> str:
+    """HAProxy as the client's outbound sidecar: what REDIRECT sends to 15001 goes to one of the service's pods,
+    by the original destination port (HAProxy reads SO_ORIGINAL_DST for `dst_port`)."""
+    http = "\n".join(f"    server s{i} {ip}:{HTTP_PORT}" for i, ip in enumerate(endpoints))
+    bulk = f"    server b {bulk_ip}:{BULK_PORT}"
+    return f"""global
+    nbthread {threads}
+    maxconn 8000
+    tune.bufsize 262144
+defaults
+    mode tcp
+    timeout connect 10s
+    timeout client 1h
+    timeout server 1h
+frontend outbound
+    bind 0.0.0.0:{OUTBOUND_PORT}
+    use_backend bulk if {{ dst_port {BULK_PORT} }}
+    default_backend web
+backend web
+    balance roundrobin
+{http}
+backend bulk
+    balance roundrobin
+{bulk}
+"""
+
+
 def _write(path: str, text: str) -> str:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     Path(path).write_text(text)
     return path
 
 
-def start_servers(state: LabState, workers: int) -> None:
-    conf = _write(os.path.join(state.directory, "nginx.conf"), nginx_conf(state.directory, workers))
-    nginx = members.start_in_member(state, "server", "nginx",
-                                      ["nginx", "-e", os.path.join(state.directory, "logs", "nginx.error.log"),
-                                       "-c", conf, "-g", "daemon off;"])
-    iperf = members.start_in_member(state, "server", "iperf3", ["iperf3", "-s", "-4", "-p", str(BULK_PORT)])
-    members.wait_listening(state, "server", HTTP_PORT, nginx)
-    members.wait_listening(state, "server", BULK_PORT, iperf)
+def start_servers(state: LabState, workers: int, web: Sequence[str], bulk: str) -> None:
+    for pod in web:
+        conf = _write(state.member_file("run", pod, "nginx.conf"), nginx_conf(state.directory, pod, workers))
+        error_log = state.member_file("logs", pod, "nginx.error.log")
+        nginx = members.start_in_member(state, pod, "nginx", ["nginx", "-e", error_log, "-c", conf, "-g",
+                                                              "daemon off;"])
+        members.wait_listening(state, pod, HTTP_PORT, nginx)
+    iperf = members.start_in_member(state, bulk, "iperf3", ["iperf3", "-s", "-4", "-p", str(BULK_PORT)])
+    members.wait_listening(state, bulk, BULK_PORT, iperf)
 
 
-def start_proxy(state: LabState, variant: str, workers: int, access_log: bool) -> int:
-    """Apply istio-init's rules in the server pod and start the variant's proxy on 15006; returns its PID."""
-    netns = members.member_netns_path(state, "server")
+def start_proxy(state: LabState, variant: str, workers: int, access_log: bool, vip: bool) -> int:
+    """istio-init's rules in the proxied pod (the server, or with --vip the client) and the variant's proxy;
+    returns its PID."""
+    pod = "client" if vip else "server"
+    netns = members.member_netns_path(state, pod)
     apply_istio_init(netns, parse_flags(INJECTOR_FLAGS, ISTIO), ISTIO)
     if variant == NETLAB:
-        log = state.member_file("logs", "server", "proxy-access.log") if access_log else None
-        sidecar.start_proxy(state, "server", ["--istio", ISTIO, "--declared-ports", str(HTTP_PORT)], log, workers)()
-        return proxies(state)["server"]["pid"]
-    conf = _write(os.path.join(state.directory, "haproxy.cfg"), haproxy_conf(workers))
-    proc = members.start_in_member(state, "server", "haproxy", ["haproxy", "-db", "-f", conf],
+        log = state.member_file("logs", pod, "proxy-access.log") if access_log else None
+        args = ["--config", client_snapshot(state)] if vip else ["--istio", ISTIO, "--declared-ports", str(HTTP_PORT)]
+        sidecar.start_proxy(state, pod, args, log, workers)()
+        return proxies(state)[pod]["pid"]
+    if vip:
+        endpoints = [state.members[f"server-{i}"]["ip"] for i in range(VIP_REPLICAS)]
+        conf, port = haproxy_vip_conf(workers, endpoints, state.members["bulk"]["ip"]), OUTBOUND_PORT
+    else:
+        conf, port = haproxy_conf(workers), INBOUND_PORT
+    path = _write(os.path.join(state.directory, "haproxy.cfg"), conf)
+    proc = members.start_in_member(state, pod, "haproxy", ["haproxy", "-db", "-f", path],
                                    uid=PROXY_UID, gid=PROXY_GID)
-    members.wait_listening(state, "server", INBOUND_PORT, proc)
+    members.wait_listening(state, pod, port, proc)
     return proc.pid
+
+
+def client_snapshot(state: LabState) -> str:
+    """The client sidecar's configuration as the lab's control plane makes it (the web service and its pods)."""
+    plan = state.lab_plan()
+    client = plan.pods["client"]
+    spec = ProxySpec(client.key, client.name, client.namespace, str(client.ip), ISTIO)
+    snapshot = build_snapshot(spec, kubernetes_services(plan), {}, version=1)
+    path = mesh.config_path(state, "client")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Path(path).write_text(snapshot.dumps())
+    return path
 
 
 # --- process accounting -------------------------------------------------------------------------------------
@@ -268,19 +327,30 @@ def iperf_mbs(state: LabState, host: str, seconds: int) -> float:
 # --- one variant in its own lab -----------------------------------------------------------------------------
 
 
-def measure_variant(variant: str, plan: Plan, workers: int, access_log: bool = False,
+def bench_scenario(name: str, vip: bool) -> dict[str, object]:
+    if not vip:
+        return {"name": name, "pods": {"client": {}, "server": {}}}
+    return {"name": name,
+            "pods": {"client": {}, "server": {"replicas": VIP_REPLICAS, "labels": {"app": "web"}},
+                     "bulk": {"labels": {"app": "bulk"}}},
+            "services": {"web": {"selector": {"app": "web"}, "ports": [{"name": "tcp-web", "port": HTTP_PORT}]},
+                         "iperf": {"selector": {"app": "bulk"}, "ports": [{"name": "tcp-bulk", "port": BULK_PORT}]}}}
+
+
+def measure_variant(variant: str, plan: Plan, workers: int, access_log: bool = False, vip: bool = False,
                     progress: Callable[[str], None] = lambda _m: None) -> tuple[dict[str, float], list[str]]:
     name = f"bench-px-{variant}-{secrets.token_hex(2)}"
-    scenario = parse_scenario({"name": name, "pods": {"client": {}, "server": {}}}, source="bench")
-    state = build.up(scenario, "<netlab bench proxy>", name)
+    state = build.up(parse_scenario(bench_scenario(name, vip), source="bench"), "<netlab bench proxy>", name)
     try:
-        for pod in ("client", "server"):
+        servers = [f"server-{i}" for i in range(VIP_REPLICAS)] if vip else ["server"]
+        bulk = "bulk" if vip else "server"
+        for pod in dict.fromkeys(("client", *servers, bulk)):
             write_sysctls(members.member_netns_path(state, pod), POD_SYSCTLS)
-        start_servers(state, workers)
+        start_servers(state, 1 if vip else workers, servers, bulk)
         pids: list[int] = []
         if variant != FLOOR:
-            pids = family(start_proxy(state, variant, workers, access_log))
-        server_ip = state.members["server"]["ip"]
+            pids = family(start_proxy(state, variant, workers, access_log, vip))
+        server_ip = state.info["services"]["web"]["ip"] if vip else state.members["server"]["ip"]
         url, target = f"http://{server_ip}:{HTTP_PORT}/", f"{server_ip}:{HTTP_PORT}"
         m: dict[str, float] = {}
         progress("keep-alive req/s")
@@ -301,7 +371,7 @@ def measure_variant(variant: str, plan: Plan, workers: int, access_log: bool = F
         progress("new-connection req/s")
         m["nc_rps"], m["nc_errors"] = wrk(state, url, plan.newconn_s, plan.wrk_connections, close=True)
         progress("bulk")
-        m["bulk_mbs"] = iperf_mbs(state, server_ip, plan.bulk_s)
+        m["bulk_mbs"] = iperf_mbs(state, state.info["services"]["iperf"]["ip"] if vip else server_ip, plan.bulk_s)
         if pids:
             m["rss_mb"], m["pss_mb"] = memory_mb(pids)
     finally:
@@ -316,7 +386,7 @@ def order(round_index: int) -> list[str]:
 
 
 def run(repeat: int = 3, quick: bool = False, workers: int | None = None, access_log: bool = False,
-        progress: Callable[[str], None] = lambda _m: None) -> BenchResult:
+        vip: bool = False, progress: Callable[[str], None] = lambda _m: None) -> BenchResult:
     require_root()
     check_tools()
     plan = QUICK if quick else FULL
@@ -329,20 +399,22 @@ def run(repeat: int = 3, quick: bool = False, workers: int | None = None, access
             def step(msg: str, variant: str = variant, r: int = r) -> None:
                 progress(f"round {r + 1}/{repeat}, {variant}: {msg}")
 
-            results[variant], found = measure_variant(variant, plan, workers, access_log, step)
+            results[variant], found = measure_variant(variant, plan, workers, access_log, vip, step)
             problems += found
         rounds.append(results)
     typed: list[Round] = rounds
-    return BenchResult(rounds, [compare(m, typed) for m in METRICS], plan, workers, problems)
+    return BenchResult(rounds, [compare(m, typed) for m in METRICS], plan, workers, problems, vip)
 
 
 def render(result: BenchResult) -> str:
     errors = {v: sum(int(r[v].get(k, 0)) for r in result.rounds for k in ("ka_errors", "nc_errors", "new_errors",
                                                                                "rate_errors"))
               for v in VARIANTS}
+    topology = (f"client -> a service VIP with {VIP_REPLICAS} endpoints, proxy in the client (outbound)" if result.vip
+                else "client -> server pod IP, proxy in the server (inbound)")
     notes = [
-        f"{os.cpu_count()} cores; {result.workers} proxy worker(s)/thread(s); medians of {len(result.rounds)} "
-        "interleaved round(s), each variant in a fresh lab",
+        f"{topology}; {os.cpu_count()} cores; {result.workers} proxy worker(s)/thread(s); medians of "
+        f"{len(result.rounds)} interleaved round(s), each variant in a fresh lab",
         "latency cells: median (+ added over no sidecar, median of per-round differences); "
         "netlab÷HAProxy compares the added latency",
         f"CPU: utime+stime of the proxy processes during the fixed {result.plan.rate} req/s run",

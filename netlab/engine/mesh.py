@@ -104,30 +104,32 @@ class ProxyStatus:
 
 def config_dump(state: LabState, member: str, timeout: float = 2.0) -> dict[str, Any]:
     """GET /config_dump from the proxy's admin API on 127.0.0.1:15000 inside the pod."""
-    netns = member_netns_path(state, member)
+    return admin_get(member_netns_path(state, member), "/config_dump", timeout)
 
+
+def admin_get(netns: str, path: str, timeout: float = 2.0) -> dict[str, Any]:
+    """A JSON document from the admin API of the proxy in `netns`."""
     def fetch() -> bytes:
         with socket.create_connection(ADMIN, timeout=timeout) as sock:
-            sock.sendall(b"GET /config_dump HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
             chunks = []
             while data := sock.recv(65536):
                 chunks.append(data)
         return b"".join(chunks)
 
-    response = run_in_netns(netns, fetch)
-    head, _, body = response.partition(b"\r\n\r\n")
+    head, _, body = run_in_netns(netns, fetch).partition(b"\r\n\r\n")
     status = head.split(b"\r\n", 1)[0].decode(errors="replace")
     if not status.startswith("HTTP/1.1 200"):
-        raise KernelError(f"the sidecar of {member} answered {status!r} for /config_dump")
+        raise KernelError(f"the sidecar's admin API answered {status!r} for {path}")
     return json.loads(body)
 
 
 def proxy_status(state: LabState, member: str) -> ProxyStatus:
     try:
-        dump = config_dump(state, member, timeout=0.5)
+        info = admin_get(member_netns_path(state, member), "/server_info", timeout=0.5)
     except (OSError, KernelError, ValueError) as err:
         return ProxyStatus(None, f"no answer from its admin API ({err})")
-    return ProxyStatus(int(dump["version"]), dump.get("reload_error", ""))
+    return ProxyStatus(int(info["config_version"]), info.get("reload_error", ""))
 
 
 def applied(current: Sequence[IstioResource], changes: Sequence[IstioResource]) -> list[IstioResource]:

@@ -1,6 +1,7 @@
 """The proxy's own HTTP endpoints, one request per connection (HTTP/1.1, then close): 15021 `GET /healthz/ready`,
-15090 `GET /stats/prometheus`, and Envoy's admin API on 127.0.0.1:15000, `GET /config_dump`: the snapshot this
-worker routes by, with its endpoints' live state (what `netlab proxy-config` prints, as istioctl reads Envoy's).
+15090 `GET /stats/prometheus`, and Envoy's admin API on 127.0.0.1:15000: `GET /config_dump`, the snapshot this
+worker routes by with its endpoints' live state (what `netlab proxy-config` prints, as istioctl reads Envoy's),
+and `GET /server_info`, its configuration version.
 """
 
 from __future__ import annotations
@@ -89,9 +90,14 @@ def config_dump(dispatch: Dispatch, reload_error: str = "") -> dict[str, Any]:
 
 
 def config_dump_handler(current: Callable[[], tuple[Dispatch, str]]) -> Handler:
+    """/config_dump, and /server_info: just the configuration version and the last reload's error (cheap to poll)."""
     def handle(path: str) -> tuple[int, str, str] | None:
-        if path != "/config_dump":
-            return None
-        return 200, "application/json", json.dumps(config_dump(*current()))
+        if path == "/config_dump":
+            return 200, "application/json", json.dumps(config_dump(*current()))
+        if path == "/server_info":
+            dispatch, error = current()
+            return 200, "application/json", json.dumps({"state": "LIVE", "config_version": dispatch.snapshot.version,
+                                                        "reload_error": error})
+        return None
 
     return handle
