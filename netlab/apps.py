@@ -17,6 +17,7 @@ import sys
 import time
 from typing import TextIO
 
+from netlab.hostport import split_host_port
 from netlab.kernel.procname import set_process_name
 from netlab.proxy.privileges import drop
 
@@ -70,9 +71,9 @@ HANDLERS = {"pong": pong, "echo": echo, "http": http}
 
 
 async def serve(args: argparse.Namespace) -> None:
-    host, _, port = args.listen.rpartition(":")
+    host, port = split_host_port(args.listen)
     handler = HANDLERS[args.kind]
-    server = await asyncio.start_server(lambda r, w: handler(r, w, args), host, int(port), reuse_address=True)
+    server = await asyncio.start_server(lambda r, w: handler(r, w, args), host, port, reuse_address=True)
     # Opened before switching users: the lab's state directory belongs to root. Line-buffered: read while running.
     args.peers = open(args.peers, "a", buffering=1) if args.peers else None  # noqa: SIM115  (lives with the app)
     if args.uid or args.gid:

@@ -22,9 +22,9 @@ import pytest
 
 from netlab.engine import build, members, teardown
 from netlab.engine.state import LabState
+from netlab.hostport import is_ipv4, split_host_port
 from netlab.model import load_scenario
 from netlab.model.base import DEFAULT_NAMESPACE
-from netlab.model.names import is_ipv4, split_host_port
 from netlab.probe.connect import probe as probe_once
 from netlab.probe.facts import lab_facts
 from netlab.probe.observed import ProbeResult

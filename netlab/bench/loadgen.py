@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from netlab.bench.report import median, percentile
+from netlab.hostport import split_host_port
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
@@ -166,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=5.0, help="seconds (rate)")
     p.add_argument("--connections", type=int, default=8, help="keep-alive connections (rate)")
     a = p.parse_args(argv)
-    host, _, port = a.target.rpartition(":")
-    target = (host, int(port))
+    target = split_host_port(a.target)
     if a.mode == "open":
         result = run_open(target, a.count)
     elif a.mode == "new":

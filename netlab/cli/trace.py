@@ -10,8 +10,8 @@ import click
 from netlab.cli.app import app
 from netlab.cli.common import pick_running_lab, print_json
 from netlab.errors import UsageError
+from netlab.hostport import is_ipv4, split_host_port
 from netlab.model.base import DEFAULT_NAMESPACE
-from netlab.model.names import is_ipv4, split_host_port
 from netlab.probe.facts import lab_facts
 from netlab.signals import interrupts_as_keyboard_interrupt
 from netlab.trace.build import build_trace

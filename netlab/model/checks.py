@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from netlab.hostport import is_ipv4, split_host_port
 from netlab.model.base import DEFAULT_NAMESPACE
-from netlab.model.names import Names, is_ipv4, member_key, pod_instances, split_host_port
+from netlab.model.names import Names, member_key, pod_instances
 from netlab.model.problems import Problem, unknown
 from netlab.model.schema import App, MeshStep, ProbeCheck, ProbeExpectReply, Scenario
 

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from netlab.errors import UsageError
+from netlab.hostport import split_host_port
 from netlab.istio_init.flags import parse_flags
 from netlab.istio_init.versions import parse_version
 from netlab.model.base import (
@@ -46,12 +47,6 @@ EXTERNAL_NETS = (ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("
 T = TypeVar("T")
 
 
-def _check_port(port: int) -> int:
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range; use 1-65535")
-    return port
-
-
 
 
 class Listen(Strict):
@@ -62,15 +57,17 @@ class Listen(Strict):
 
     @classmethod
     def parse(cls, text: str) -> Listen:
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"'{text}' is not ADDR:PORT; write e.g. 127.0.0.1:8080, eth0:8080 or 0.0.0.0:8080")
+        try:
+            host, port = split_host_port(text)
+        except ValueError:
+            raise ValueError(f"'{text}' is not ADDR:PORT with a port 1-65535; write e.g. 127.0.0.1:8080, eth0:8080 "
+                             "or 0.0.0.0:8080") from None
         if host != "eth0":
             try:
                 ipaddress.IPv4Address(host)
             except ValueError:
                 raise ValueError(f"'{host}' is not an IPv4 address or 'eth0' (the pod IP)") from None
-        return cls(host=host, port=_check_port(int(port)))
+        return cls(host=host, port=port)
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"

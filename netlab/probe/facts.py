@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from netlab.hostport import split_host_port
 from netlab.model.base import DEFAULT_NAMESPACE
-from netlab.model.names import Names, member_key, split_host_port
+from netlab.model.names import Names, member_key
 from netlab.model.schema import App
 from netlab.plan import LabPlan
 

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from netlab.hostport import split_host_port
+
 Addr = tuple[str, int]
 
 
@@ -56,8 +58,10 @@ class LogLine:
 
 
 def parse_addr(text: str) -> Addr | None:
-    host, sep, port = text.rpartition(":")
-    return (host, int(port)) if sep and port.isdigit() else None
+    try:
+        return split_host_port(text)
+    except ValueError:  # "-" in a log field
+        return None
 
 
 def parse_log_line(pod: str, line: str) -> LogLine | None:
