@@ -143,8 +143,7 @@ http {{
 """
 
 
-def haproxy_conf(threads: int) -> str:
-    # server 0.0.0.0:0 = the connection's original destination (SO_ORIGINAL_DST), port included.
+def _haproxy_head(threads: int) -> str:
     return f"""global
     nbthread {threads}
     maxconn 8000
@@ -154,7 +153,12 @@ defaults
     timeout connect 10s
     timeout client 1h
     timeout server 1h
-frontend inbound
+"""
+
+
+def haproxy_conf(threads: int) -> str:
+    # server 0.0.0.0:0 = the connection's original destination (SO_ORIGINAL_DST), port included.
+    return _haproxy_head(threads) + f"""frontend inbound
     bind 0.0.0.0:{INBOUND_PORT}
     default_backend original_destination
 backend original_destination
@@ -166,27 +170,16 @@ backend original_destination
 def haproxy_vip_conf(threads: int, endpoints: Sequence[str], bulk_ip: str) -> str:
     """HAProxy as the client's outbound sidecar: what REDIRECT sends to 15001 goes to one of the service's pods,
     by the original destination port (HAProxy reads SO_ORIGINAL_DST for `dst_port`)."""
-    http = "\n".join(f"    server s{i} {ip}:{HTTP_PORT}" for i, ip in enumerate(endpoints))
-    bulk = f"    server b {bulk_ip}:{BULK_PORT}"
-    return f"""global
-    nbthread {threads}
-    maxconn 8000
-    tune.bufsize 262144
-defaults
-    mode tcp
-    timeout connect 10s
-    timeout client 1h
-    timeout server 1h
-frontend outbound
+    web = "\n".join(f"    server s{i} {ip}:{HTTP_PORT}" for i, ip in enumerate(endpoints))
+    return _haproxy_head(threads) + f"""frontend outbound
     bind 0.0.0.0:{OUTBOUND_PORT}
     use_backend bulk if {{ dst_port {BULK_PORT} }}
     default_backend web
 backend web
     balance roundrobin
-{http}
+{web}
 backend bulk
-    balance roundrobin
-{bulk}
+    server b {bulk_ip}:{BULK_PORT}
 """
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # Names are matched whole (fullmatch): `$` would accept a trailing newline.
 POD_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
@@ -35,7 +35,8 @@ def check_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
-Labels = Annotated[dict[str, str], Field(default_factory=dict)]
+# Checked wherever it is used: pods, namespaces, selectors, resource metadata.
+Labels = Annotated[dict[str, str], Field(default_factory=dict), AfterValidator(check_labels)]
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from netlab.model.base import NAMESPACE_NAME, Labels, Port, Strict, check_labels
+from netlab.model.base import NAMESPACE_NAME, Labels, Port, Strict
 
 NETWORKING_VERSIONS = Literal["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
 RESOURCE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS-1123 subdomain
@@ -42,11 +42,6 @@ class ObjectMeta(Strict):
             raise ValueError(f"'{value}' is not a namespace name (a DNS label)")
         return value
 
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_labels(value)
-
 
 def _host(value: str) -> str:
     if not HOST.fullmatch(value):
@@ -56,11 +51,6 @@ def _host(value: str) -> str:
 
 class WorkloadSelector(Strict):
     labels: Labels
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_labels(value)
 
 
 # --- ServiceEntry ---------------------------------------------------------------------------------------------

@@ -167,11 +167,6 @@ class Sidecar(Strict):
 class Namespace(Strict):
     labels: Labels
 
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_labels(value)
-
 
 class Pod(Strict):
     """A pod, or with `replicas` a Deployment's pods NAME-0 … NAME-(N-1)."""
@@ -182,11 +177,6 @@ class Pod(Strict):
     replicas: int = Field(1, ge=1, le=MAX_REPLICAS, strict=True)
     sidecar: Sidecar | None = None
     app: App | None = None
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_labels(value)
 
     @field_validator("service_account")
     @classmethod
