@@ -219,8 +219,8 @@ def failure_text(line: LogLine, flags: str, details: str, facts: LabFacts, membe
         return text + "; without the guard it would loop until file descriptors run out"
     if flags == "NR":
         return f"refused ({details})"
-    if flags == "UF":
-        why = details
+    if flags.startswith("UF"):
+        why = line.reason()
         app = member.app if member else None
         if upstream and app and not app.accepts(*upstream):
             why += f"; the app listens on {app.describe()}"

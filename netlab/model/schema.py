@@ -375,7 +375,13 @@ CONNTRACK_FIELDS = ("orig_src", "orig_dst", "orig_sport", "orig_dport",
                     "reply_src", "reply_dst", "reply_sport", "reply_dport", "state", "mark")
 # Fields of one access-log line (netlab/proxy/accesslog.py); addresses may be given without the port.
 PROXY_LOG_FIELDS = ("direction", "cluster", "flags", "details", "bytes_received", "bytes_sent",
-                    "upstream_host", "upstream_local", "downstream_local", "downstream_remote")
+                    "upstream_host", "upstream_local", "downstream_local", "downstream_remote",
+                    # the other fields of Istio's access log, by the JSON encoding's names
+                    "method", "path", "protocol", "response_code", "response_code_details",
+                    "connection_termination_details", "upstream_transport_failure_reason", "duration",
+                    "upstream_service_time", "x_forwarded_for", "user_agent", "request_id", "authority",
+                    "requested_server_name", "route_name", "upstream_cluster", "response_flags",
+                    "upstream_local_address", "downstream_local_address", "downstream_remote_address")
 
 
 class PodCheck(Strict):

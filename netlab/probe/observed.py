@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,11 +39,21 @@ class ProbeResult:
 
 # --- sidecar access log -------------------------------------------------------------------------------------
 
+# Istio's TEXT access-log format (netlab/proxy/accesslog.py). Groups take the JSON encoding's key names, but for the
+# short names scenarios have used: cluster, flags, upstream_local, downstream_local, downstream_remote.
 _LOG_LINE = re.compile(
-    r'^\[(?P<start_time>[^\]]+)\] (?P<direction>\S+) (?P<cluster>\S+) (?P<flags>\S+) (?P<details>\S+) '
-    r'(?P<bytes_received>\d+) (?P<bytes_sent>\d+) (?P<duration_ms>\d+) "(?P<upstream_host>[^"]*)" '
-    r"(?P<upstream_local>\S+) (?P<downstream_local>\S+) (?P<downstream_remote>\S+)$"
+    r'^\[(?P<start_time>[^\]]+)\] "(?P<method>\S+) (?P<path>\S+) (?P<protocol>\S+)" (?P<response_code>\d+) '
+    r'(?P<flags>\S+) (?P<response_code_details>\S+) (?P<connection_termination_details>\S+) '
+    r'"(?P<upstream_transport_failure_reason>[^"]*)" (?P<bytes_received>\d+) (?P<bytes_sent>\d+) '
+    r'(?P<duration>\d+) (?P<upstream_service_time>\S+) "(?P<x_forwarded_for>[^"]*)" "(?P<user_agent>[^"]*)" '
+    r'"(?P<request_id>[^"]*)" "(?P<authority>[^"]*)" "(?P<upstream_host>[^"]*)" (?P<cluster>\S+) '
+    r"(?P<upstream_local>\S+) (?P<downstream_local>\S+) (?P<downstream_remote>\S+) "
+    r"(?P<requested_server_name>\S+) (?P<route_name>\S+)$"
 )
+# The same fields under the JSON encoding's names, for scenarios that use those.
+LOG_ALIASES = {"upstream_cluster": "cluster", "response_flags": "flags", "upstream_local_address": "upstream_local",
+               "downstream_local_address": "downstream_local", "downstream_remote_address": "downstream_remote"}
+INBOUND_CLUSTERS = ("inbound|", "InboundPassthroughCluster")
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,15 @@ class LogLine:
     def addr(self, key: str) -> Addr | None:
         return parse_addr(self.get(key))
 
+    def reason(self) -> str:
+        """`details` in words: Envoy's "delayed_connect_error:_111" names the connect's errno."""
+        details = self.get("details")
+        found = re.fullmatch(r"delayed_connect_error:_(\d+)", details)
+        if found is None:
+            return details
+        number = int(found[1])
+        return f"{details}: {errno.errorcode.get(number, '?')}, {os.strerror(number)}"
+
 
 def parse_addr(text: str) -> Addr | None:
     try:
@@ -65,9 +86,20 @@ def parse_addr(text: str) -> Addr | None:
 
 
 def parse_log_line(pod: str, line: str) -> LogLine | None:
-    """One text access-log line (netlab/proxy/accesslog.py); None for anything else."""
+    """One text access-log line (netlab/proxy/accesslog.py); None for anything else. Two fields are derived:
+    `direction` (the sidecar's inbound or outbound side, from the cluster) and `details` (the first of the three
+    details fields that is set)."""
     m = _LOG_LINE.match(line.strip())
-    return LogLine(pod, line.strip(), m.groupdict()) if m else None
+    if m is None:
+        return None
+    fields = m.groupdict()
+    inbound = fields["cluster"].startswith(INBOUND_CLUSTERS) or "captured_again" in fields[
+        "connection_termination_details"]
+    fields["direction"] = "inbound" if inbound else "outbound"
+    fields["details"] = next((fields[k] for k in ("response_code_details", "connection_termination_details",
+                                                  "upstream_transport_failure_reason") if fields[k] != "-"), "-")
+    fields.update({alias: fields[name] for alias, name in LOG_ALIASES.items()})
+    return LogLine(pod, line.strip(), fields)
 
 
 def parse_log(pod: str, text: str) -> list[LogLine]:

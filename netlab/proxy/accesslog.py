@@ -1,20 +1,22 @@
-"""One Envoy-like access-log line per connection, text or JSON lines.
+"""The access log in Istio's default format: one line per HTTP request and one per TCP connection.
 
-Text format (space separated; `-` when a field is empty):
+TEXT is istiod's EnvoyTextLogFormat (pilot/pkg/model/telemetry_logging.go; the same since Istio 1.9, with
+%UPSTREAM_CLUSTER_RAW% from 1.23, which prints the same name unless an alternative stat name is configured):
 
-    [START_TIME] DIRECTION CLUSTER RESPONSE_FLAGS DETAILS BYTES_RECEIVED BYTES_SENT DURATION_MS
-        "UPSTREAM_HOST" UPSTREAM_LOCAL_ADDRESS DOWNSTREAM_LOCAL_ADDRESS DOWNSTREAM_REMOTE_ADDRESS
+    [%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS%
+    %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED%
+    %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%"
+    "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS%
+    %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%
 
-    [2026-11-22T04:10:00.123Z] inbound inbound|8080|| - - 5 5 3 "10.44.0.2:8080" 127.0.0.6:41109
-        10.44.0.2:8080 10.44.0.1:53210
-    [2026-11-22T04:10:01.002Z] inbound inbound|8080|| UF upstream_connect_error:ECONNREFUSED(111) 5 0 1
-        "127.0.0.1:8080" - 10.44.0.2:8080 10.44.0.1:53212
+(one line in the file). An empty value prints `-`; a TCP connection prints `"- - -" 0` for the HTTP fields, e.g.
 
-(each example is one line in the file).
+    [2024-05-28T18:42:53.929Z] "- - -" 0 UF,URX - - "delayed_connect_error:_111" 0 0 0 - "-" "-" "-" "-"
+    "100.72.2.95:7801" InboundPassthroughClusterIpv4 - 100.72.2.95:7801 100.72.9.97:33948 - -
 
-BYTES_RECEIVED is read from the client, BYTES_SENT written to it (Envoy's meaning). DOWNSTREAM_LOCAL_ADDRESS is
-the original destination. Flags: UF upstream connection failure, UC upstream reset, DC downstream reset,
-NR refused by the loop guard; DETAILS says why (with the errno). JSON lines use Envoy's field names.
+JSON lines use EnvoyJSONLogFormatIstio's keys (sorted, numbers typed). netlab's own reasons for a connection it
+closes (its loop guard, an idle timeout, the errno of a reset) go into CONNECTION_TERMINATION_DETAILS, the field
+Envoy's network filters use for theirs.
 
 Lines are buffered and written with O_APPEND, whole lines per write, so several workers can share one file. A
 write is scheduled as soon as a line is logged (`defer`, the worker's loop.call_soon): the lines of every
@@ -39,17 +41,29 @@ _FLUSH_BYTES = 64 * 1024
 @dataclass(slots=True)
 class Entry:
     start: float  # time.time()
-    direction: str
     cluster: str
-    flags: str  # "-" or e.g. "UF"
-    details: str  # "-" or e.g. "upstream_connect_error:ECONNREFUSED(111)"
-    bytes_received: int
-    bytes_sent: int
-    duration_ms: int
-    upstream_host: Addr | None
-    upstream_local: Addr | None
-    downstream_local: Addr
+    downstream_local: Addr  # the original destination
     downstream_remote: Addr
+    upstream_host: Addr | None = None
+    upstream_local: Addr | None = None
+    flags: str = "-"  # RESPONSE_FLAGS, e.g. "UF,URX"
+    bytes_received: int = 0  # from the client
+    bytes_sent: int = 0  # to the client
+    duration_ms: int = 0
+    termination_details: str = "-"  # CONNECTION_TERMINATION_DETAILS
+    transport_failure: str = "-"  # UPSTREAM_TRANSPORT_FAILURE_REASON
+    method: str = "-"
+    path: str = "-"
+    protocol: str = "-"
+    response_code: int = 0
+    response_code_details: str = "-"
+    upstream_service_time: int | None = None
+    x_forwarded_for: str = "-"
+    user_agent: str = "-"
+    request_id: str = "-"
+    authority: str = "-"
+    requested_server_name: str = "-"
+    route_name: str = "-"
 
 
 def _addr(a: Addr | None) -> str:
@@ -61,31 +75,48 @@ def _time(t: float) -> str:
 
 
 def format_text(e: Entry) -> str:
+    service = "-" if e.upstream_service_time is None else e.upstream_service_time
     return (
-        f"[{_time(e.start)}] {e.direction} {e.cluster} {e.flags} {e.details} {e.bytes_received} {e.bytes_sent} "
-        f'{e.duration_ms} "{_addr(e.upstream_host)}" {_addr(e.upstream_local)} {_addr(e.downstream_local)} '
-        f"{_addr(e.downstream_remote)}"
+        f'[{_time(e.start)}] "{e.method} {e.path} {e.protocol}" {e.response_code} {e.flags} '
+        f'{e.response_code_details} {e.termination_details} "{e.transport_failure}" {e.bytes_received} '
+        f'{e.bytes_sent} {e.duration_ms} {service} "{e.x_forwarded_for}" "{e.user_agent}" "{e.request_id}" '
+        f'"{e.authority}" "{_addr(e.upstream_host)}" {e.cluster} {_addr(e.upstream_local)} '
+        f"{_addr(e.downstream_local)} {_addr(e.downstream_remote)} {e.requested_server_name} {e.route_name}"
     )
+
+
+def _value(text: str) -> str | None:
+    return None if text == "-" else text
 
 
 def format_json(e: Entry) -> str:
-    return json.dumps(
-        {
-            "start_time": _time(e.start),
-            "direction": e.direction,
-            "upstream_cluster": e.cluster,
-            "response_flags": e.flags,
-            "connection_termination_details": e.details,
-            "bytes_received": e.bytes_received,
-            "bytes_sent": e.bytes_sent,
-            "duration": e.duration_ms,
-            "upstream_host": _addr(e.upstream_host),
-            "upstream_local_address": _addr(e.upstream_local),
-            "downstream_local_address": _addr(e.downstream_local),
-            "downstream_remote_address": _addr(e.downstream_remote),
-        },
-        separators=(",", ":"),
-    )
+    document = {
+        "authority": _value(e.authority),
+        "bytes_received": e.bytes_received,
+        "bytes_sent": e.bytes_sent,
+        "connection_termination_details": _value(e.termination_details),
+        "downstream_local_address": _addr(e.downstream_local),
+        "downstream_remote_address": _addr(e.downstream_remote),
+        "duration": e.duration_ms,
+        "method": _value(e.method),
+        "path": _value(e.path),
+        "protocol": _value(e.protocol),
+        "request_id": _value(e.request_id),
+        "requested_server_name": _value(e.requested_server_name),
+        "response_code": e.response_code,
+        "response_code_details": _value(e.response_code_details),
+        "response_flags": e.flags,
+        "route_name": _value(e.route_name),
+        "start_time": _time(e.start),
+        "upstream_cluster": e.cluster,
+        "upstream_host": _value(_addr(e.upstream_host)),
+        "upstream_local_address": _value(_addr(e.upstream_local)),
+        "upstream_service_time": e.upstream_service_time,
+        "upstream_transport_failure_reason": _value(e.transport_failure),
+        "user_agent": _value(e.user_agent),
+        "x_forwarded_for": _value(e.x_forwarded_for),
+    }
+    return json.dumps(document, separators=(",", ":"))
 
 
 class AccessLog:

@@ -182,7 +182,7 @@ def quiet_relay_error(loop: asyncio.AbstractEventLoop, context: dict[str, object
 
 
 class Connection:
-    __slots__ = ("base", "client", "closing", "counts", "ctx", "d", "details", "final", "flags", "held",
+    __slots__ = ("base", "client", "closing", "counts", "ctx", "d", "details", "failure", "final", "flags", "held",
                  "held_size", "host", "idle_mark", "idle_since", "orig", "pub_rx", "pub_tx", "reset_up", "route",
                  "row", "start", "timer", "u", "up_local", "upstream")
 
@@ -197,7 +197,8 @@ class Connection:
         self.pub_rx = self.pub_tx = 0
         self.counts = (0, 0)  # (from the client, from the upstream): the last measure()
         self.final = False  # counts are the final ones (settle())
-        self.flags = self.details = "-"
+        # Access-log fields: RESPONSE_FLAGS, CONNECTION_TERMINATION_DETAILS, UPSTREAM_TRANSPORT_FAILURE_REASON.
+        self.flags = self.details = self.failure = "-"
         self.up_local: Addr | None = None
         self.upstream: Addr | None = None  # the endpoint chosen (the original destination for passthrough)
         self.host: Host | None = None  # its load-balancer entry, whose open connections this one counts in
@@ -260,11 +261,12 @@ class Connection:
         if route.refused is not None:
             if route.refused.startswith("loop_detected"):
                 row[base + st.LOOP] += 1
-            return self.fail(route.flags, route.refused)
+            # Envoy's tcp_proxy logs no details with UH (no host to pick); netlab's own refusals name theirs.
+            return self.fail(route.flags, "-" if route.flags == "UH" else route.refused)
         upstream, host = route.pick()
         if upstream is None:  # every endpoint gone
             self.route = refused(route.direction, "no_healthy_upstream", route.cluster, "UH")
-            return self.fail("UH", "no_healthy_upstream")
+            return self.fail("UH", "-")
         self.upstream = upstream
         if host is not None:
             host.active += 1
@@ -375,9 +377,15 @@ class Connection:
         self.connect_failed(errno.ETIMEDOUT)
 
     def connect_failed(self, err: int) -> None:
+        """As tcp_proxy logs it: UF, and URX (its one connect attempt used up); the socket's error as Envoy words
+        a transport failure ("delayed connect error: 111"), or our own connect timer's."""
         self.row[self.base + st.CONNECT_FAIL] += 1
         self.up_local = None  # never connected: no upstream local address in the log
-        self.fail("UF", errno_detail("upstream_connect_error", err))
+        if err == errno.ETIMEDOUT:
+            self.fail("UF,URX", "connect_timeout")
+        else:
+            self.failure = f"delayed_connect_error:_{err}"
+            self.fail("UF,URX", "-")
 
     # --- flow control and half-close -------------------------------------------------------------------------
 
@@ -481,9 +489,9 @@ class Connection:
             self.publish()
         log = ctx.log
         if log is not None:
-            log.log(Entry(self.start, ctx.direction, self.route.cluster, self.flags, self.details, self.rx,
-                          self.tx, int((time.time() - self.start) * 1000), self.upstream, self.up_local,
-                          self.orig, self.client))
+            log.log(Entry(self.start, self.route.cluster, self.orig, self.client, self.upstream, self.up_local,
+                          self.flags, self.rx, self.tx, int((time.time() - self.start) * 1000), self.details,
+                          self.failure))
         # Each side refers to the connection and to the other: unlinked, all of it is freed now rather than by the
         # cycle collector (7k instructions per connection).
         for side in (self.d, self.u):

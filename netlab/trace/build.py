@@ -418,7 +418,7 @@ class _Builder:
                        f" cluster {line.get('cluster')} → upstream {line.get('upstream_host')}"
                        + (f" from {line.get('upstream_local')}" if line.get("upstream_local") != "-" else ""))
             if flags != "-":
-                summary += f"; flags {flags} {line.get('details')}"
+                summary += f"; flags {flags} {line.reason()}"
             self.add(Step("proxy", member, actor, None, leg.index, tup, summary,
                           evidence=[*ev, f"access log of {member}: {line.raw}"]))
             return
@@ -436,7 +436,7 @@ class _Builder:
                       None) if leg.src else leg.line if leg.line and leg.line.get("flags") != "-" else None
         if failed is not None:
             self.add(Step("refused", member, actor, None, leg.index, tup,
-                          f"no app accepted: the proxy logged {failed.get('flags')} {failed.get('details')}",
+                          f"no app accepted: the proxy logged {failed.get('flags')} {failed.reason()}",
                           evidence=[*ev, f"access log of {failed.pod}: {failed.raw}"]))
             return
         self.add(Step("accept", member, actor, None, leg.index, tup,

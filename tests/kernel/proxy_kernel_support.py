@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from netlab.istio_init.flags import parse_flags
 from netlab.istio_init.render import render
+from netlab.probe.observed import parse_log_line
 
 INJECTOR_FLAGS = "-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020"
 POD_IP, CLIENT_IP, EXTERNAL_IP = "10.44.0.2", "10.44.0.1", "198.51.100.10"  # EXTERNAL_IP lives in the client ns
@@ -130,6 +131,13 @@ class ProxyProcess:
             if len(lines) >= want or time.monotonic() > deadline:
                 return lines
             time.sleep(0.05)
+
+    def log_entries(self, want: int = 1) -> list[dict[str, str]]:
+        """The access-log lines parsed into fields (named as Istio's JSON encoding names them)."""
+        lines = self.log_lines(want)
+        entries = [parse_log_line("pod", line) for line in lines]
+        assert all(entries), lines
+        return [e.fields for e in entries if e]
 
     stderr = ""
 

@@ -22,6 +22,7 @@ from netlab.engine.state import LabState
 from netlab.kernel import holders
 from netlab.kernel.nsutil import nsenter_run, run_in_netns
 from netlab.model import load_scenario
+from netlab.probe.observed import parse_log_line
 
 FQDN = "reviews.default.svc.cluster.local"
 SCENARIO = """
@@ -66,14 +67,16 @@ def replica_ips(state: LabState) -> dict[str, str]:
     return {state.members[f"reviews-{i}"]["ip"]: f"reviews-{i}" for i in range(3)}
 
 
-def access_log(state: LabState, member: str, at_least: int = 0) -> list[str]:
-    """The sidecar's access-log lines, once there are at least `at_least` (the proxy flushes once a second)."""
+def access_log(state: LabState, member: str, at_least: int = 0) -> list[dict[str, str]]:
+    """The sidecar's access-log lines as fields, once there are at least `at_least`."""
     path = Path(state.members[member]["sidecar"]["access_log"])
     deadline = time.monotonic() + 3
     while True:
         lines = path.read_text().splitlines() if path.exists() else []
         if len(lines) >= at_least or time.monotonic() > deadline:
-            return lines
+            entries = [parse_log_line(member, line) for line in lines]
+            assert all(entries), lines
+            return [e.fields for e in entries if e]
         time.sleep(0.05)
 
 
@@ -94,8 +97,8 @@ def test_the_client_sidecar_picks_pods_and_the_node_dnat_is_not_used(lab: LabSta
     calls(lab, "client", vip(lab), 9080, 30)
     lines = access_log(lab, "client", before_log + 30)[before_log:]
     assert len(lines) == 30
-    upstreams = [line.split('"')[1] for line in lines]  # "UPSTREAM_HOST"
-    assert all(f" outbound|9080||{FQDN} - - " in line for line in lines)
+    upstreams = [e["upstream_host"] for e in lines]
+    assert all((e["cluster"], e["flags"]) == (f"outbound|9080||{FQDN}", "-") for e in lines)
     pods = Counter(replica_ips(lab)[u.removesuffix(":9080")] for u in upstreams)
     assert set(pods) == {"reviews-0", "reviews-1", "reviews-2"}, pods  # LEAST_REQUEST: every replica in 30 calls
     assert service_dnat_packets(lab) == before_dnat  # the proxy connected to pod IPs, not the ClusterIP
@@ -140,7 +143,8 @@ def test_apply_changes_routing_live_and_open_connections_stay(lab: LabState, tmp
         assert held.recv(100) == b"after\n"
         logged = len(access_log(lab, "client"))
         assert run_in_netns(netns, lambda: _connect_outcome(web, 80)) == "reset"  # REGISTRY_ONLY: BlackHoleCluster
-        assert " BlackHoleCluster UH no_healthy_upstream " in access_log(lab, "client", logged + 1)[-1]
+        last = access_log(lab, "client", logged + 1)[-1]
+        assert (last["cluster"], last["flags"], last["details"]) == ("BlackHoleCluster", "UH", "-")
         assert talk(netns, vip(lab), 9080) == b"ping\n"  # a known service still works
         netlab("delete", lab.lab, str(policy), check=True)
         assert talk(netns, web, 80) == b"ping\n"
@@ -158,7 +162,7 @@ def test_an_endpoint_whose_pod_is_gone_is_not_chosen(lab: LabState) -> None:
     before = len(access_log(lab, "client"))
     calls(lab, "client", vip(lab), 9080, 20)
     lines = access_log(lab, "client", before + 20)[before:]
-    assert len(lines) == 20 and not any(f'"{gone}:9080"' in line for line in lines)
+    assert len(lines) == 20 and not any(e["upstream_host"] == f"{gone}:9080" for e in lines)
 
 
 def lab_version(state: LabState) -> int:

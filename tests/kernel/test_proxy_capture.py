@@ -108,11 +108,12 @@ def test_inbound_matrix(lab: PodLab, tmp_path: Path, istio: str) -> None:
                     assert [a[0] for a in app.peers] == [peer]
                 else:
                     assert app.peers == []
-            line = p.log_lines(n)[n - 1]
-            assert " inbound inbound|8080|| " in line
-            assert f" {POD_IP}:8080 {CLIENT_IP}:" in line  # downstream local = original destination
+            e = p.log_entries(n)[n - 1]
+            assert (e["direction"], e["cluster"]) == ("inbound", "inbound|8080||")
+            assert e["downstream_local"] == f"{POD_IP}:8080"  # the original destination
+            assert e["downstream_remote"].startswith(f"{CLIENT_IP}:")
             if outcome == "reset":
-                assert " UF upstream_connect_error:ECONNREFUSED(111) " in line
+                assert (e["flags"], e["upstream_transport_failure_reason"]) == ("UF,URX", "delayed_connect_error:_111")
 
 
 def test_no_inbound_passthrough_restores_1_9_on_1_10(lab: PodLab, tmp_path: Path) -> None:
@@ -126,8 +127,9 @@ def test_undeclared_port_passthrough_from_127_0_0_6_in_1_9(lab: PodLab, tmp_path
     with proxy(lab.pod_path, "--istio", "1.9", "--declared-ports", "8080", log_dir=tmp_path) as p, \
             pod_app(lab, "0.0.0.0", 9090):
         assert exchange_from(lab.client_path, (POD_IP, 9090)) == ("reply", b"pong from 127.0.0.6")
-        line = p.log_lines()[0]
-        assert " inbound InboundPassthroughClusterIpv4 - - " in line and " 127.0.0.6:" in line
+        (e,) = p.log_entries()
+        assert (e["direction"], e["cluster"], e["flags"]) == ("inbound", "InboundPassthroughClusterIpv4", "-")
+        assert e["upstream_local"].startswith("127.0.0.6:")
 
 
 def test_outbound_capture_to_15001(lab: PodLab, tmp_path: Path) -> None:
@@ -139,9 +141,10 @@ def test_outbound_capture_to_15001(lab: PodLab, tmp_path: Path) -> None:
         p = stack.enter_context(proxy(lab.pod_path, "--istio", "1.10", log_dir=tmp_path))
         assert exchange_from(lab.pod_path, (EXTERNAL_IP, 80)) == ("reply", f"pong from {POD_IP}".encode())
         assert [a[0] for a in server.peers] == [POD_IP]  # left the pod as the proxy (owner rule RETURN)
-        line = p.log_lines()[0]
-        assert " outbound PassthroughCluster - - " in line and f'"{EXTERNAL_IP}:80"' in line
-        assert f" {EXTERNAL_IP}:80 {POD_IP}:" in line  # downstream local = original destination
+        (e,) = p.log_entries()
+        assert (e["direction"], e["cluster"], e["flags"]) == ("outbound", "PassthroughCluster", "-")
+        assert e["upstream_host"] == e["downstream_local"] == f"{EXTERNAL_IP}:80"  # the original destination
+        assert e["downstream_remote"].startswith(f"{POD_IP}:")
         # What students check by hand: the reply tuple comes from the proxy's 15001.
         entry = conntrack(lab, "--orig-dst", EXTERNAL_IP)
         assert f"dst={EXTERNAL_IP}" in entry and "src=127.0.0.1 dst=" in entry and "sport=15001" in entry, entry
@@ -162,7 +165,7 @@ def test_rst_on_upstream_failure(lab: PodLab, tmp_path: Path) -> None:
                 s.connect((POD_IP, 8080))
                 s.sendall(b"ping")
                 s.recv(100)
-        assert " UF upstream_connect_error:ECONNREFUSED(111) " in p.log_lines()[0]
+        assert p.log_entries()[0]["details"] == "delayed_connect_error:_111"
 
 
 def test_half_close_through_capture(lab: PodLab, tmp_path: Path) -> None:
@@ -180,9 +183,10 @@ def test_loop_guard_when_istio_output_rule_1_is_missing(lab: PodLab, tmp_path: P
             pod_app(lab, POD_IP, 8080) as app:
         assert exchange_from(lab.client_path, (POD_IP, 8080))[0] == "reset"
         assert app.peers == []  # the 127.0.0.6 connection never reached the app: it was captured again
-        lines = p.log_lines(2)
-        assert any(" BlackHoleCluster NR loop_detected:127.0.0.6_captured_again " in ln for ln in lines)
-        assert any(" inbound|8080|| UC " in ln or " inbound|8080|| UF " in ln for ln in lines), lines
+        entries = p.log_entries(2)
+        assert any((e["cluster"], e["flags"], e["details"]) == (
+            "BlackHoleCluster", "NR", "loop_detected:127.0.0.6_captured_again") for e in entries), entries
+        assert any(e["cluster"] == "inbound|8080||" and e["flags"] in ("UC", "UF,URX") for e in entries), entries
         assert p.proc.poll() is None
         fds = len(os.listdir(f"/proc/{p.pid}/fd"))
         assert fds < 40, f"{fds} fds open: the loop was followed"
@@ -240,9 +244,10 @@ def test_1000_concurrent_checksummed_connections(lab: PodLab, tmp_path: Path) ->
                    log_dir=tmp_path) as p:
             results = asyncio.run(all_of_them())
             assert results.count(True) == n
-            lines = p.log_lines(n, timeout=10)
-            assert len(lines) == n and all(" inbound|8080|| - - " in ln for ln in lines)
-            assert {ln.split()[5] for ln in lines} == {str(size + 4)}
+            p.log_lines(n, timeout=10)
+            entries = p.log_entries(n)
+            assert len(entries) == n and all((e["cluster"], e["flags"]) == ("inbound|8080||", "-") for e in entries)
+            assert {e["bytes_received"] for e in entries} == {str(size + 4)}
             # Two workers shared the load; the stats scrape sums their rows.
             body = ""
             s = in_netns(lab.client_path, socket.socket)
@@ -273,8 +278,9 @@ def test_tproxy_mode_app_sees_the_real_client(scratch_netns: str, tmp_path: Path
             assert status["Uid"].split() == ["0"] * 4 and status["Gid"].split() == ["1337"] * 4
             assert exchange_from(lab.client_path, (POD_IP, 8080)) == ("reply", f"pong from {CLIENT_IP}".encode())
             assert [a[0] for a in app.peers] == [CLIENT_IP]
-            line = p.log_lines()[0]
-            assert " inbound inbound|8080|| - - " in line and f" {CLIENT_IP}:" in line.split('"')[2]
+            (e,) = p.log_entries()
+            assert (e["cluster"], e["flags"]) == ("inbound|8080||", "-")
+            assert e["upstream_local"].startswith(f"{CLIENT_IP}:")  # original_src: the client's own address
             # Undeclared port: still the client's address (original_src applies to the whole listener).
             with pod_app(lab, "0.0.0.0", 9090) as other:
                 assert exchange_from(lab.client_path, (POD_IP, 9090)) == ("reply", f"pong from {CLIENT_IP}".encode())

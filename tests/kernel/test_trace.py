@@ -140,7 +140,7 @@ def test_lo_vs_eth0_traces(labs: Callable[[str], str], tmp_path: Path) -> None:
         doc["hops"],
         lambda h: h["member"] == "_node" and "DNAT" in h["summary"],
         lambda h: h["kind"] == "deliver" and h["target"] == "lo-1-10 sidecar" and rule(h, "nat/ISTIO_IN_REDIRECT#1"),
-        lambda h: h["kind"] == "proxy" and "UF upstream_connect_error:ECONNREFUSED" in h["summary"],
+        lambda h: h["kind"] == "proxy" and "UF,URX delayed_connect_error:_111: ECONNREFUSED" in h["summary"],
         lambda h: h["kind"] == "refused" and h["member"] == "lo-1-10",
         lambda h: h["kind"] == "outcome" and h["actor"] == "lo-1-10 sidecar" and "reset" in h["summary"],
     )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 from netlab.mesh.build import standalone_snapshot
+from netlab.probe.observed import parse_log_line
 from netlab.proxy.accesslog import AccessLog
 from netlab.proxy.config import ProxyConfig
 from netlab.proxy.origdst import Addr
@@ -92,6 +93,12 @@ class ProxyUnderTest:
         self.call(self.log.flush)
         with open(self.log_path) as f:
             return f.read().splitlines()
+
+    def log_entries(self) -> list[dict[str, str]]:
+        """The access log's lines, parsed into fields named as Istio's JSON encoding names them."""
+        entries = [parse_log_line("proxy", line) for line in self.log_lines()]
+        assert all(entries), self.log_lines()
+        return [e.fields for e in entries if e]
 
 
 async def _wrap(fn: Callable[[], object]) -> object:

@@ -125,7 +125,7 @@ def test_refused_upstream_is_an_observed_refusal_not_an_accept() -> None:
     t = trace_of(recorded("lo-1-10-reset"))
     kinds = [s.kind for s in t.steps]
     assert kinds == ["send", "nat", "deliver", "proxy", "local", "refused", "outcome"]
-    assert "UF upstream_connect_error:ECONNREFUSED(111)" in t.steps[5].summary
+    assert "UF,URX delayed_connect_error:_111: ECONNREFUSED, Connection refused" in t.steps[5].summary
     assert t.outcome == "reset" and t.steps[-1].actor == "lo-1-10 sidecar"
     # The proxy logged no upstream local address and conntrack kept none: the port is shown as unknown.
     assert t.steps[4].tuple.startswith("? →")

@@ -16,6 +16,7 @@ from netlab.probe.observed import (
     parse_conntrack_line,
     parse_log_line,
 )
+from netlab.proxy.accesslog import Entry, format_text
 from netlab.verdict import judge_pod, judge_probe, value_matches
 
 CLIENT, POD = "10.244.0.10", "10.244.0.13"
@@ -44,10 +45,15 @@ def result(outcome: str, data: bytes = b"", port: int = 51108) -> ProbeResult:
                        "ECONNRESET" if outcome == "reset" else "")
 
 
-REFUSED_LINE = (f'[2026-11-22T04:19:10.199Z] inbound inbound|8080|| UF upstream_connect_error:ECONNREFUSED(111) 5 0 0 '
-                f'"{POD}:8080" - {POD}:8080 {CLIENT}:51108')
-OK_LINE = (f'[2026-11-22T04:19:10.240Z] inbound inbound|8080|| - - 5 5 3 "{POD}:8080" 127.0.0.6:53762 '
-           f'{POD}:8080 {CLIENT}:51108')
+def log_line(cluster: str, remote: tuple[str, int], **fields: object) -> str:
+    """A line as the proxy writes it (Istio's TEXT format), for an inbound connection to POD:8080."""
+    return format_text(Entry(1795000000.2, cluster, (POD, 8080), remote, **fields))  # type: ignore[arg-type]
+
+
+REFUSED_LINE = log_line("inbound|8080||", (CLIENT, 51108), upstream_host=(POD, 8080), flags="UF,URX",
+                        transport_failure="delayed_connect_error:_111", bytes_received=5)
+OK_LINE = log_line("inbound|8080||", (CLIENT, 51108), upstream_host=(POD, 8080), upstream_local=("127.0.0.6", 53762),
+                   bytes_received=5, bytes_sent=5, duration_ms=3)
 
 
 def test_1_10_reset_is_explained_by_the_app_listening_on_loopback() -> None:
@@ -57,7 +63,8 @@ def test_1_10_reset_is_explained_by_the_app_listening_on_loopback() -> None:
     assert v.passed and v.word == "PASS"
     assert f"forwarded {POD}:8080 → {POD}:8080 from 127.0.0.6" in v.explanation
     assert "the app listens on 127.0.0.1:8080 (loopback) only" in v.explanation
-    assert "ECONNREFUSED" in v.explanation and "the proxy reset the client" in v.explanation
+    assert "delayed_connect_error:_111: ECONNREFUSED, Connection refused" in v.explanation
+    assert "the proxy reset the client" in v.explanation
     assert v.explanation.index("the node DNATs") < v.explanation.index("took it on 15006")
 
 
@@ -92,10 +99,11 @@ def test_no_proxy_line_to_health_port_says_the_proxy_answered_directly() -> None
 
 
 def test_loop_guard_explains_the_missing_rule_and_the_edit() -> None:
-    first = parse_log_line("lo-1-10", f'[t] inbound inbound|8080|| UC upstream_reset:ECONNRESET(104) 5 0 0 '
-                                      f'"{POD}:8080" 127.0.0.6:40000 {POD}:8080 {CLIENT}:51108')
-    loop = parse_log_line("lo-1-10", f'[t] inbound BlackHoleCluster NR loop_detected:127.0.0.6_captured_again '
-                                     f'0 0 0 "-" - {POD}:8080 127.0.0.6:40000')
+    first = parse_log_line("lo-1-10", log_line("inbound|8080||", (CLIENT, 51108), upstream_host=(POD, 8080),
+                                               upstream_local=("127.0.0.6", 40000), flags="UC", bytes_received=5,
+                                               termination_details="upstream_reset:ECONNRESET(104)"))
+    loop = parse_log_line("lo-1-10", log_line("BlackHoleCluster", ("127.0.0.6", 40000), flags="NR",
+                                              termination_details="loop_detected:127.0.0.6_captured_again"))
     assert first and loop
     v = judge_probe(probe_check("reset"), ProbeObservation(result("reset"), [first, loop]),
                     facts("0.0.0.0", edits=("delete nat/ISTIO_OUTPUT#1",)))
