@@ -3,7 +3,7 @@
 - pong: reads what the client sends (until a newline, EOF or a short pause), answers a fixed text and closes,
   like `echo pong | nc -l`;
 - echo: returns every byte until the client closes;
-- http: answers any request with 200 and the text, and logs it like nginx's access log.
+- http: an HTTP/1.1 server answering JSON (who answered, what arrived; netlab.http_app), logged like nginx.
 Each app appends the peer address of every connection it accepts to --peers, which is what the scenario's
 `app_peer` check reads (the 127.0.0.6 / 127.0.0.1 / client-IP question).
 """
@@ -14,10 +14,10 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import time
 from typing import TextIO
 
 from netlab.hostport import split_host_port
+from netlab.http_app import Behaviour, HttpApp
 from netlab.kernel.procname import set_process_name
 from netlab.proxy.privileges import drop
 
@@ -48,34 +48,22 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, args:
     writer.close()
 
 
-async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, args: argparse.Namespace) -> None:
-    peer = _log_peer(args.peers, writer)
-    while True:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            break
-        request_line = head.split(b"\r\n", 1)[0].decode(errors="replace")
-        body = args.reply.encode() + b"\n"
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-                     % (len(body), body))
-        await writer.drain()
-        stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z")
-        print(f'{peer} - - [{stamp}] "{request_line}" 200 {len(body)}', flush=True)
-        if b"connection: close" in head.lower():
-            break
-    writer.close()
-
-
-HANDLERS = {"pong": pong, "echo": echo, "http": http}
+HANDLERS = {"pong": pong, "echo": echo}
+KINDS = sorted([*HANDLERS, "http"])
 
 
 async def serve(args: argparse.Namespace) -> None:
     host, port = split_host_port(args.listen)
-    handler = HANDLERS[args.kind]
-    server = await asyncio.start_server(lambda r, w: handler(r, w, args), host, port, reuse_address=True)
     # Opened before switching users: the lab's state directory belongs to root. Line-buffered: read while running.
     args.peers = open(args.peers, "a", buffering=1) if args.peers else None  # noqa: SIM115  (lives with the app)
+    if args.kind == "http":
+        behaviour = Behaviour(args.reply, args.name, args.version, args.fail_status, args.fail_share, args.delay_ms,
+                              args.delay_share)
+        server = await asyncio.get_running_loop().create_server(lambda: HttpApp(behaviour, args.peers), host, port,
+                                                                reuse_address=True)
+    else:
+        handler = HANDLERS[args.kind]
+        server = await asyncio.start_server(lambda r, w: handler(r, w, args), host, port, reuse_address=True)
     if args.uid or args.gid:
         # Started as root (the interpreter may live where other users can't read), switched once listening.
         drop(args.uid, args.gid)
@@ -86,12 +74,19 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m netlab.apps")
-    parser.add_argument("kind", choices=sorted(HANDLERS))
+    parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--listen", required=True, help="ADDR:PORT")
     parser.add_argument("--reply", default="pong")
     parser.add_argument("--peers", help="append each accepted peer's address to this file")
     parser.add_argument("--uid", type=int, default=0, help="run as this uid once listening")
     parser.add_argument("--gid", type=int, default=0, help="run as this gid once listening")
+    http = parser.add_argument_group("http app")
+    http.add_argument("--name", default="", help="the pod's name, in every answer")
+    http.add_argument("--version", default="", help="the pod's version label, in every answer")
+    http.add_argument("--fail-status", type=int, default=503, help="the status of a failed request")
+    http.add_argument("--fail-share", type=float, default=0.0, help="share of requests that fail (0..1)")
+    http.add_argument("--delay-ms", type=int, default=0, help="delay of a delayed answer")
+    http.add_argument("--delay-share", type=float, default=0.0, help="share of requests answered late (0..1)")
     args = parser.parse_args(argv)
     set_process_name(f"{args.kind}-app")  # `ss -tnp` in the pod shows ("pong-app",pid=...), not ("python3",...)
     try:

@@ -13,6 +13,7 @@ from typing import Any
 
 from netlab.model.schema import PodCheck, ProbeCheck, ProbeExpectReply
 from netlab.probe.facts import PASSTHROUGH_SOURCE, LabFacts, MemberFacts, Target
+from netlab.probe.http import HttpReply, parse_response
 from netlab.probe.observed import (
     LogLine,
     PodObservation,
@@ -67,16 +68,54 @@ def expect_text(expect: str | ProbeExpectReply) -> str:
     if not isinstance(expect, ProbeExpectReply):
         return expect
     text = "reply" if expect.reply is None else f"reply {expect.reply!r}"
+    if expect.status is not None:
+        text = f"HTTP {expect.status}" if expect.reply is None else f"{text}, HTTP {expect.status}"
+    if expect.body_contains is not None:
+        text += f" with {expect.body_contains!r} in the body"
+    for name, value in (expect.headers or {}).items():
+        text += f", {name} {value}" if value in ("present", "absent") else f", {name}: {value}"
     if expect.spread is not None:
         text += " spread " + ", ".join(f"{k} {v:.0%}" for k, v in expect.spread.items()) + f" ±{expect.tolerance:.0%}"
     return text
 
 
-def outcome_matches(expect: str | ProbeExpectReply, obs: ProbeObservation) -> bool:
+def outcome_matches(expect: str | ProbeExpectReply, obs: ProbeObservation, reply: HttpReply | None) -> bool:
+    """The probe's outcome against the expectation; `reply`: an HTTP probe's parsed response."""
     r = obs.result
-    if isinstance(expect, ProbeExpectReply):
-        return r.outcome == "reply" and (expect.reply is None or r.text == expect.reply.strip())
-    return r.outcome == expect
+    if not isinstance(expect, ProbeExpectReply):
+        return r.outcome == expect
+    if r.outcome != "reply":
+        return False
+    if reply is None:
+        return not expect.wants_http and (expect.reply is None or r.text == expect.reply.strip())
+    if expect.reply is not None and reply.text != expect.reply.strip():
+        return False
+    if expect.status is not None and reply.status != expect.status:
+        return False
+    if expect.body_contains is not None and expect.body_contains not in reply.body.decode(errors="replace"):
+        return False
+    return all(header_matches(value, reply.headers.get(name.lower()))
+               for name, value in (expect.headers or {}).items())
+
+
+def header_matches(wanted: str, actual: str | None) -> bool:
+    if wanted == "present":
+        return actual is not None
+    if wanted == "absent":
+        return actual is None
+    return actual == wanted
+
+
+def observed_reply(obs: ProbeObservation, reply: HttpReply | None, expect: str | ProbeExpectReply) -> str:
+    if obs.result.outcome != "reply":
+        return obs.result.outcome
+    if reply is None:
+        return f"reply {short(obs.result.text)}"
+    text = f"HTTP {reply.status} {short(reply.text)}" + ("" if reply.complete else " (cut off)")
+    wanted = expect.headers if isinstance(expect, ProbeExpectReply) else None
+    for name in wanted or {}:
+        text += f", {name}: {reply.headers.get(name.lower(), '(absent)')}"
+    return text
 
 
 def spread_of(expect: ProbeExpectReply, obs: ProbeObservation, facts: LabFacts) -> tuple[bool, str]:
@@ -97,9 +136,10 @@ def short(text: str, limit: int = 60) -> str:
 
 def judge_probe(check: ProbeCheck, obs: ProbeObservation, facts: LabFacts) -> Verdict:
     target = facts.resolve(check.to, check.from_)
-    ok = outcome_matches(check.expect, obs)
+    reply = parse_response(obs.result.data) if check.http is not None and obs.result.data else None
+    ok = outcome_matches(check.expect, obs, reply)
     expected = expect_text(check.expect)
-    observed = f"reply {short(obs.result.text)}" if obs.result.outcome == "reply" else obs.result.outcome
+    observed = observed_reply(obs, reply, check.expect)
     hops = obs.hops
     spread = isinstance(check.expect, ProbeExpectReply) and check.expect.spread is not None
     if spread:
@@ -115,8 +155,9 @@ def judge_probe(check: ProbeCheck, obs: ProbeObservation, facts: LabFacts) -> Ve
     story += explain_path(obs.lines, target, facts, check.from_)
     if not obs.lines:
         story.append(no_proxy_line(check, target, facts))
+    answer = reply.describe() if reply is not None else short(obs.result.text)
     story.append(f"the client {OUTCOME_WORDS.get(obs.result.outcome, obs.result.outcome)}"
-                 + (f" {short(obs.result.text)}" if obs.result.outcome == "reply" else "")
+                 + (f" {answer}" if obs.result.outcome == "reply" else "")
                  + (f" [{obs.result.error}]" if obs.result.error else ""))
     unique = obs.unique_connections()
     if unique:
@@ -190,6 +231,11 @@ def explain_line(line: LogLine, facts: LabFacts) -> tuple[str, str]:
         else:
             head = (f"{label} took it on {INBOUND_PORT} ({how}) and forwarded {line.get('downstream_local')} → "
                     f"{upstream} from {upstream_source(line, sidecar.mode if sidecar else 'REDIRECT')} ({cluster})")
+    if line.get("method") != "-":  # an HTTP request: the connection manager's view of it
+        head += (f"; {line.get('method')} {line.get('path')} → {line.get('response_code')} "
+                 f"({line.get('response_code_details')}), x-request-id {line.get('request_id')}")
+        if flags == "-":
+            return head, ""
     if flags == "-":
         return f"{head}; {line.get('bytes_received')} bytes in, {line.get('bytes_sent')} bytes out", ""
     return head, f"{line.pod}: {failure_text(line, flags, details, facts, member)}"

@@ -12,7 +12,9 @@ from netlab.cli.common import pick_running_lab, print_json
 from netlab.errors import UsageError
 from netlab.hostport import is_ipv4, split_host_port
 from netlab.model.base import DEFAULT_NAMESPACE
+from netlab.model.schema import HttpRequest
 from netlab.probe.facts import lab_facts
+from netlab.probe.http import request_bytes
 from netlab.signals import interrupts_as_keyboard_interrupt
 from netlab.trace.build import build_trace
 from netlab.trace.collect import trace_probe
@@ -30,7 +32,8 @@ def unescape(text: str) -> bytes:
 @click.argument("lab", required=False)
 @click.option("--from", "source", required=True, metavar="POD", help="the pod the probe connects from")
 @click.option("--to", "to", required=True, metavar="NAME:PORT", help="a service, pod or external host, or IP:PORT")
-@click.option("--send", default="ping", show_default=True, help="what to send (\\r \\n escapes understood)")
+@click.option("--send", default=None, help="what to send, then half-close (default ping; \\r \\n escapes understood)")
+@click.option("--http", "http_path", metavar="PATH", help="send an HTTP GET for PATH instead (e.g. --http /)")
 @click.option("--timeout", default=3.0, show_default=True, type=float, help="seconds for connect and the reply")
 @click.option("--json", "as_json", is_flag=True, help="the trace as JSON: `hops` is the list of steps")
 @click.option("--svg", "svg", metavar="FILE", type=click.Path(dir_okay=False), help="write a sequence diagram")
@@ -39,8 +42,8 @@ def unescape(text: str) -> bytes:
 @click.option("--capture", "capture_dir", metavar="DIR", type=click.Path(file_okay=False),
               help="keep a pcap of lo and eth0 of each pod on the path in DIR")
 @click.option("--evidence/--no-evidence", default=True, help="show the observation behind each step")
-def trace(lab: str | None, source: str, to: str, send: str, timeout: float, as_json: bool, svg: str | None,
-          png: str | None, capture_dir: str | None, evidence: bool) -> None:
+def trace(lab: str | None, source: str, to: str, send: str | None, http_path: str | None, timeout: float,
+          as_json: bool, svg: str | None, png: str | None, capture_dir: str | None, evidence: bool) -> None:
     """Run one probe from POD to NAME:PORT and show its path: every namespace, interface, nat chain and rule that
     counted it, the address and port rewrites (service DNAT, REDIRECT to 15006/15001, masquerade), the proxies'
     hops with cluster and upstream address, and the app that accepted. Steps nothing recorded are marked."""
@@ -56,8 +59,18 @@ def trace(lab: str | None, source: str, to: str, send: str, timeout: float, as_j
     if facts.names.host(host, namespace) is None and not is_ipv4(host):
         raise UsageError(f"no service, pod or host '{host}' in lab {state.lab} (seen from namespace {namespace})",
                          hint="known: " + ", ".join(facts.names.known_hosts(namespace)))
+    if send is not None and http_path is not None:
+        raise UsageError("give either --send (raw bytes) or --http PATH (a request), not both")
+    if http_path is not None:
+        try:
+            payload = request_bytes(HttpRequest(path=http_path), to)
+        except ValueError as err:
+            raise UsageError(f"--http {http_path}: a request path starts with /", hint="e.g. --http /") from err
+    else:
+        payload = unescape(send or "ping")
     with interrupts_as_keyboard_interrupt():
-        result, obs = trace_probe(state, facts, source, to, unescape(send), timeout, capture_dir)
+        result, obs = trace_probe(state, facts, source, to, payload, timeout, capture_dir,
+                                  half_close=http_path is None)
     path = build_trace(obs)
     diagram = render_svg(path) if svg or png else ""
     if svg:

@@ -95,11 +95,11 @@ def _build(plan: LabPlan, scenario: Scenario, state: LabState, progress: Progres
         if pod.sidecar is not None:
             progress(f"sidecar in {pod.key} (Istio {pod.sidecar.istio})")
             waits.append(install_sidecar(state, pod.key, pod.sidecar, config_path(state, pod.key), scenario.iptables))
-    apps = [(p.key, p.app) for p in plan.pods.values() if p.app]
-    apps += [(e.name, e.app) for e in plan.externals.values() if e.app]
-    for name, app in apps:
-        progress(f"app {app.kind} in {name}")
-        waits.append(start_app(state, name, app))
+    apps = [(p.key, p.labels.get("version", ""), p.app) for p in plan.pods.values() if p.app]
+    apps += [(e.name, "", e.app) for e in plan.externals.values() if e.app]
+    for key, version, app in apps:
+        progress(f"app {app.kind} in {key}")
+        waits.append(start_app(state, key, app, version))
     progress("waiting for sidecars and apps")
     for wait in waits:
         wait()

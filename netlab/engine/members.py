@@ -46,22 +46,30 @@ def start_in_member(state: LabState, member: str, role: str, argv: list[str], ui
     return started
 
 
-def app_argv(state: LabState, member: str, app: App) -> list[str]:
+def app_argv(state: LabState, member: str, app: App, version: str = "") -> list[str]:
+    """The app's command line. An http app's answers carry the member's name and the pod's version label."""
     if app.kind == "command":
         return list(app.command or [])
     assert app.listen is not None
     host = state.members[member]["ip"] if app.listen.host == "eth0" else app.listen.host
     peers = state.peers_file(member)
     os.makedirs(os.path.dirname(peers), exist_ok=True)
-    return [sys.executable, "-m", "netlab.apps", app.kind, "--listen", f"{host}:{app.listen.port}",
+    argv = [sys.executable, "-m", "netlab.apps", app.kind, "--listen", f"{host}:{app.listen.port}",
             "--reply", app.reply, "--peers", peers, "--uid", str(app.uid), "--gid", str(app.gid)]
+    if app.kind == "http":
+        argv += ["--name", member, "--version", version]
+        if app.fail is not None:
+            argv += ["--fail-status", str(app.fail.status), "--fail-share", str(app.fail.share)]
+        if app.delay is not None:
+            argv += ["--delay-ms", str(app.delay.ms), "--delay-share", str(app.delay.share)]
+    return argv
 
 
-def start_app(state: LabState, member: str, app: App) -> Callable[[], None]:
+def start_app(state: LabState, member: str, app: App, version: str = "") -> Callable[[], None]:
     """Start the app; returns a function that waits until it listens (when it declares a port)."""
     # Built-in apps switch to uid/gid themselves after binding; a `command` app is exec'd as uid/gid by nsenter.
     uid, gid = (app.uid, app.gid) if app.kind == "command" else (0, 0)
-    started = start_in_member(state, member, "app", app_argv(state, member, app), uid, gid)
+    started = start_in_member(state, member, "app", app_argv(state, member, app, version), uid, gid)
     port = app.listen.port if app.listen is not None else None
     return lambda: wait_listening(state, member, port, started) if port is not None else None
 

@@ -44,6 +44,7 @@ from netlab.mesh.types import (
     FilterChain,
     Listener,
     Node,
+    RetryPolicy,
     Route,
     RouteConfig,
     Snapshot,
@@ -62,6 +63,7 @@ PASSTHROUGH, BLACKHOLE = "PassthroughCluster", "BlackHoleCluster"
 PASSTHROUGH_BIND = "127.0.0.6"
 CONNECT_TIMEOUT = 10.0  # meshConfig.connectTimeout default
 HTTP_ALPN = ("http/1.1", "h2c")
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,8 @@ def _outbound(visible: list[tuple[MeshService, MeshPort]], namespace: str, trait
         cluster = outbound_cluster_name(port.port, service.hostname)
         clusters.setdefault(cluster, _outbound_cluster(cluster, service, port, traits))
         vhost = VirtualHost(f"{service.hostname}:{port.port}", _domains(service, port.port, namespace, traits),
-                            (Route("default", "/", cluster),))
+                            (default_outbound_route(cluster, service.hostname, port.port, traits),),
+                            include_request_attempt_count=True)
         if port.protocol == HTTP:
             http_hosts.setdefault(port.port, []).append(vhost)
             continue
@@ -216,14 +219,15 @@ def _outbound(visible: list[tuple[MeshService, MeshPort]], namespace: str, trait
     catch_all = PASSTHROUGH if mode == "ALLOW_ANY" else BLACKHOLE
     for number, vhosts in sorted(http_hosts.items()):
         if mode == "ALLOW_ANY":
-            fallback = VirtualHost("allow_any", ("*",), (Route("allow_any", "/", PASSTHROUGH),))
+            fallback = VirtualHost("allow_any", ("*",), (Route("allow_any", "/", PASSTHROUGH),), True)
         else:
-            fallback = VirtualHost("block_all", ("*",), (Route("block_all", "/", "", direct_response=502),))
+            fallback = VirtualHost("block_all", ("*",), (Route("block_all", "/", "", direct_response=502),), True)
         # Sorted by name, the catch-all last (httproute.go, util.SortVirtualHosts).
         routes.append(RouteConfig(str(number), (*sorted(vhosts, key=lambda v: v.name), fallback)))
         chains = (FilterChain("", ChainMatch(transport_protocol="raw_buffer", application_protocols=HTTP_ALPN),
                               HTTP_CONNECTION_MANAGER, route=str(number)),
-                  FilterChain("", ChainMatch(), TCP_PROXY, cluster=PASSTHROUGH))
+                  # appendListenerFallthroughRouteForCompleteListener: non-HTTP bytes follow the catch-all.
+                  FilterChain("PassthroughFilterChain", ChainMatch(), TCP_PROXY, cluster=catch_all))
         listeners.setdefault(("0.0.0.0", number), Listener(f"0.0.0.0_{number}", "0.0.0.0", number, "outbound",
                                                            chains, bind_to_port=False))
     virtual = Listener("virtualOutbound", "0.0.0.0", OUTBOUND_PORT, "outbound", (
@@ -232,6 +236,14 @@ def _outbound(visible: list[tuple[MeshService, MeshPort]], namespace: str, trait
         FilterChain("virtualOutbound-catchall-tcp", ChainMatch(), TCP_PROXY, cluster=catch_all),
     ), use_original_dst=True)
     return [virtual, *listeners.values()], routes, list(clusters.values())
+
+
+def default_outbound_route(cluster: str, host: str, port: int, traits: MeshTraits) -> Route:
+    """BuildDefaultHTTPOutboundRoute: the service's cluster, no timeout, Istio's default retry policy
+    (route/retry/retry.go DefaultPolicy: 2 retries on connect failures and, until 1.23, on a 503)."""
+    retry = RetryPolicy(2, DEFAULT_RETRY_ON, (503,) if traits.retry_503 else ())
+    decorator = f"{host}:{port}/*" if traits.default_tracer else ""
+    return Route("default", "/", cluster, retry=retry, decorator=decorator)
 
 
 def _outbound_cluster(name: str, service: MeshService, port: MeshPort, traits: MeshTraits) -> Cluster:
@@ -281,8 +293,7 @@ def _inbound(proxy: ProxySpec, ports: dict[int, str],
                                     endpoints=(Endpoint("127.0.0.1", number, pod=proxy.key),)))
         chain_name = f"0.0.0.0_{number}"
         if protocol in (HTTP, AUTO):
-            routes.append(RouteConfig(name, (VirtualHost(f"inbound|http|{number}", ("*",),
-                                                         (Route("default", "/", name),)),)))
+            routes.append(_inbound_route_config(name, number, traits))
             chains.append(FilterChain(chain_name, ChainMatch(destination_port=number, transport_protocol="raw_buffer",
                                                              application_protocols=HTTP_ALPN if protocol == AUTO
                                                              else ()),
@@ -291,14 +302,23 @@ def _inbound(proxy: ProxySpec, ports: dict[int, str],
             chains.append(FilterChain(chain_name, ChainMatch(destination_port=number, transport_protocol="raw_buffer"),
                                       TCP_PROXY, cluster=name))
     passthrough = traits.inbound_passthrough_cluster
+    routes.append(_inbound_route_config(passthrough, 0, traits))
     chains.append(FilterChain("virtualInbound-catchall-http", ChainMatch(
         prefix_ranges=("0.0.0.0/0",), transport_protocol="raw_buffer", application_protocols=HTTP_ALPN),
-        HTTP_CONNECTION_MANAGER, inline_route=passthrough))
+        HTTP_CONNECTION_MANAGER, route=passthrough))
     chains.append(FilterChain("virtualInbound", ChainMatch(prefix_ranges=("0.0.0.0/0",),
                                                            transport_protocol="raw_buffer"),
                               TCP_PROXY, cluster=passthrough))
     listener = Listener("virtualInbound", "0.0.0.0", INBOUND_PORT, "inbound", tuple(chains), use_original_dst=True)
     return [listener], routes, clusters
+
+
+def _inbound_route_config(cluster: str, port: int, traits: MeshTraits) -> RouteConfig:
+    """buildSidecarInboundHTTPRouteConfig: named after the cluster, one virtual host for every domain, the default
+    inbound route (no timeout; from 1.24 two retries of a reset before the request went out)."""
+    retry = RetryPolicy(2, "reset-before-request", previous_hosts=False) if traits.inbound_retry else None
+    return RouteConfig(cluster, (VirtualHost(f"inbound|http|{port}", ("*",),
+                                             (Route("default", "/", cluster, retry=retry),)),))
 
 
 def _admin_listeners() -> list[Listener]:

@@ -51,12 +51,26 @@ class Listener:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Envoy's route retry policy, as Istio fills it in (route/retry/retry.go)."""
+
+    num_retries: int
+    retry_on: str  # Envoy's comma-separated conditions, e.g. "connect-failure,retriable-status-codes"
+    retriable_status_codes: tuple[int, ...] = ()
+    per_try_timeout: float = 0.0  # seconds; 0: none
+    previous_hosts: bool = True  # retry_host_predicate envoy.retry_host_predicates.previous_hosts
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     prefix: str
     cluster: str  # "" for a direct response
     direct_response: int = 0  # e.g. 502 for block_all
     virtual_service: str = ""  # "name.namespace" of the VirtualService it came from
+    timeout: float = 0.0  # seconds for the whole request, retries included; 0: none (Istio's default)
+    retry: RetryPolicy | None = None
+    decorator: str = ""  # the route's decorator operation (tracing), e.g. "reviews.default.svc.cluster.local:9080/*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +78,7 @@ class VirtualHost:
     name: str
     domains: tuple[str, ...]
     routes: tuple[Route, ...]
+    include_request_attempt_count: bool = False  # x-envoy-attempt-count on upstream requests (outbound hosts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,4 +170,11 @@ def _chain(d: dict[str, Any]) -> FilterChain:
 
 
 def _virtual_host(d: dict[str, Any]) -> VirtualHost:
-    return VirtualHost(d["name"], tuple(d["domains"]), tuple(Route(**r) for r in d["routes"]))
+    return VirtualHost(**{**d, "domains": tuple(d["domains"]), "routes": tuple(_route(r) for r in d["routes"])})
+
+
+def _route(d: dict[str, Any]) -> Route:
+    retry = d.get("retry")
+    if retry is not None:
+        retry = RetryPolicy(**{**retry, "retriable_status_codes": tuple(retry["retriable_status_codes"])})
+    return Route(**{**d, "retry": retry})

@@ -4,7 +4,9 @@ up to that release over the 1.9 baseline, as netlab.istio_init.versions does for
 Sources (istio/istio at the release tags): pilot/pkg/networking/util/util.go (cluster names),
 pilot/pkg/networking/core/cluster_traffic_policy.go and releasenotes/notes/new_lb_algorithm_default.yaml (default
 load balancer), PILOT_ENABLE_INBOUND_PASSTHROUGH (1.10), SIDECAR_IGNORE_PORT_IN_HOST_MATCH (default true from
-1.16: vhost domains without :PORT), istioctl/pkg/writer/envoy/configdump (column headers).
+1.16: vhost domains without :PORT), istioctl/pkg/writer/envoy/configdump (column headers),
+pilot/pkg/networking/core/route/retry/retry.go and route.go BuildDefaultHTTPInboundRoute (retry policies),
+pkg/config/mesh/mesh.go (the default Zipkin tracer, dropped in 1.22).
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ class MeshTraits:
     vhost_domains_with_port: bool = True  # reviews:9080 next to reviews, until 1.15
     listener_address_header: str = "ADDRESS"  # istioctl proxy-config listener: ADDRESSES from 1.19
     route_vhost_column: bool = False  # istioctl proxy-config route: VHOST NAME column from 1.18
+    # The default outbound retry policy retries a 503 until 1.23 (EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY, 1.24).
+    retry_503: bool = True
+    # Inbound routes retry reset-before-request twice from 1.24 (ENABLE_INBOUND_RETRY_POLICY).
+    inbound_retry: bool = False
+    # A Zipkin tracer in the bootstrap until 1.21: requests carry the route's x-envoy-decorator-operation.
+    default_tracer: bool = True
 
 
 CHANGES: tuple[tuple[int, dict[str, Any]], ...] = (
@@ -32,7 +40,9 @@ CHANGES: tuple[tuple[int, dict[str, Any]], ...] = (
     (16, {"vhost_domains_with_port": False}),
     (18, {"route_vhost_column": True}),
     (19, {"listener_address_header": "ADDRESSES"}),
+    (22, {"default_tracer": False}),
     (23, {"inbound_passthrough_cluster": "InboundPassthroughCluster"}),
+    (24, {"retry_503": False, "inbound_retry": True}),
 )
 
 

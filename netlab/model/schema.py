@@ -73,13 +73,25 @@ class Listen(Strict):
         return f"{self.host}:{self.port}"
 
 
+class AppFail(Strict):
+    status: int = Field(503, ge=200, le=599, description="the status of a failed request")
+    share: float = Field(ge=0, le=1, description="share of requests that fail, 0..1")
+
+
+class AppDelay(Strict):
+    ms: int = Field(ge=1, le=600_000, description="milliseconds before the answer")
+    share: float = Field(1.0, ge=0, le=1, description="share of requests answered late, 0..1")
+
+
 class App(Strict):
     """A workload in a pod or on an external host."""
 
     kind: Literal["pong", "echo", "http", "command"]
     listen: Listen | None = None
-    reply: str = Field("pong", description="what a pong app answers")
+    reply: str = Field("pong", description="what a pong app answers (an http app: its JSON's `reply`)")
     command: list[str] | None = None
+    fail: AppFail | None = Field(None, description="http app: fail a share of requests, e.g. {status: 503, share: 0.5}")
+    delay: AppDelay | None = Field(None, description="http app: answer a share late, e.g. {ms: 7000, share: 1}")
     uid: int = Field(0, ge=0, description="numeric uid the app runs as (containers often run as root)")
     gid: int = Field(0, ge=0)
 
@@ -96,6 +108,8 @@ class App(Strict):
         else:
             if self.command is not None:
                 raise ValueError(f"'command' is only for kind 'command', not '{self.kind}'")
+            if self.kind != "http" and (self.fail is not None or self.delay is not None):
+                raise ValueError(f"'fail' and 'delay' are for kind 'http', not '{self.kind}'")
             if self.listen is None:
                 raise ValueError(f"kind '{self.kind}' needs 'listen: ADDR:PORT', e.g. 0.0.0.0:8080")
         return self
@@ -278,11 +292,19 @@ class External(Strict):
 
 class ProbeExpectReply(Strict):
     """A reply (with this text, when `reply` is given); with `samples`, `spread` says which pods should answer what
-    share of them, each within `tolerance` (keys: pods, or Deployments meaning all their replicas)."""
+    share of them, each within `tolerance` (keys: pods, or Deployments meaning all their replicas). An HTTP probe's
+    reply can be checked by `status`, `body_contains` and `headers` (a value, or `present` / `absent`)."""
 
     reply: str | None = None
     spread: dict[str, float] | None = None
     tolerance: float = Field(0.1, ge=0, le=1)
+    status: int | None = Field(None, ge=100, le=599)
+    body_contains: str | None = None
+    headers: dict[str, str] | None = None
+
+    @property
+    def wants_http(self) -> bool:
+        return self.status is not None or self.body_contains is not None or self.headers is not None
 
     @field_validator("spread")
     @classmethod
@@ -298,8 +320,9 @@ class ProbeExpectReply(Strict):
 
     @model_validator(mode="after")
     def _something(self) -> ProbeExpectReply:
-        if self.reply is None and self.spread is None:
-            raise ValueError("expect a reply text ({reply: pong}), a spread, or write `expect: reply` for any reply")
+        if self.reply is None and self.spread is None and not self.wants_http:
+            raise ValueError("expect a reply text ({reply: pong}), a spread, an HTTP status, body_contains or "
+                             "headers, or write `expect: reply` for any reply")
         return self
 
 
@@ -311,8 +334,44 @@ ProbeExpect = Annotated[
 ]
 
 
+HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+class HttpRequest(Strict):
+    """An HTTP probe's request, sent whole with `Connection: close` and not half-closed: Envoy's HTTP connection
+    manager ends a half-closed connection (envoy#2066), as a raw `send` of a request would be."""
+
+    method: str = "GET"
+    path: str = "/"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str = ""
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        if not HTTP_TOKEN.fullmatch(value):
+            raise ValueError(f"'{value}' is not an HTTP method, e.g. GET")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c in value for c in " \r\n"):
+            raise ValueError(f"'{value}' is not a request path: it starts with / and has no spaces")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not HTTP_TOKEN.fullmatch(name) or any(c in text for c in "\r\n"):
+                raise ValueError(f"'{name}: {text}' is not a header line")
+        return value
+
+
 class ProbeCheck(Strict):
-    """Connect from a pod to NAME:PORT or IP:PORT, send text, half-close, classify what comes back.
+    """Connect from a pod to NAME:PORT or IP:PORT, send text, half-close, classify what comes back; with `http`,
+    send an HTTP request instead and read its response.
 
     `samples` repeats the probe and reports its latency; `hops` expects that many TCP connections on the way
     (1 without sidecars; each sidecar adds one); `trace` records every connection of the path.
@@ -322,6 +381,7 @@ class ProbeCheck(Strict):
     from_: str = Field(alias="from")
     to: str
     send: str = "ping"
+    http: HttpRequest | None = None
     expect: ProbeExpect
     trace: bool = False
     hops: int | None = Field(None, ge=1, le=10)
@@ -329,6 +389,15 @@ class ProbeCheck(Strict):
     timeout: float = Field(3.0, gt=0, le=30, description="seconds for connect and for the reply")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _http(self) -> ProbeCheck:
+        if self.http is not None and "send" in self.model_fields_set:
+            raise ValueError("give either `send` (raw bytes) or `http` (a request), not both")
+        if self.http is None and isinstance(self.expect, ProbeExpectReply) and self.expect.wants_http:
+            raise ValueError("status, body_contains and headers are checked on an HTTP probe: add "
+                             "`http: {method: GET, path: /}`")
+        return self
 
 
 class PodExpect(Strict):

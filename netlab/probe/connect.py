@@ -1,5 +1,5 @@
 """One TCP probe from inside a pod: a socket made in a setns'd thread (it stays in the pod), connect, send,
-half-close, read until EOF, classify."""
+half-close (unless told not to: an HTTP request says `Connection: close` instead), read until EOF, classify."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH}
 
 
 def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: str,
-          on_connected: Callable[[Addr], None] | None = None) -> ProbeResult:
+          on_connected: Callable[[Addr], None] | None = None, half_close: bool = True,
+          on_sent: Callable[[], None] | None = None) -> ProbeResult:
     """Connect to remote from the namespace at netns_path; own_ip names the source when connect fails early.
 
     on_connected(local) runs once the connection is up, before anything is sent (a trace samples the socket
-    tables there, while every connection of the path is still open).
+    tables there, while every connection of the path is still open); on_sent() after the request is sent (an HTTP
+    proxy connects upstream only once it has a request).
     """
     sock = run_in_netns(netns_path, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     started = time.monotonic()
@@ -55,7 +57,10 @@ def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: st
         try:
             if send:
                 sock.sendall(send)
-            sock.shutdown(socket.SHUT_WR)  # like `nc -N`: tell the server the request is complete
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)  # like `nc -N`: tell the server the request is complete
+            if on_sent is not None:
+                on_sent()
             while True:
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
                 chunk = sock.recv(65536)

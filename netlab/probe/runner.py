@@ -9,6 +9,7 @@ the probe when its downstream is the probe's socket or the upstream socket of a 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from netlab.model.istio import describe
 from netlab.model.schema import Check, MeshStep, PodCheck, ProbeCheck, Scenario
 from netlab.probe.connect import probe
 from netlab.probe.facts import LabFacts, lab_facts
+from netlab.probe.http import parse_response, request_bytes
 from netlab.probe.observed import (
     Addr,
     ConntrackEntry,
@@ -140,16 +142,23 @@ class Runner:
         source = self.facts.members[check.from_]
         netns = member_netns_path(self.state, check.from_)
         remote: Addr = (target.ip, target.port)
-        payload = check.send.encode()
+        payload = request_bytes(check.http, check.to) if check.http else check.send.encode()
+        half_close = check.http is None
         before = {m: file_size(self.state.peers_file(m)) for m in self.state.members} if check.samples > 1 else {}
-        samples = [probe(netns, remote, payload, check.timeout, source.ip).elapsed_ms
+        samples = [probe(netns, remote, payload, check.timeout, source.ip, half_close=half_close)
                    for _ in range(check.samples - 1)]
         marks = self.mark(followers)
         result = self.observed_probe(check, index, netns, remote, payload)
-        obs = ProbeObservation(result, samples_ms=[*samples, result.elapsed_ms] if check.samples > 1 else [])
+        results = [*samples, result]
+        obs = ProbeObservation(result, samples_ms=[r.elapsed_ms for r in results] if check.samples > 1 else [])
+        if check.samples > 1 and check.http is not None:
+            # Who answered each request, as the http app says: upstream connections are pooled, so the apps'
+            # accepted connections do not count requests.
+            replies = [parse_response(r.data) for r in results]
+            obs.answered = dict(Counter(pod for reply in replies if reply and (pod := reply.answered_by())))
         for member, size in before.items():
             accepted = len(read_from(self.state.peers_file(member), size).splitlines())
-            if accepted:
+            if accepted and check.http is None:
                 obs.answered[member] = accepted
         relevant = [m for m in (check.from_, target.member) if m and self.access_log(m)]
         logs = {pod: self.access_log(pod) or "" for pod in marks.logs}
@@ -167,21 +176,22 @@ class Runner:
 
         self.extra = {}
         prefix = f"probe{index + 1:02d}"
+        half_close = check.http is None
         if check.trace:
             result, recorded = trace_probe(self.state, self.facts, check.from_, check.to, payload,
-                                           check.timeout, self.capture_dir, prefix)
+                                           check.timeout, self.capture_dir, prefix, half_close)
             self.extra["trace"] = build_trace(recorded).to_json()
             if recorded.captures:
                 self.extra["captures"] = recorded.captures
             return result
         source = self.facts.members[check.from_]
         if not self.capture_dir:
-            return probe(netns, remote, payload, check.timeout, source.ip)
+            return probe(netns, remote, payload, check.timeout, source.ip, half_close=half_close)
         member = self.facts.resolve(check.to, check.from_).member
         pods = [(m, member_netns_path(self.state, m)) for m in dict.fromkeys([check.from_, member])
                 if m and self.state.members[m]["kind"] == "pod"]
         with captures(pods, self.capture_dir, prefix) as paths:
-            result = probe(netns, remote, payload, check.timeout, source.ip)
+            result = probe(netns, remote, payload, check.timeout, source.ip, half_close=half_close)
         self.extra["captures"] = paths
         return result
 

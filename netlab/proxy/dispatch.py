@@ -1,22 +1,33 @@
-"""Routing from a snapshot: which listener, filter chain and cluster an original destination takes, as Envoy
-matches them, and the Route a connection then follows.
+"""Routing from a snapshot: which listener and filter chains an original destination takes, as Envoy matches
+them, and the Route a connection then follows.
 
 Outbound (15001, virtualOutbound with use_original_dst): the listener bound to ADDRESS:PORT (a service VIP), else
 the one on 0.0.0.0:PORT, else virtualOutbound's own chains (its blackhole for port 15001, its catch-all). Inbound
-(15006, virtualInbound): the chain whose destination_port is the port, else the passthrough chain.
+(15006, virtualInbound): the chains whose destination_port is the port, else the passthrough chains.
 
-The sidecar relays bytes only (no HTTP parsing yet): of a listener's chains it takes the TCP one; on a listener
-whose only traffic chain is HTTP (a service port named http*), the route's virtual host is chosen by the
-destination address among its domains, which is what Envoy does when the client addresses the service by its IP
-(the Host header is then IP:PORT), and by the catch-all (allow_any / block_all) otherwise.
+Of a listener's chains, a TCP chain alone relays bytes to its cluster; an HTTP connection manager chain alone
+(an inbound port declared HTTP) parses every connection as HTTP; both (sniffed ports, whose HTTP chain matches
+the application protocols http/1.1 and h2c) go to HTTP when the connection's first bytes are an HTTP request and
+to the TCP chain otherwise, as http_inspector decides.
 """
 
 from __future__ import annotations
 
-from netlab.mesh.types import HTTP_CONNECTION_MANAGER, TCP_PROXY, FilterChain, Listener, Snapshot
+from dataclasses import dataclass, replace
+
+from netlab.mesh.types import HTTP_CONNECTION_MANAGER, TCP_PROXY, Listener, RouteConfig, Snapshot
+from netlab.proxy.http.router import HttpRouter
 from netlab.proxy.lb import LoadBalancer
 from netlab.proxy.origdst import Addr
 from netlab.proxy.routes import BLACKHOLE, Route, refused
+
+
+@dataclass(frozen=True, slots=True)
+class Chains:
+    """A listener's (or an inbound port's) traffic chains: a TCP chain's cluster, an HTTP chain's routes."""
+
+    tcp: str | None = None
+    http: HttpRouter | None = None
 
 
 class Dispatch:
@@ -28,24 +39,24 @@ class Dispatch:
         self.clusters = {c.name: c for c in snapshot.clusters}
         self.balancers = {c.name: LoadBalancer.of(c) for c in snapshot.clusters
                           if c.type in ("EDS", "STATIC", "STRICT_DNS") and c.endpoints}
-        routes = {r.name: r for r in snapshot.routes}
-        self.by_address: dict[Addr, str | dict[str, str]] = {}
-        self.by_port: dict[int, str | dict[str, str]] = {}
+        self.route_configs = {r.name: r for r in snapshot.routes}
+        self.by_address: dict[Addr, Chains] = {}
+        self.by_port: dict[int, Chains] = {}
         self.outbound_default = BLACKHOLE
         self.outbound_blackhole_port = -1
-        self.inbound_by_port: dict[int, str] = {}
-        self.inbound_default = BLACKHOLE
+        self.inbound_by_port: dict[int, Chains] = {}
+        self.inbound_default = Chains(BLACKHOLE)
         for listener in snapshot.listeners:
             if listener.name == "virtualOutbound":
                 self._virtual_outbound(listener)
             elif listener.name == "virtualInbound":
                 self._virtual_inbound(listener)
             elif listener.direction == "outbound":
-                target = self._target(listener, routes)
+                chains = self._chains(listener.filter_chains, "outbound")
                 if listener.address == "0.0.0.0":
-                    self.by_port.setdefault(listener.port, target)
+                    self.by_port.setdefault(listener.port, chains)
                 else:
-                    self.by_address.setdefault((listener.address, listener.port), target)
+                    self.by_address.setdefault((listener.address, listener.port), chains)
 
     # --- building ---------------------------------------------------------------------------------------------
 
@@ -57,47 +68,47 @@ class Dispatch:
                 self.outbound_default = chain.cluster
 
     def _virtual_inbound(self, listener: Listener) -> None:
+        by_port: dict[int | None, list] = {}
         for chain in listener.filter_chains:
-            if chain.filter != TCP_PROXY or chain.cluster == BLACKHOLE:
+            if chain.cluster == BLACKHOLE:  # virtualInbound-blackhole (15006 itself: the loop guard's job)
                 continue
-            port = chain.match.destination_port
+            by_port.setdefault(chain.match.destination_port, []).append(chain)
+        for port, chains in by_port.items():
             if port is None:
-                self.inbound_default = chain.cluster
+                self.inbound_default = self._chains(chains, "inbound")
             else:
-                self.inbound_by_port.setdefault(port, chain.cluster)
-        for chain in listener.filter_chains:  # ports served by an HTTP chain only: its route's cluster
-            port = chain.match.destination_port
-            if chain.filter == HTTP_CONNECTION_MANAGER and port is not None and port not in self.inbound_by_port:
-                route = self.snapshot.route(chain.route)
-                if route is not None and route.virtual_hosts and route.virtual_hosts[0].routes:
-                    self.inbound_by_port[port] = route.virtual_hosts[0].routes[0].cluster
+                self.inbound_by_port[port] = self._chains(chains, "inbound")
 
-    def _target(self, listener: Listener, routes: dict) -> str | dict[str, str]:
-        """A listener's TCP chain's cluster; for an HTTP-only listener, cluster by destination address."""
-        tcp: FilterChain | None = next((c for c in listener.filter_chains if c.filter == TCP_PROXY), None)
-        http = next((c for c in listener.filter_chains if c.filter == HTTP_CONNECTION_MANAGER), None)
-        if http is None or (tcp is not None and tcp.cluster != "PassthroughCluster"):
-            return tcp.cluster if tcp is not None else BLACKHOLE
-        by_ip: dict[str, str] = {}
-        route = routes.get(http.route)
-        for vhost in route.virtual_hosts if route else ():
-            cluster = vhost.routes[0].cluster if vhost.routes and vhost.routes[0].cluster else BLACKHOLE
-            for domain in vhost.domains:
-                by_ip.setdefault(domain.rsplit(":", 1)[0] if domain.count(":") == 1 else domain, cluster)
-        return by_ip
+    def _chains(self, chains: tuple | list, direction: str) -> Chains:
+        tcp = next((c.cluster for c in chains if c.filter == TCP_PROXY), None)
+        http = next((c.route for c in chains if c.filter == HTTP_CONNECTION_MANAGER and c.route), None)
+        config = self.route_configs.get(http) if http else None
+        if http and config is None:
+            config = RouteConfig(http, ())  # a route configuration not sent (yet): every request gets 404 NR
+        router = None
+        if config is not None:
+            router = HttpRouter(config, lambda cluster, orig: self._route(direction, cluster, orig))
+        return Chains(tcp, router)
 
     # --- lookups ----------------------------------------------------------------------------------------------
 
     def outbound(self, orig: Addr) -> Route:
         if orig[1] == self.outbound_blackhole_port:
             return refused("outbound", "virtualOutbound-blackhole")
-        target = self.by_address.get(orig) or self.by_port.get(orig[1]) or self.outbound_default
-        cluster = target if isinstance(target, str) else target.get(orig[0]) or target.get("*", BLACKHOLE)
-        return self._route("outbound", cluster, orig)
+        chains = self.by_address.get(orig) or self.by_port.get(orig[1])
+        if chains is None:
+            return self._route("outbound", self.outbound_default, orig)
+        return self._follow("outbound", chains, orig)
 
     def inbound(self, orig: Addr) -> Route:
-        cluster = self.inbound_by_port.get(orig[1], self.inbound_default)
-        return self._route("inbound", cluster, orig)
+        return self._follow("inbound", self.inbound_by_port.get(orig[1], self.inbound_default), orig)
+
+    def _follow(self, direction: str, chains: Chains, orig: Addr) -> Route:
+        if chains.http is None:
+            return self._route(direction, chains.tcp or BLACKHOLE, orig)
+        if chains.tcp is None:
+            return Route(direction, "", http=chains.http)
+        return replace(self._route(direction, chains.tcp, orig), http=chains.http, sniff=True)
 
     def _route(self, direction: str, name: str, orig: Addr) -> Route:
         cluster = self.clusters.get(name)

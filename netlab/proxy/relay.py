@@ -47,6 +47,9 @@ from typing import cast
 
 from netlab.proxy import stats as st
 from netlab.proxy.accesslog import AccessLog, Entry
+from netlab.proxy.http.session import HttpSession, session_for
+from netlab.proxy.http.sniff import HTTP1, detect
+from netlab.proxy.http.upstream import Pool
 from netlab.proxy.lb import Host
 from netlab.proxy.origdst import Addr, Resolver
 from netlab.proxy.routes import Route, loop_reason, refused
@@ -77,7 +80,7 @@ class Context:
     """What a listener's connections share: routing, stats, log, the live connections."""
 
     __slots__ = ("active", "capture_ports", "choose", "connect_timeout", "direction", "libuv", "log", "loop",
-                 "redirect_mode", "resolver", "routes", "stats")
+                 "pool", "redirect_mode", "resolver", "routes", "sessions", "stats")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, direction: str, resolver: Resolver,
                  choose: Callable[[Addr], Route], stats: st.Stats, log: AccessLog | None,
@@ -94,6 +97,8 @@ class Context:
         self.redirect_mode = redirect_mode
         self.active: set[Connection] = set()
         self.routes: dict[Addr, Route] = {}  # choose() is a pure function of the original destination
+        self.sessions: set[HttpSession] = set()  # connections on the HTTP connection manager
+        self.pool = Pool()  # their idle upstream connections
 
     def accept(self) -> Side:
         """The listener's protocol factory: a new connection's client side."""
@@ -184,7 +189,7 @@ def quiet_relay_error(loop: asyncio.AbstractEventLoop, context: dict[str, object
 class Connection:
     __slots__ = ("base", "client", "closing", "counts", "ctx", "d", "details", "failure", "final", "flags", "held",
                  "held_size", "host", "idle_mark", "idle_since", "orig", "pub_rx", "pub_tx", "reset_up", "route",
-                 "row", "start", "timer", "u", "up_local", "upstream")
+                 "row", "sniffing", "start", "timer", "u", "up_local", "upstream")
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -204,6 +209,7 @@ class Connection:
         self.host: Host | None = None  # its load-balancer entry, whose open connections this one counts in
         self.timer: asyncio.TimerHandle | None = None
         self.closing = self.reset_up = False
+        self.sniffing = False  # waiting for the first bytes to tell HTTP from TCP
         self.idle_mark = -1
         self.idle_since = 0.0
         self.start = 0.0
@@ -251,7 +257,26 @@ class Connection:
         ctx = self.ctx
         if ctx.log is not None:
             self.start = time.time()
-        self.route = self.resolve()
+        route = self.route = self.resolve()
+        if route.http is not None:
+            if not route.sniff:
+                return self.to_http()
+            self.sniffing = True  # hold() decides once the first bytes are in
+            return
+        self.relay()
+
+    def to_http(self) -> None:
+        """The connection goes to the HTTP connection manager: a session takes over its transport."""
+        d = self.d
+        held = b"".join(self.held or ())
+        self.held = None
+        assert self.route.http is not None
+        session_for(self.ctx, d.transport, d.sock, self.client, self.orig, self.route.http, held)  # type: ignore[arg-type]
+        del d.conn, d.peer
+
+    def relay(self) -> None:
+        """Count the connection against its cluster, pick the upstream, connect."""
+        ctx = self.ctx
         route = self.route
         row = self.row = ctx.stats.row
         base = self.base = ctx.stats.base(route.cluster)
@@ -359,10 +384,16 @@ class Connection:
             self.timer = self.ctx.loop.call_later(self.ctx.connect_timeout, self.check_connected)
 
     def hold(self, data: bytes) -> None:
-        """Client bytes before the upstream transport exists."""
+        """Client bytes before the upstream transport exists (or before sniffing has decided)."""
         assert self.held is not None
         self.held.append(data)
         self.held_size += len(data)
+        if self.sniffing:
+            found = detect(b"".join(self.held))
+            if found is None:
+                return
+            self.sniffing = False
+            return self.to_http() if found == HTTP1 else self.relay()
         if self.held_size > HIGH_WATER:
             self.d.transport.pause_reading()  # type: ignore[union-attr]
 
@@ -400,6 +431,9 @@ class Connection:
     def at_eof(self, src: Side) -> None:
         """src sent EOF: pass the FIN on, or close both when the other direction has ended too."""
         src.eof = True
+        if self.sniffing:  # the client ended before saying anything HTTP: the TCP chain (http_inspector's end)
+            self.sniffing = False
+            return self.relay()
         dst = src.peer
         if dst is src or dst.transport is None:  # upstream not there yet: upstream_made passes it on
             return

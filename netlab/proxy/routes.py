@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netlab.proxy.http.router import HttpRouter
 from netlab.proxy.lb import Host, LoadBalancer
 from netlab.proxy.origdst import Addr
 
@@ -13,7 +14,9 @@ BLACKHOLE, PASSTHROUGH_BIND_IP = "BlackHoleCluster", "127.0.0.6"
 @dataclass(frozen=True, slots=True)
 class Route:
     """What a connection to one original destination does. `upstream` is fixed for original-destination and
-    passthrough clusters; otherwise `lb` picks an endpoint per connection."""
+    passthrough clusters; otherwise `lb` picks an endpoint per connection. With `http`, the connection goes to the
+    HTTP connection manager, which routes each request; with `sniff` too, only if its first bytes are HTTP (else it
+    is relayed as this route says)."""
 
     direction: str  # "inbound" or "outbound"
     cluster: str
@@ -23,6 +26,8 @@ class Route:
     transparent: bool = False  # TPROXY: the upstream socket takes the client's own address (IP_TRANSPARENT)
     refused: str | None = None  # why the connection is refused instead of forwarded
     flags: str = "NR"  # the response flags of a refusal: NR (no route, loop guard), UH (no healthy upstream)
+    http: HttpRouter[Route] | None = None
+    sniff: bool = False
 
     def pick(self) -> tuple[Addr | None, Host | None]:
         """The upstream address for a new connection, and the endpoint it counts against (None: no healthy one)."""

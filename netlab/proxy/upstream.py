@@ -39,9 +39,9 @@ class UpstreamSocket(socket.socket):
         return socket.SOCK_STREAM
 
 
-def open_upstream(route: Route, upstream: Addr, client_ip: str) -> tuple[socket.socket, int]:
-    """A non-blocking socket with connect() to `upstream` started: (socket, errno of connect_ex; 0 or EINPROGRESS
-    when fine). Raises OSError (the socket closed) when it cannot even be set up."""
+def upstream_socket(route: Route, client_ip: str) -> socket.socket:
+    """A non-blocking socket bound as the route wants: the kernel's choice, 127.0.0.6, or the client's own address
+    (TPROXY). Raises OSError (the socket closed) when it cannot be set up."""
     sock = UpstreamSocket(socket.AF_INET, _STREAM_NONBLOCK)
     try:
         if not _STREAM_NONBLOCK & ~socket.SOCK_STREAM:
@@ -56,6 +56,17 @@ def open_upstream(route: Route, upstream: Addr, client_ip: str) -> tuple[socket.
         elif route.bind_ip:
             sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((route.bind_ip, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def open_upstream(route: Route, upstream: Addr, client_ip: str) -> tuple[socket.socket, int]:
+    """upstream_socket with connect() to `upstream` started: (socket, errno of connect_ex; 0 or EINPROGRESS when
+    fine)."""
+    sock = upstream_socket(route, client_ip)
+    try:
         return sock, sock.connect_ex(upstream)
     except BaseException:
         sock.close()

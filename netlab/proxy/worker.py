@@ -159,6 +159,9 @@ class Worker:
         for ctx in self.contexts:
             for conn in list(ctx.active):
                 conn.close()
+            for session in list(ctx.sessions):
+                session.close()
+            ctx.pool.close()
         # Closed transports report connection_lost from the loop: let them, so that each connection is logged.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CLOSE_GRACE

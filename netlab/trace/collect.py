@@ -76,7 +76,7 @@ def member_infos(state: LabState) -> dict[str, MemberInfo]:
 
 def trace_probe(state: LabState, facts: LabFacts, source: str, to: str, send: bytes,
                 timeout: float = 3.0, capture_dir: str | None = None,
-                capture_prefix: str = "trace") -> tuple[ProbeResult, Observations]:
+                capture_prefix: str = "trace", half_close: bool = True) -> tuple[ProbeResult, Observations]:
     """Run one probe from `source` to `to` (NAME:PORT) and record what every namespace saw."""
     target = facts.resolve(to, source)
     members = member_infos(state)
@@ -91,10 +91,11 @@ def trace_probe(state: LabState, facts: LabFacts, source: str, to: str, send: by
     ifaces_before = {m: read_ifaces(pid) for m, pid in pids.items()}
     sockets: dict[str, list[dict[str, Any]]] = {}
 
-    def sample(_local: Addr) -> None:
+    def sample(_local: Addr | None = None) -> None:
         time.sleep(SOCKET_SETTLE)
         for m in involved:
-            sockets[m] = [dataclasses.asdict(r) for r in list_sockets(member_netns_path(state, m))]
+            rows = [dataclasses.asdict(r) for r in list_sockets(member_netns_path(state, m))]
+            sockets[m] = [*sockets.get(m, []), *(r for r in rows if r not in sockets.get(m, []))]
 
     with ExitStack() as stack:
         pcaps: list[str] = []
@@ -103,7 +104,7 @@ def trace_probe(state: LabState, facts: LabFacts, source: str, to: str, send: by
             pcaps = stack.enter_context(captures(pods, capture_dir, capture_prefix))
         netns = member_netns_path(state, source)
         result = probe(netns, (target.ip, target.port), send, timeout, facts.members[source].ip,
-                       on_connected=sample)
+                       on_connected=sample, half_close=half_close, on_sent=None if half_close else sample)
     relevant = [m for m in involved if m in logs]
     lines = linked_lines(result.local, logs, log_marks, relevant)
     counters_after = _counters(state)

@@ -65,7 +65,7 @@ def test_a_client_sidecar_knows_every_service() -> None:
     assert chains(s, f"{vip}_9080") == [("", f"outbound|9080||{FQDN}")]  # tcp-*: tcp_proxy only
     assert chains(s, f"{cart_vip}_7000") == [("", "cart.shop.svc.cluster.local:7000"),  # unnamed: sniffed + TCP
                                              ("", "outbound|7000||cart.shop.svc.cluster.local")]
-    assert chains(s, "0.0.0.0_80") == [("", "80"), ("", "PassthroughCluster")]  # http ports: route "80"
+    assert chains(s, "0.0.0.0_80") == [("", "80"), ("PassthroughFilterChain", "PassthroughCluster")]  # route "80"
     route = s.route("80")
     assert route is not None
     assert [v.name for v in route.virtual_hosts] == ["ratings.default.svc.cluster.local:80", f"{FQDN}:80",

@@ -29,15 +29,23 @@ def test_outbound_destinations_take_the_service_cluster_or_the_catch_all() -> No
     assert (route.cluster, route.upstream, route.refused) == (f"outbound|9080||{FQDN}", None, None)
     picked = {route.pick()[0] for _ in range(20)}
     assert picked <= {("10.244.0.11", 9080), ("10.244.0.12", 9080)} and len(picked) == 2
-    assert d.outbound((vip(), 80)).cluster == f"outbound|80||{FQDN}"  # an http port: by the address's vhost
-    assert d.outbound((vip("ratings"), 80)).cluster == "outbound|80||ratings.default.svc.cluster.local"
-    other = d.outbound(("198.51.100.10", 80))  # port 80 but no service there: allow_any
-    assert (other.cluster, other.upstream) == ("PassthroughCluster", ("198.51.100.10", 80))
+    # An http port: sniffed; HTTP requests are routed by their Host header, other bytes follow the catch-all.
+    http = d.outbound((vip(), 80))
+    assert http.sniff and http.http is not None and (http.cluster, http.upstream) == ("PassthroughCluster",
+                                                                                      (vip(), 80))
+    for authority in (f"{vip()}:80", "reviews", "reviews.default.svc.cluster.local:80"):
+        match = http.http.match(authority, "/any")
+        assert match is not None and match.route.cluster == f"outbound|80||{FQDN}", authority
+    assert http.http.match("ratings:80", "/").route.cluster == "outbound|80||ratings.default.svc.cluster.local"
+    assert http.http.match("198.51.100.10", "/").route.cluster == "PassthroughCluster"  # allow_any
+    assert http.http.resolve(f"outbound|80||{FQDN}", (vip(), 80)).lb is not None
     assert d.outbound(("198.51.100.10", 5000)).cluster == "PassthroughCluster"
     blocked = Dispatch(snap(lab(mode="REGISTRY_ONLY")))
     for orig in (("198.51.100.10", 5000), ("198.51.100.10", 80)):
         route = blocked.outbound(orig)
         assert (route.cluster, route.refused, route.flags) == ("BlackHoleCluster", "no_healthy_upstream", "UH")
+    block_all = blocked.outbound(("198.51.100.10", 80)).http
+    assert block_all is not None and block_all.match("198.51.100.10", "/").route.direct_response == 502
 
 
 def test_inbound_ports_take_their_cluster() -> None:

@@ -29,8 +29,11 @@ def _proxy(loop_name: str, **kw: object) -> ProxyUnderTest:
 
 @contextlib.contextmanager
 def _raw_upstream(loop_name: str, **kw: object) -> Iterator[tuple[ProxyUnderTest, socket.socket]]:
-    """The proxy forwarding to a bare listening socket that the test accepts on and drives by hand."""
-    with socket.create_server(("127.0.0.1", 0)) as srv, _proxy(loop_name, **kw) as p:
+    """The proxy forwarding to a bare listening socket that the test accepts on and drives by hand. Its port is
+    declared TCP: on an undeclared port the proxy would wait for the client's first bytes (protocol sniffing), and
+    these tests let the server speak first."""
+    with socket.create_server(("127.0.0.1", 0)) as srv, \
+            _proxy(loop_name, declared_ports={srv.getsockname()[1]}, **kw) as p:
         p.dst = srv.getsockname()
         yield p, srv
 

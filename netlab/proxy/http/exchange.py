@@ -1,0 +1,510 @@
+"""One request and its response through the sidecar: routing, the upstream attempts (Istio's retry policy), the
+route timeout, local replies with Envoy's bodies, response flags and details, and the request's access-log line.
+
+Envoy's words are kept (source/common/router/router.cc, envoy/stream_info/stream_info.h): a connect failure is a
+503 "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport
+failure reason: delayed connect error: 111" with flag UF and details
+upstream_reset_before_response_started{remote_connection_failure,delayed_connect_error:_111}; URX is added when the
+retry policy would have retried but has no attempt left; the route timeout is a 504 "upstream request timeout" (UT,
+response_timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from netlab.mesh.types import RetryPolicy
+from netlab.mesh.types import Route as HttpRoute
+from netlab.proxy import stats as st
+from netlab.proxy.accesslog import AccessLog, Entry
+from netlab.proxy.http import headers as hd
+from netlab.proxy.http.router import HttpRouter
+from netlab.proxy.http.upstream import Pool, PoolKey, UpstreamHttp
+from netlab.proxy.lb import Host
+from netlab.proxy.origdst import Addr
+from netlab.proxy.routes import Route
+from netlab.proxy.upstream import upstream_socket
+
+RETRY_BUFFER = 1024 * 1024  # request bytes kept for a retry (Envoy's per-connection buffer limit)
+HOLD_LIMIT = 256 * 1024  # request bytes held while no upstream connection takes them, before the client is paused
+BACKOFF_BASE, BACKOFF_MAX = 0.025, 0.25  # Envoy's default retry back-off: 25 ms, at most 10 times that
+HOST_SELECTION_ATTEMPTS = 5  # Istio's host_selection_retry_max_attempts with the previous_hosts predicate
+_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. "
+
+
+class HttpContext(Protocol):
+    """What a listener's connections share (netlab.proxy.relay.Context), as far as HTTP uses it."""
+
+    loop: asyncio.AbstractEventLoop
+    direction: str
+    stats: st.Stats
+    log: AccessLog | None
+    connect_timeout: float
+    pool: Pool
+    sessions: set[Any]
+    libuv: bool
+
+
+class Downstream(Protocol):
+    """The client's connection an exchange answers on (netlab.proxy.http.session.HttpSession)."""
+
+    ctx: HttpContext
+    router: HttpRouter[Route]
+    client: Addr
+    orig: Addr
+    outbound_side: bool
+    close_after_response: bool
+
+    def write(self, data: bytes) -> None: ...
+    def abort(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def closing_after(self, exchange: Exchange) -> bool: ...
+    def exchange_done(self, exchange: Exchange) -> None: ...
+    def tunnel(self, conn: UpstreamHttp, rest: bytes) -> None: ...
+
+
+class Exchange:
+    def __init__(self, session: Downstream, method: bytes, path: bytes, headers: hd.Headers, chunked: bool,
+                 content_length: bool, upgrade: bytes | None) -> None:
+        self.session = session
+        self.start = time.time()
+        self.method = method
+        self.path = path
+        self.headers, self.request_id = hd.request_additions(headers)
+        self.authority = next((v for n, v in headers if n == b"host"), b"").decode("latin-1")
+        self.framing = b"chunked" if chunked else b"content-length" if content_length else None
+        self.upgrade = upgrade
+        self.body: list[bytes] = []  # request body kept for the upstream (until attached) and for retries
+        self.body_size = 0
+        self.replayable = True  # the whole body is still at hand
+        self.holding = False  # the client is paused while no upstream connection takes the body
+        self.request_done = False
+        self.request_done_at = 0.0
+        self.route: HttpRoute | None = None
+        self.target: Route | None = None
+        self.cluster = "-"
+        self.route_name = "-"
+        self.outbound = session.ctx.direction == "outbound"
+        self.attempt = 0
+        self.tried: list[Addr] = []
+        self.upstream: UpstreamHttp | None = None
+        self.host: Host | None = None
+        self.upstream_addr: Addr | None = None
+        self.upstream_local: Addr | None = None
+        self.status = 0
+        self.responding = False  # the response head has gone to the client
+        self.discarding = False  # a response being read only to be dropped (a retried 503)
+        self.response_chunked = False  # re-chunked for the client (the upstream gave no content-length)
+        self.close_delimited = False  # the upstream's response ends with its connection
+        self.service_time: int | None = None
+        self.sent = 0  # response body bytes to the client
+        self.flags: list[str] = []
+        self.details = "-"
+        self.failure = "-"  # UPSTREAM_TRANSPORT_FAILURE_REASON
+        self.timer: asyncio.TimerHandle | None = None  # the route timeout
+        self.pending: asyncio.Future[object] | asyncio.TimerHandle | None = None  # a connect or a back-off
+        self.done = False
+        # Set by the session from the request head:
+        self.keep_alive = True  # the client keeps the connection after this response
+        self.expect_continue = False  # "Expect: 100-continue", answered by the proxy
+        self.reject: tuple[int, str] | None = None  # (status, details) of a request refused as it stands
+
+    # --- from the downstream session ---------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Route the request (its head has arrived) and make the first attempt."""
+        session = self.session
+        match = session.router.match(self.authority, self.path.decode("latin-1"))
+        if match is None:
+            return self.local_reply(404, "", "NR", "route_not_found")
+        self.route = route = match.route
+        self.route_name = route.name
+        if route.direct_response:
+            return self.local_reply(route.direct_response, "", "", "direct_response")
+        target = session.router.resolve(route.cluster, session.orig)
+        self.cluster = target.cluster
+        if target.refused is not None:
+            if target.flags == "UH":
+                return self.local_reply(503, "no healthy upstream", "UH", "no_healthy_upstream")
+            return self.local_reply(503, "", target.flags, "cluster_not_found")
+        self.target = target
+        self.replayable = route.retry is not None
+        if not match.host.include_request_attempt_count:
+            self.outbound = False  # only outbound virtual hosts count attempts
+        self.attempt_upstream()
+
+    def request_body(self, data: bytes) -> None:
+        """Body bytes go upstream at once when a connection is attached; they are kept until then, and while a
+        retry may need them (up to RETRY_BUFFER)."""
+        if self.done:
+            return
+        self.body_size += len(data)
+        up = self.upstream
+        attached = up is not None and up.exchange is self and not self.discarding
+        if attached:
+            up.write(hd.chunk(data) if self.framing == b"chunked" else data)  # type: ignore[union-attr]
+        if self.replayable and self.body_size > RETRY_BUFFER:
+            self.replayable = False
+            if attached:
+                self.body.clear()
+        if not attached or self.replayable:
+            self.body.append(data)
+            if not attached and self.body_size > HOLD_LIMIT and not self.holding:
+                self.holding = True
+                self.session.pause_reading()  # until an upstream takes it
+
+    def request_complete(self) -> None:
+        self.request_done = True
+        self.request_done_at = time.monotonic()
+        up = self.upstream
+        if up is not None and up.exchange is self and self.framing == b"chunked":
+            up.write(hd.LAST_CHUNK)
+        route = self.route
+        if route is not None and route.timeout and not self.done:
+            self.timer = self.session.ctx.loop.call_later(route.timeout, self.route_timeout)
+
+    def pause_request(self) -> None:  # the upstream reads slowly: stop reading the client
+        self.session.pause_reading()
+
+    def resume_request(self) -> None:
+        self.session.resume_reading()
+
+    def downstream_lost(self) -> None:
+        """The client went away before the response ended."""
+        if self.done:
+            return
+        self.flags.append("DC")
+        self.details = "downstream_remote_disconnect"
+        if self.upstream is not None:
+            self.upstream.close(abort=True)
+        self.finish()
+
+    # --- attempts ----------------------------------------------------------------------------------------------
+
+    def attempt_upstream(self) -> None:
+        self.pending = None
+        target = self.target
+        assert target is not None
+        self.attempt += 1
+        upstream, host = self.pick(target)
+        if upstream is None:
+            return self.local_reply(503, "no healthy upstream", "UH", "no_healthy_upstream")
+        if self.host is not None:
+            self.host.active -= 1
+        self.host, self.upstream_addr = host, upstream
+        if host is not None:
+            host.active += 1
+        self.tried.append(upstream)
+        session = self.session
+        ctx = session.ctx
+        row, base = ctx.stats.row, ctx.stats.base(target.cluster)
+        row[base + st.RQ_TOTAL] += 1
+        source = session.client[0] if target.transparent else target.bind_ip or ""
+        key: PoolKey = (target.cluster, upstream, source)
+        conn = ctx.pool.take(key)
+        if conn is not None:
+            return self.attach(conn)
+        self.pending = ctx.loop.create_task(self.connect(key, target, upstream, row, base))
+
+    def pick(self, target: Route) -> tuple[Addr | None, Host | None]:
+        """An endpoint; on a retry, one not tried before if the policy asks for it (previous_hosts)."""
+        addr, host = target.pick()
+        retry = self.route.retry if self.route else None
+        if addr is None or not self.tried or retry is None or not retry.previous_hosts:
+            return addr, host
+        for _ in range(HOST_SELECTION_ATTEMPTS - 1):
+            if addr not in self.tried:
+                break
+            addr, host = target.pick()
+        return addr, host
+
+    async def connect(self, key: PoolKey, target: Route, upstream: Addr, row: memoryview, base: int) -> None:
+        ctx = self.session.ctx
+        row[base + st.CX_TOTAL] += 1
+        try:
+            sock = upstream_socket(target, self.session.client[0])
+        except OSError as e:
+            row[base + st.CONNECT_FAIL] += 1
+            return self.connect_failed(e.errno or errno.EIO)
+        try:
+            await asyncio.wait_for(ctx.loop.sock_connect(sock, upstream), ctx.connect_timeout)
+            local = sock.getsockname()
+            _, conn = await ctx.loop.create_connection(
+                lambda: UpstreamHttp(ctx.pool, key, row, base, local), sock=sock)
+        except asyncio.CancelledError:
+            sock.close()
+            raise
+        except Exception as e:  # OSError, TimeoutError; anything else must not strand the request either
+            sock.close()
+            row[base + st.CONNECT_FAIL] += 1
+            if isinstance(e, TimeoutError):
+                row[base + st.CONNECT_TIMEOUT] += 1
+                return self.connect_failed(errno.ETIMEDOUT)
+            return self.connect_failed(getattr(e, "errno", None) or errno.EIO)
+        self.pending = None
+        if self.done:
+            ctx.pool.give(conn)
+        else:
+            self.attach(conn)
+
+    def attach(self, conn: UpstreamHttp) -> None:
+        """Send the request on this connection: its head, and what of the body has arrived."""
+        self.upstream = conn
+        self.upstream_local = conn.local
+        conn.exchange = self
+        if self.method == b"HEAD" or self.upgrade is not None:
+            conn.reusable = False  # the parser cannot be told to skip a HEAD response's body
+        route = self.route
+        framing = self.framing
+        head = hd.upstream_request(self.method, self.path, self.headers, self.outbound, self.attempt, framing,
+                                   self.upgrade, route.decorator if route and self.outbound else "")
+        chunked = framing == b"chunked"
+        parts = [head, *(hd.chunk(b) if chunked else b for b in self.body)]
+        if self.request_done and chunked:
+            parts.append(hd.LAST_CHUNK)
+        conn.write(b"".join(parts))
+        if not self.replayable:
+            self.body.clear()
+        if self.holding:
+            self.holding = False
+            self.session.resume_reading()
+
+    def retry_or(self, condition: str, fail: Callable[[], None]) -> None:
+        """Retry when the route's policy covers `condition` and has attempts left (after Envoy's jittered back-off),
+        else `fail()`; URX joins the flags when only the attempt limit stopped it."""
+        retry = self.route.retry if self.route else None
+        if retry is not None and self.replayable and not self.responding and covers(retry.retry_on, condition):
+            if self.attempt <= retry.num_retries:
+                target = self.target
+                assert target is not None
+                ctx = self.session.ctx
+                ctx.stats.row[ctx.stats.base(target.cluster) + st.RQ_RETRY] += 1
+                self.upstream = None
+                ceiling = min(BACKOFF_BASE * (2 ** self.attempt - 1), BACKOFF_MAX)
+                self.pending = ctx.loop.call_later(random.uniform(0, ceiling), self.attempt_upstream)
+                return
+            self.flags.append("URX")
+        fail()
+
+    def connect_failed(self, err: int) -> None:
+        self.pending = None
+        if self.done:
+            return
+        if err == errno.ETIMEDOUT:
+            reason, details = "connection timeout", "connection_timeout"
+        else:
+            self.failure = f"delayed_connect_error:_{err}"
+            reason = f"remote connection failure, transport failure reason: delayed connect error: {err}"
+            details = f"remote_connection_failure,delayed_connect_error:_{err}"
+        self.retry_or("connect-failure", lambda: self.reset_reply("UF", reason, details))
+
+    def upstream_lost(self, conn: UpstreamHttp, exc: Exception | None) -> None:
+        """The upstream connection closed or was reset while this exchange used it."""
+        if self.done or conn is not self.upstream:
+            return
+        self.upstream = None
+        if self.discarding:  # the dropped 503's connection ended: retry as decided
+            self.discarding = False
+            return self.retry_or("retriable-status-codes", lambda: None)
+        if self.responding:
+            if self.close_delimited and exc is None:
+                return self.response_finished()  # a response delimited by the connection's end
+            self.flags.append("UC")
+            self.details = "upstream_reset_after_response_started{connection_termination}"
+            self.session.abort()
+            return self.finish()
+        condition = "reset-before-request" if not conn.sent_any else "reset"
+        self.retry_or(condition, lambda: self.reset_reply("UC", "connection termination", "connection_termination"))
+
+    def upstream_protocol_error(self, conn: UpstreamHttp, error: Exception) -> None:
+        if self.done or conn is not self.upstream:
+            return
+        conn.close(abort=True)
+        self.upstream = None
+        if self.responding:
+            self.flags.append("UPE")
+            self.details = "upstream_reset_after_response_started{protocol_error}"
+            self.session.abort()
+            return self.finish()
+        self.reset_reply("UPE", "protocol error", "protocol_error", status=502)
+
+    def route_timeout(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        target = self.target
+        if target is not None:
+            ctx = self.session.ctx
+            ctx.stats.row[ctx.stats.base(target.cluster) + st.RQ_TIMEOUT] += 1
+        self.cancel_pending()
+        if self.upstream is not None:
+            self.upstream.close(abort=True)
+            self.upstream = None
+        if self.responding:  # the stream is reset mid-response
+            self.flags.append("UT")
+            self.details = "response_timeout"
+            self.session.abort()
+            return self.finish()
+        self.local_reply(504, "upstream request timeout", "UT", "response_timeout")
+
+    # --- the response ------------------------------------------------------------------------------------------
+
+    def response_head(self, conn: UpstreamHttp, status: int, headers: hd.Headers) -> None:
+        if self.done or conn is not self.upstream:
+            return
+        retry = self.route.retry if self.route else None
+        if not self.request_done:
+            conn.reusable = False  # answered before the whole request went out: the connection is not reused
+        if retry is not None and self.replayable and retries_status(retry, status):
+            if self.attempt <= retry.num_retries:
+                self.discarding = True  # read it to its end, then retry (response_done)
+                return
+            self.flags.append("URX")
+        self.status = status
+        self.responding = True
+        self.details = "via_upstream"
+        if self.request_done:
+            self.service_time = int((time.monotonic() - self.request_done_at) * 1000)
+        bodiless = self.method == b"HEAD" or status in (204, 304) or status < 200
+        framed = has_length(headers) or any(n == b"transfer-encoding" and b"chunked" in v.lower() for n, v in headers)
+        self.close_delimited = not bodiless and not framed and status != 101
+        self.response_chunked = not bodiless and not has_length(headers) and status != 101
+        upgrade = self.upgrade if status == 101 else None
+        self.session.write(hd.response_head(status, headers, self.session.outbound_side, self.service_time,
+                                            self.response_chunked, self.session.closing_after(self), upgrade))
+        if self.method == b"HEAD":
+            conn.exchange = None
+            conn.close()
+            self.upstream = None
+            self.response_finished()
+
+    def response_body(self, data: bytes) -> None:
+        if self.done or self.discarding or not self.responding:
+            return
+        self.sent += len(data)
+        self.session.write(hd.chunk(data) if self.response_chunked else data)
+
+    def response_done(self, conn: UpstreamHttp) -> None:
+        if self.done or conn is not self.upstream:
+            return
+        self.upstream = None
+        self.session.ctx.pool.give(conn)
+        if self.discarding:
+            self.discarding = False
+            return self.retry_or("retriable-status-codes", lambda: None)
+        self.response_finished()
+
+    def upgraded(self, conn: UpstreamHttp, rest: bytes) -> None:
+        """The upstream switched protocols (a websocket's 101): from now on both connections are relayed as bytes."""
+        if self.done or conn is not self.upstream or self.status != 101:
+            conn.close(abort=True)
+            return
+        self.session.tunnel(conn, rest)
+
+    def response_finished(self) -> None:
+        if self.response_chunked:
+            self.session.write(hd.LAST_CHUNK)
+        self.finish()
+
+    # --- endings -----------------------------------------------------------------------------------------------
+
+    def reset_reply(self, flag: str, reason: str, details: str, status: int = 503) -> None:
+        retried = "retried and the latest " if self.attempt > 1 else ""
+        self.local_reply(status, f"{_BEFORE_HEADERS}{retried}reset reason: {reason}", flag,
+                         f"upstream_reset_before_response_started{{{details}}}")
+
+    def local_reply(self, status: int, body: str, flag: str, details: str) -> None:
+        """A response made here. The connection is closed after it when the request has not been read whole."""
+        if self.done:
+            return
+        self.cancel_pending()
+        if flag:
+            self.flags.append(flag)
+        self.details = details
+        self.status = status
+        self.responding = True
+        session = self.session
+        if not self.request_done:
+            session.close_after_response = True
+        data = hd.local_reply(status, body, session.outbound_side, session.closing_after(self),
+                              head_only=self.method == b"HEAD")
+        self.sent = len(body.encode()) if self.method != b"HEAD" else 0
+        session.write(data)
+        self.finish()
+
+    def cancel_pending(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.cancel()
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.cancel_pending()
+        if self.host is not None:
+            self.host.active -= 1
+            self.host = None
+        self.log()
+        self.session.exchange_done(self)
+
+    def log(self) -> None:
+        log = self.session.ctx.log
+        if log is None:
+            return
+        session = self.session
+        headers = dict(self.headers)
+        original = headers.get(b"x-envoy-original-path")
+        self.flags.sort(key=FLAG_ORDER.index)
+        log.log(Entry(
+            self.start, self.cluster, session.orig, session.client, self.upstream_addr, self.upstream_local,
+            ",".join(self.flags) or "-", self.body_size, self.sent, int((time.time() - self.start) * 1000), "-",
+            self.failure, self.method.decode("latin-1"), (original or self.path).decode("latin-1"), "HTTP/1.1",
+            self.status, self.details, self.service_time,
+            _text(headers.get(b"x-forwarded-for")), _text(headers.get(b"user-agent")),
+            self.request_id.decode("latin-1"), self.authority or "-", "-", self.route_name,
+        ))
+
+
+# The order Envoy prints response flags in (its flag table, stream_info.h).
+FLAG_ORDER = ["LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC", "URX",
+              "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", "DR"]
+
+
+def covers(retry_on: str, condition: str) -> bool:
+    """Whether Envoy's retry_on list retries on `condition`: a connect failure, a reset before the request went out
+    (reset-before-request), another reset (reset), or a retriable status code. 5xx and gateway-error also cover
+    connect failures and resets."""
+    conditions = retry_on.split(",")
+    if condition in conditions:
+        return True
+    if condition in ("connect-failure", "reset", "reset-before-request"):
+        return "5xx" in conditions or "gateway-error" in conditions or (
+            condition != "connect-failure" and "reset" in conditions)
+    return False
+
+
+def retries_status(retry: RetryPolicy, status: int) -> bool:
+    """Whether a response status is retried: its code is listed (retriable-status-codes), or 5xx / gateway-error
+    (502, 503, 504) are among the conditions."""
+    conditions = retry.retry_on.split(",")
+    return ((status in retry.retriable_status_codes and "retriable-status-codes" in conditions)
+            or (status >= 500 and "5xx" in conditions)
+            or (status in (502, 503, 504) and "gateway-error" in conditions))
+
+
+def has_length(headers: hd.Headers) -> bool:
+    return any(name == b"content-length" for name, _ in headers)
+
+
+def _text(value: bytes | None) -> str:
+    return value.decode("latin-1") if value else "-"

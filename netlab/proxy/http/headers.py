@@ -1,0 +1,157 @@
+"""Header changes and local replies of a sidecar's HTTP connection manager and router, as Envoy makes them with
+Istio's settings (use_remote_address false, server_name "istio-envoy" inbound and Envoy's "envoy" outbound,
+generate_request_id, include_request_attempt_count on outbound virtual hosts, no x-forwarded-for from sidecars).
+
+Sources: Envoy source/common/http/conn_manager_utility.cc (mutateRequestHeaders, cleanInternalHeaders,
+mutateResponseHeaders), source/common/router/router.cc (x-envoy-attempt-count, x-envoy-upstream-service-time, local
+reply bodies), source/common/http/http1/codec_impl.cc (framing, lower-case names, host first); Istio
+pilot/pkg/networking/core/httproute.go and listener_builder.go (what the sidecar's manager is told to do).
+
+Headers are (name, value) byte pairs, names lower-case as the parser hands them over.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from email.utils import formatdate
+from http import HTTPStatus
+
+Headers = list[tuple[bytes, bytes]]
+
+# Never forwarded: hop-by-hop, and re-framed by the codec (transfer-encoding).
+HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
+                        b"te", b"x-envoy-internal"))
+# cleanInternalHeaders: a request that is not "internal" (with use_remote_address false: an x-forwarded-for of one
+# private address, which sidecars never add) loses the headers that would steer Envoy.
+INTERNAL_ONLY = frozenset((
+    b"x-envoy-retriable-status-codes", b"x-envoy-retriable-header-names", b"x-envoy-retry-on",
+    b"x-envoy-retry-grpc-on", b"x-envoy-max-retries", b"x-envoy-upstream-alt-stat-name",
+    b"x-envoy-upstream-rq-timeout-ms", b"x-envoy-upstream-rq-per-try-timeout-ms",
+    b"x-envoy-upstream-rq-timeout-alt-response", b"x-envoy-expected-rq-timeout-ms", b"x-envoy-force-trace",
+    b"x-envoy-ip-tags", b"x-envoy-original-url", b"x-envoy-hedge-on-per-try-timeout",
+))
+# Istio's metadata exchange and tracing headers between sidecars: the receiving sidecar takes them off.
+MESH_ONLY = frozenset((b"x-envoy-peer-metadata", b"x-envoy-peer-metadata-id", b"x-envoy-decorator-operation"))
+_DROP_OUTBOUND = HOP_BY_HOP | INTERNAL_ONLY | {b"x-forwarded-client-cert", b"x-envoy-attempt-count"}
+_DROP_INBOUND = HOP_BY_HOP | INTERNAL_ONLY | MESH_ONLY | {b"x-forwarded-client-cert"}
+_DROP_RESPONSE = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"server",
+                            b"x-envoy-upstream-service-time"))
+_DROP_RESPONSE_OUTBOUND = _DROP_RESPONSE | MESH_ONLY
+# Requests that Envoy's codec sends without a body get no "content-length: 0" (HeaderUtility::requestShouldHaveNoBody).
+BODILESS_METHODS = frozenset((b"GET", b"HEAD", b"DELETE", b"TRACE", b"CONNECT"))
+SERVER_INBOUND, SERVER_OUTBOUND = b"istio-envoy", b"envoy"
+REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_date = ["", 0]
+
+
+def http_date() -> bytes:
+    """The IMF-fixdate Envoy's date provider writes, refreshed once a second."""
+    now = int(time.time())
+    if _date[1] != now:
+        _date[0], _date[1] = formatdate(now, usegmt=True), now
+    return str(_date[0]).encode()
+
+
+def connection_tokens(headers: Headers) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def upstream_request(method: bytes, path: bytes, headers: Headers, outbound: bool, attempt: int,
+                     body_framing: bytes | None, upgrade: bytes | None, decorator: str) -> bytes:
+    """The request head sent upstream. `body_framing`: b"content-length" (kept), b"chunked" (re-chunked), or None
+    for no body. `upgrade`: the websocket upgrade being forwarded, if any."""
+    drop = (_DROP_OUTBOUND if outbound else _DROP_INBOUND) | connection_tokens(headers)
+    host = b""
+    out: Headers = []
+    te_trailers = False
+    for name, value in headers:
+        if name == b"host":
+            host = value
+        elif name == b"te":
+            te_trailers = b"trailers" in value.lower()
+        elif name not in drop and not (name == b"content-length" and body_framing != b"content-length"):
+            out.append((name, value))
+    if te_trailers:  # since Envoy 1.29 "te: trailers" survives, the rest of TE does not
+        out.append((b"te", b"trailers"))
+    if outbound:
+        out.append((b"x-envoy-attempt-count", str(attempt).encode()))
+        if decorator:
+            out.append((b"x-envoy-decorator-operation", decorator.encode()))
+    if upgrade is not None:
+        out += [(b"connection", b"upgrade"), (b"upgrade", upgrade)]
+    elif body_framing == b"chunked":
+        out.append((b"transfer-encoding", b"chunked"))
+    elif body_framing is None and method not in BODILESS_METHODS:
+        out.append((b"content-length", b"0"))
+    lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method, path, host)]
+    lines += [b"%s: %s\r\n" % pair for pair in out]
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def request_additions(headers: Headers) -> tuple[Headers, bytes]:
+    """What the connection manager adds to a request it received: x-request-id if absent (a UUID v4; an existing
+    one is kept, the request not being an edge request) and x-forwarded-proto if absent. Returns the headers and the
+    request id."""
+    request_id = b""
+    proto = False
+    for name, value in headers:
+        if name == b"x-request-id":
+            request_id = value
+        elif name == b"x-forwarded-proto":
+            proto = True
+    if not proto:
+        headers.append((b"x-forwarded-proto", b"http"))
+    if not request_id:
+        request_id = str(uuid.uuid4()).encode()
+        headers.append((b"x-request-id", request_id))
+    return headers, request_id
+
+
+def response_head(status: int, headers: Headers, outbound: bool, service_time: int | None, chunked: bool,
+                  close: bool, upgrade: bytes | None = None) -> bytes:
+    """The response head sent to the client: hop-by-hop headers off, `server` overwritten with this side's name,
+    `date` added when the upstream sent none, x-envoy-upstream-service-time, the codec's framing; for a 101, the
+    protocol switched to."""
+    drop = _DROP_RESPONSE_OUTBOUND if outbound else _DROP_RESPONSE
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
+    dated = False
+    for name, value in headers:
+        if name not in drop:
+            lines.append(b"%s: %s\r\n" % (name, value))
+            dated = dated or name == b"date"
+    if not dated:
+        lines.append(b"date: %s\r\n" % http_date())
+    lines.append(b"server: %s\r\n" % (SERVER_OUTBOUND if outbound else SERVER_INBOUND))
+    if service_time is not None:
+        lines.append(b"x-envoy-upstream-service-time: %d\r\n" % service_time)
+    if upgrade is not None:
+        lines.append(b"connection: upgrade\r\nupgrade: %s\r\n" % upgrade)
+    if chunked:
+        lines.append(b"transfer-encoding: chunked\r\n")
+    if close:
+        lines.append(b"connection: close\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def local_reply(status: int, body: str, outbound: bool, close: bool, head_only: bool = False) -> bytes:
+    """A response Envoy makes itself (sendLocalReply): text/plain when there is a body, content-length always."""
+    data = body.encode()
+    headers: Headers = [(b"content-length", b"%d" % len(data))]
+    if data:
+        headers.insert(0, (b"content-type", b"text/plain"))
+    return response_head(status, headers, outbound, None, False, close) + (b"" if head_only else data)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
