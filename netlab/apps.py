@@ -17,7 +17,7 @@ import sys
 from typing import TextIO
 
 from netlab.hostport import split_host_port
-from netlab.http_app import Behaviour, HttpApp
+from netlab.http_app import Behaviour, HttpApp, read_hosts
 from netlab.kernel.procname import set_process_name
 from netlab.proxy.privileges import drop
 
@@ -58,7 +58,8 @@ async def serve(args: argparse.Namespace) -> None:
     args.peers = open(args.peers, "a", buffering=1) if args.peers else None  # noqa: SIM115  (lives with the app)
     if args.kind == "http":
         behaviour = Behaviour(args.reply, args.name, args.version, args.fail_status, args.fail_share, args.delay_ms,
-                              args.delay_share)
+                              args.delay_share, tuple(args.call), args.call_timeout,
+                              read_hosts(args.hosts) if args.hosts else {})
         server = await asyncio.get_running_loop().create_server(lambda: HttpApp(behaviour, args.peers), host, port,
                                                                 reuse_address=True)
     else:
@@ -87,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     http.add_argument("--fail-share", type=float, default=0.0, help="share of requests that fail (0..1)")
     http.add_argument("--delay-ms", type=int, default=0, help="delay of a delayed answer")
     http.add_argument("--delay-share", type=float, default=0.0, help="share of requests answered late (0..1)")
+    http.add_argument("--call", action="append", default=[], metavar="HOST:PORT/PATH",
+                      help="call this for every request, passing on Bookinfo's headers (repeatable)")
+    http.add_argument("--call-timeout", type=float, default=10.0, help="seconds a call may take")
+    http.add_argument("--hosts", help="the pod's hosts file, to resolve the calls' names")
     args = parser.parse_args(argv)
     set_process_name(f"{args.kind}-app")  # `ss -tnp` in the pod shows ("pong-app",pid=...), not ("python3",...)
     try:

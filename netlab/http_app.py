@@ -6,22 +6,31 @@ answers every request with JSON saying who answered and what arrived, so a check
      "peer": "127.0.0.6", "body_bytes": 0}
 
 It can be told to misbehave like the apps of Istio's fault and retry exercises: fail a share of requests with a
-status (`fail`), answer a share of them late (`delay`). Each request is logged like nginx's access log.
+status (`fail`), answer a share of them late (`delay`). Like Bookinfo's services it can call others for each request
+(`calls`, e.g. reviews calling ratings), through its sidecar, passing on the headers Bookinfo passes on (end-user,
+x-request-id, the tracing headers); the answer lists what each call got. Names are resolved with the pod's hosts
+file, as a pod's DNS would. Each request is logged like nginx's access log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TextIO, cast
 
 import httptools
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+# What Bookinfo's services pass on to the services they call (productpage.py getForwardHeaders).
+FORWARDED = ("end-user", "user-agent", "x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
+             "x-b3-sampled", "x-b3-flags", "b3", "traceparent", "tracestate", "x-ot-span-context")
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,19 @@ class Behaviour:
     fail_share: float = 0.0
     delay_ms: int = 0
     delay_share: float = 0.0
+    calls: tuple[str, ...] = ()  # HOST:PORT/PATH, called for every request
+    call_timeout: float = 10.0
+    hosts: dict[str, str] = field(default_factory=dict)  # name -> IP, from the pod's hosts file
+
+
+def read_hosts(path: str) -> dict[str, str]:
+    names: dict[str, str] = {}
+    with open(path) as f:
+        for line in f:
+            ip, *aliases = line.split("#", 1)[0].split()
+            for alias in aliases:
+                names.setdefault(alias, ip)
+    return names
 
 
 class HttpApp(asyncio.Protocol):
@@ -87,12 +109,16 @@ class HttpApp(asyncio.Protocol):
             await asyncio.sleep(b.delay_ms / 1000)
         if previous is not None:
             await asyncio.shield(previous)
+        calls = [await call(target, headers, b) for target in b.calls]
+        answer: dict[str, object] = {"reply": b.reply, "pod": b.pod, "version": b.version, "method": method,
+                                     "path": path, "headers": headers, "peer": self.peer[0], "body_bytes": body_bytes}
+        status = 200
         if b.fail_share and random.random() < b.fail_share:
-            status, body = b.fail_status, f"fault injected by the app ({b.pod or 'http'})\n".encode()
-        else:
-            status = 200
-            body = json.dumps({"reply": b.reply, "pod": b.pod, "version": b.version, "method": method, "path": path,
-                               "headers": headers, "peer": self.peer[0], "body_bytes": body_bytes}).encode() + b"\n"
+            status = b.fail_status
+            answer = {"pod": b.pod, "version": b.version, "status": status, "error": "failed by the app's fail setting"}
+        elif calls:
+            answer["calls"] = calls
+        body = json.dumps(answer).encode() + b"\n"
         self.send(status, body, close=not keep_alive, head=method == "HEAD")
         stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z")
         print(f'{self.peer[0]} - - [{stamp}] "{method} {path} HTTP/1.1" {status} {len(body)} '
@@ -112,3 +138,42 @@ class HttpApp(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         for task in self.pending:
             task.cancel()
+
+
+async def call(target: str, received: dict[str, str], b: Behaviour) -> dict[str, object]:
+    """GET http://TARGET with the forwarded headers; what came back (status 0 and an error when nothing did)."""
+    hostport, _, path = target.partition("/")
+    host, _, port = hostport.rpartition(":")
+    forwarded = "".join(f"{k}: {v}\r\n" for k, v in received.items() if k in FORWARDED)
+    request = f"GET /{path} HTTP/1.1\r\nhost: {hostport}\r\n{forwarded}connection: close\r\n\r\n".encode()
+    found: dict[str, object] = {"url": target}
+    try:
+        async with asyncio.timeout(b.call_timeout):
+            reader, writer = await asyncio.open_connection(b.hosts.get(host, host), int(port))
+            writer.write(request)
+            data = await reader.read()
+            writer.close()
+    except TimeoutError:
+        return {**found, "status": 0, "error": f"timeout after {b.call_timeout:g}s"}
+    except OSError as err:
+        return {**found, "status": 0, "error": os.strerror(err.errno) if err.errno else str(err)}
+    reply = _Reply()
+    try:
+        httptools.HttpResponseParser(reply).feed_data(data)
+    except httptools.HttpParserError:
+        return {**found, "status": 0, "error": "not an HTTP response"}
+    found["status"] = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+    try:
+        answer = json.loads(reply.body)
+        found["pod"] = answer.get("pod") if isinstance(answer, dict) else None
+    except ValueError:
+        found["body"] = reply.body.decode(errors="replace")[:200]
+    return found
+
+
+class _Reply:
+    def __init__(self) -> None:
+        self.body = b""
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body

@@ -13,6 +13,7 @@ from netlab.errors import KernelError, UsageError
 from netlab.kernel import procs
 from netlab.kernel.nsutil import is_same_process, netns_inode, reap
 from netlab.model.schema import App
+from netlab.plan import HOSTS_ROOT
 from netlab.signals import deferred
 
 APP_START_TIMEOUT = 5.0
@@ -62,6 +63,11 @@ def app_argv(state: LabState, member: str, app: App, version: str = "") -> list[
             argv += ["--fail-status", str(app.fail.status), "--fail-share", str(app.fail.share)]
         if app.delay is not None:
             argv += ["--delay-ms", str(app.delay.ms), "--delay-share", str(app.delay.share)]
+        for target in app.calls:
+            argv += ["--call", target]
+        if app.calls:
+            hosts = os.path.join(HOSTS_ROOT, state.members[member]["netns"], "hosts")
+            argv += ["--call-timeout", str(app.call_timeout), "--hosts", hosts]
     return argv
 
 

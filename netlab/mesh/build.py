@@ -20,7 +20,7 @@ proxy knows (egress hosts) and may override the outbound traffic policy. mTLS ch
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from netlab.mesh.registry import (
@@ -33,7 +33,17 @@ from netlab.mesh.registry import (
     protocol_of,
     service_entry_services,
 )
+from netlab.mesh.traffic import (
+    cluster_settings,
+    destination_rule_for,
+    http_routes,
+    retry_policy,
+    subsets_of,
+    tcp_cluster,
+    virtual_service_for,
+)
 from netlab.mesh.types import (
+    ANY_PATH,
     CLUSTER_DOMAIN,
     HTTP_CONNECTION_MANAGER,
     ROOT_NAMESPACE,
@@ -53,17 +63,14 @@ from netlab.mesh.types import (
 from netlab.mesh.versions import MeshTraits, mesh_traits
 
 if TYPE_CHECKING:  # the proxy builds standalone snapshots: nothing here may import pydantic at run time
-    from netlab.model.istio import ServiceEntry, Sidecar
+    from netlab.model.istio import Resource, Sidecar
     from netlab.plan import LabPlan, PodPlan
-
-    Resource = ServiceEntry | Sidecar
 
 OUTBOUND_PORT, INBOUND_PORT, HEALTH_PORT, STATS_PORT = 15001, 15006, 15021, 15090
 PASSTHROUGH, BLACKHOLE = "PassthroughCluster", "BlackHoleCluster"
 PASSTHROUGH_BIND = "127.0.0.6"
 CONNECT_TIMEOUT = 10.0  # meshConfig.connectTimeout default
 HTTP_ALPN = ("http/1.1", "h2c")
-DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,7 @@ def snapshots(plan: LabPlan, resources: Sequence[Resource], version: int,
         mode = plan.mesh_config.outbound_traffic_policy.mode
         if scope is not None and scope.spec.outbound_traffic_policy is not None:
             mode = scope.spec.outbound_traffic_policy.mode
-        found[key] = build_snapshot(ProxySpec.of(pod), services, ports, mode, scope, version)
+        found[key] = build_snapshot(ProxySpec.of(pod), services, ports, mode, scope, version, resources)
     return found
 
 
@@ -127,11 +134,14 @@ def registry(plan: LabPlan, resources: Sequence[Resource], ready: frozenset[str]
 
 
 def build_snapshot(proxy: ProxySpec, services: Sequence[MeshService], inbound_ports: dict[int, str],
-                   outbound_mode: str = "ALLOW_ANY", scope: Sidecar | None = None, version: int = 0) -> Snapshot:
+                   outbound_mode: str = "ALLOW_ANY", scope: Sidecar | None = None, version: int = 0,
+                   resources: Sequence[Resource] = ()) -> Snapshot:
+    """`resources`: the VirtualServices and DestinationRules (any other kind is ignored here)."""
     traits = mesh_traits(proxy.istio)
     visible = [(s, port) for s in services if exported_to(s, proxy.namespace) for port in s.ports
                if port.protocol != UDP and imported(s, port, scope)]
-    outbound, routes, clusters = _outbound(visible, proxy.namespace, traits, outbound_mode)
+    traffic = [r for r in resources if r.kind in ("VirtualService", "DestinationRule")]
+    outbound, routes, clusters = _outbound(visible, proxy, traits, outbound_mode, traffic)
     inbound, inbound_routes, inbound_clusters = _inbound(proxy, inbound_ports, traits)
     node = Node(id=f"sidecar~{proxy.ip}~{proxy.name}.{proxy.namespace}~{proxy.namespace}.svc.{CLUSTER_DOMAIN}",
                 pod=proxy.key, namespace=proxy.namespace, ip=proxy.ip, istio=proxy.istio, mode=proxy.mode,
@@ -191,22 +201,29 @@ def imported(service: MeshService, port: MeshPort, scope: Sidecar | None) -> boo
 # --- outbound ---------------------------------------------------------------------------------------------------
 
 
-def _outbound(visible: list[tuple[MeshService, MeshPort]], namespace: str, traits: MeshTraits,
-              mode: str) -> tuple[list[Listener], list[RouteConfig], list[Cluster]]:
+def _outbound(visible: list[tuple[MeshService, MeshPort]], proxy: ProxySpec, traits: MeshTraits,
+              mode: str, traffic: Sequence[Resource]) -> tuple[list[Listener], list[RouteConfig], list[Cluster]]:
+    namespace = proxy.namespace
     listeners: dict[tuple[str, int], Listener] = {}
     http_hosts: dict[int, list[VirtualHost]] = {}
     routes: list[RouteConfig] = []
     clusters: dict[str, Cluster] = {}
     for service, port in visible:
         cluster = outbound_cluster_name(port.port, service.hostname)
-        clusters.setdefault(cluster, _outbound_cluster(cluster, service, port, traits))
+        rule = destination_rule_for(service.hostname, namespace, service.namespace, traffic)
+        owner = f"{rule.metadata.name}.{rule.metadata.namespace}" if rule else ""
+        settings = cluster_settings(rule.spec.traffic_policy if rule else None, traits.default_lb)
+        clusters.setdefault(cluster, _outbound_cluster(cluster, service, port, settings, owner))
+        for subset, labels, policy in subsets_of(rule):
+            name = outbound_cluster_name(port.port, service.hostname, subset)
+            clusters.setdefault(name, _outbound_cluster(name, service, port, cluster_settings(
+                policy, traits.default_lb), owner, labels))
         vhost = VirtualHost(f"{service.hostname}:{port.port}", _domains(service, port.port, namespace, traits),
-                            (default_outbound_route(cluster, service.hostname, port.port, traits),),
-                            include_request_attempt_count=True)
+                            _service_routes(service, port, proxy, traits, traffic), include_request_attempt_count=True)
         if port.protocol == HTTP:
             http_hosts.setdefault(port.port, []).append(vhost)
             continue
-        tcp = FilterChain("", ChainMatch(), TCP_PROXY, cluster=cluster)
+        tcp = FilterChain("", ChainMatch(), TCP_PROXY, cluster=_tcp_route(service, port, proxy, traffic) or cluster)
         chains: tuple[FilterChain, ...] = (tcp,)
         if port.protocol == AUTO:
             sniffed = FilterChain("", ChainMatch(transport_protocol="raw_buffer", application_protocols=HTTP_ALPN),
@@ -219,9 +236,9 @@ def _outbound(visible: list[tuple[MeshService, MeshPort]], namespace: str, trait
     catch_all = PASSTHROUGH if mode == "ALLOW_ANY" else BLACKHOLE
     for number, vhosts in sorted(http_hosts.items()):
         if mode == "ALLOW_ANY":
-            fallback = VirtualHost("allow_any", ("*",), (Route("allow_any", "/", PASSTHROUGH),), True)
+            fallback = VirtualHost("allow_any", ("*",), (Route("allow_any", ANY_PATH, PASSTHROUGH),), True)
         else:
-            fallback = VirtualHost("block_all", ("*",), (Route("block_all", "/", "", direct_response=502),), True)
+            fallback = VirtualHost("block_all", ("*",), (Route("block_all", ANY_PATH, "", direct_response=502),), True)
         # Sorted by name, the catch-all last (httproute.go, util.SortVirtualHosts).
         routes.append(RouteConfig(str(number), (*sorted(vhosts, key=lambda v: v.name), fallback)))
         chains = (FilterChain("", ChainMatch(transport_protocol="raw_buffer", application_protocols=HTTP_ALPN),
@@ -238,21 +255,39 @@ def _outbound(visible: list[tuple[MeshService, MeshPort]], namespace: str, trait
     return [virtual, *listeners.values()], routes, list(clusters.values())
 
 
-def default_outbound_route(cluster: str, host: str, port: int, traits: MeshTraits) -> Route:
-    """BuildDefaultHTTPOutboundRoute: the service's cluster, no timeout, Istio's default retry policy
-    (route/retry/retry.go DefaultPolicy: 2 retries on connect failures and, until 1.23, on a 503)."""
-    retry = RetryPolicy(2, DEFAULT_RETRY_ON, (503,) if traits.retry_503 else ())
-    decorator = f"{host}:{port}/*" if traits.default_tracer else ""
-    return Route("default", "/", cluster, retry=retry, decorator=decorator)
+def _service_routes(service: MeshService, port: MeshPort, proxy: ProxySpec, traits: MeshTraits,
+                    traffic: Sequence[Resource]) -> tuple[Route, ...]:
+    """The service's VirtualService routes, or BuildDefaultHTTPOutboundRoute: the service's cluster, no timeout,
+    Istio's default retry policy (2 retries on connect failures and, until 1.23, on a 503)."""
+    decorator = f"{service.hostname}:{port.port}/*" if traits.default_tracer else ""
+    vs = virtual_service_for(service.hostname, proxy.namespace, traffic)
+    if vs is not None and vs.spec.http:
+        found = http_routes(vs, port.port, [p.port for p in service.ports], proxy.namespace, proxy.labels,
+                            traits.retry_503, outbound_cluster_name)
+        return tuple(replace(r, decorator=decorator) for r in found)
+    cluster = outbound_cluster_name(port.port, service.hostname)
+    return (Route("default", ANY_PATH, cluster, retry=retry_policy(None, traits.retry_503), decorator=decorator),)
 
 
-def _outbound_cluster(name: str, service: MeshService, port: MeshPort, traits: MeshTraits) -> Cluster:
+def _tcp_route(service: MeshService, port: MeshPort, proxy: ProxySpec, traffic: Sequence[Resource]) -> str | None:
+    vs = virtual_service_for(service.hostname, proxy.namespace, traffic)
+    if vs is None or not vs.spec.tcp:
+        return None
+    return tcp_cluster(vs, port.port, [p.port for p in service.ports], proxy.namespace, proxy.labels,
+                       outbound_cluster_name)
+
+
+def _outbound_cluster(name: str, service: MeshService, port: MeshPort, settings: dict[str, Any], rule: str,
+                      subset_labels: dict[str, str] | None = None) -> Cluster:
+    """A service port's cluster, or a subset's: the endpoints whose labels the subset names."""
     if service.resolution == "NONE":
-        return Cluster(name, "ORIGINAL_DST", "CLUSTER_PROVIDED", CONNECT_TIMEOUT)
+        return Cluster(name, "ORIGINAL_DST", "CLUSTER_PROVIDED", CONNECT_TIMEOUT, destination_rule=rule)
     endpoints = tuple(Endpoint(e.address, e.ports.get(port.port, port.target_port), pod=e.pod, labels=e.labels)
-                      for e in service.endpoints)
+                      for e in service.endpoints
+                      if subset_labels is None or all(e.labels.get(k) == v for k, v in subset_labels.items()))
     kind = "STRICT_DNS" if service.resolution == "DNS" else "EDS"
-    return Cluster(name, kind, traits.default_lb, CONNECT_TIMEOUT, endpoints=endpoints)
+    return Cluster(name, kind, endpoints=endpoints, destination_rule=rule,
+                   **{"connect_timeout": CONNECT_TIMEOUT, **settings})
 
 
 def _domains(service: MeshService, port: int, namespace: str, traits: MeshTraits) -> tuple[str, ...]:
@@ -318,7 +353,7 @@ def _inbound_route_config(cluster: str, port: int, traits: MeshTraits) -> RouteC
     inbound route (no timeout; from 1.24 two retries of a reset before the request went out)."""
     retry = RetryPolicy(2, "reset-before-request", previous_hosts=False) if traits.inbound_retry else None
     return RouteConfig(cluster, (VirtualHost(f"inbound|http|{port}", ("*",),
-                                             (Route("default", "/", cluster, retry=retry),)),))
+                                             (Route("default", ANY_PATH, cluster, retry=retry),)),))
 
 
 def _admin_listeners() -> list[Listener]:

@@ -77,11 +77,16 @@ def routes(dump: dict[str, Any]) -> Table:
             for r in vhost["routes"]:
                 if r["name"] == "allow_any":  # istioctl hides the passthrough route
                     continue
-                row = [route["name"], vhost["name"], _domains(vhost["domains"]), f"{r['prefix']}*",
+                row = [route["name"], vhost["name"], _domains(vhost["domains"]), _route_match(r["match"]["path"]),
                        r["virtual_service"] or ("" if r["cluster"] else str(r["direct_response"]))]
                 rows.append(row if vhost_column else [row[0], *row[2:]])
     header = ["NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"]
     return (header if vhost_column else [header[0], *header[2:]]), rows
+
+
+def _route_match(path: dict[str, Any]) -> str:
+    """istioctl's describeMatch: a prefix with *, an exact path as it is, a regex's pattern."""
+    return f"{path['value']}*" if path["kind"] == "prefix" else path["value"] or "*"
 
 
 def _domains(domains: list[str]) -> str:

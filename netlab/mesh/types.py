@@ -62,15 +62,86 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class StringMatcher:
+    """Envoy's StringMatcher: exact, prefix or regex (a full match), or `present` (any value)."""
+
+    kind: str
+    value: str = ""
+    ignore_case: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatcher:
+    name: str  # lower case; ":method", ":authority" and ":scheme" for the pseudo-headers
+    match: StringMatcher
+    invert: bool = False  # withoutHeaders
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """What a request must have to take a route: the path (prefix "/" takes all), headers, query parameters."""
+
+    path: StringMatcher = StringMatcher("prefix", "/")
+    headers: tuple[HeaderMatcher, ...] = ()
+    query: tuple[HeaderMatcher, ...] = ()
+
+
+ANY_PATH = RouteMatch()
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOps:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedCluster:
+    name: str
+    weight: int
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """The HTTP fault filter's per-route settings (percentages 0..100)."""
+
+    delay: float = 0.0  # seconds
+    delay_percent: float = 0.0
+    abort_status: int = 0
+    abort_percent: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    path: str = ""  # "" keeps the request's path
+    authority: str = ""
+    code: int = 301
+    port: int = 0
+    scheme: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
-    prefix: str
-    cluster: str  # "" for a direct response
+    match: RouteMatch
+    cluster: str  # "" for weighted clusters, a redirect or a direct response
+    weighted: tuple[WeightedCluster, ...] = ()
     direct_response: int = 0  # e.g. 502 for block_all
+    redirect: Redirect | None = None
     virtual_service: str = ""  # "name.namespace" of the VirtualService it came from
     timeout: float = 0.0  # seconds for the whole request, retries included; 0: none (Istio's default)
     retry: RetryPolicy | None = None
     decorator: str = ""  # the route's decorator operation (tracing), e.g. "reviews.default.svc.cluster.local:9080/*"
+    prefix_rewrite: str | None = None  # VirtualService rewrite.uri: replaces the matched prefix
+    host_rewrite: str = ""  # rewrite.authority
+    request_headers: HeaderOps | None = None
+    response_headers: HeaderOps | None = None
+    fault: Fault | None = None
+    mirror_cluster: str = ""
+    mirror_percent: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +168,33 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class OutlierPolicy:
+    """Outlier detection (Envoy's defaults where the DestinationRule leaves a field out)."""
+
+    consecutive_5xx: int = 5  # 0: not ejected for 5xx
+    consecutive_gateway: int = 0  # 502/503/504 and connect failures; 0: off (Envoy's enforcing default)
+    interval: float = 10.0
+    base_ejection: float = 30.0  # an ejection lasts base_ejection x the times the host was ejected
+    max_ejection_percent: int = 10  # at least one host may always be ejected
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     name: str
     type: str  # EDS, STATIC, STRICT_DNS, ORIGINAL_DST
-    lb_policy: str = "ROUND_ROBIN"  # ROUND_ROBIN, LEAST_REQUEST, RANDOM, CLUSTER_PROVIDED
+    lb_policy: str = "ROUND_ROBIN"  # ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, CLUSTER_PROVIDED
     connect_timeout: float = 10.0
     upstream_bind: str = ""  # source address of upstream connections (127.0.0.6 for inbound passthrough)
     endpoints: tuple[Endpoint, ...] = ()
     destination_rule: str = ""  # "name.namespace" of the DestinationRule applied to it
+    # Circuit breakers (0: Istio's default, unlimited), and what RING_HASH hashes.
+    max_connections: int = 0
+    max_pending_requests: int = 0
+    max_requests: int = 0
+    max_retries: int = 0
+    max_requests_per_connection: int = 0
+    outlier: OutlierPolicy | None = None
+    hash_on: str = ""  # "header:NAME", "query:NAME" or "source_ip"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +243,7 @@ def from_json(d: dict[str, Any]) -> Snapshot:
         node=Node(**d["node"]),
         listeners=tuple(_listener(x) for x in d["listeners"]),
         routes=tuple(RouteConfig(r["name"], tuple(_virtual_host(v) for v in r["virtual_hosts"])) for r in d["routes"]),
-        clusters=tuple(Cluster(**{**c, "endpoints": tuple(Endpoint(**e) for e in c["endpoints"])})
-                       for c in d["clusters"]),
+        clusters=tuple(_cluster(c) for c in d["clusters"]),
     )
 
 
@@ -169,12 +258,43 @@ def _chain(d: dict[str, Any]) -> FilterChain:
     return FilterChain(**{**d, "match": match})
 
 
+def _cluster(d: dict[str, Any]) -> Cluster:
+    outlier = d.get("outlier")
+    return Cluster(**{**d, "endpoints": tuple(Endpoint(**e) for e in d["endpoints"]),
+                      "outlier": OutlierPolicy(**outlier) if outlier else None})
+
+
 def _virtual_host(d: dict[str, Any]) -> VirtualHost:
     return VirtualHost(**{**d, "domains": tuple(d["domains"]), "routes": tuple(_route(r) for r in d["routes"])})
 
 
 def _route(d: dict[str, Any]) -> Route:
-    retry = d.get("retry")
-    if retry is not None:
-        retry = RetryPolicy(**{**retry, "retriable_status_codes": tuple(retry["retriable_status_codes"])})
-    return Route(**{**d, "retry": retry})
+    """Nested parts are decoded only when set: most routes are a service's default route."""
+    fields = {**d, "match": _match(d["match"])}
+    if d.get("retry"):
+        fields["retry"] = RetryPolicy(**{**d["retry"], "retriable_status_codes": tuple(
+            d["retry"]["retriable_status_codes"])})
+    fields["weighted"] = tuple(WeightedCluster(w["name"], w["weight"], _ops(w["request_headers"]),
+                                               _ops(w["response_headers"])) for w in d["weighted"])
+    for key, kind in (("redirect", Redirect), ("fault", Fault)):
+        if d.get(key):
+            fields[key] = kind(**d[key])
+    fields["request_headers"] = _ops(d.get("request_headers"))
+    fields["response_headers"] = _ops(d.get("response_headers"))
+    return Route(**fields)
+
+
+def _match(d: dict[str, Any]) -> RouteMatch:
+    path = d["path"]
+    if not d["headers"] and not d["query"] and path == {"kind": "prefix", "value": "/", "ignore_case": False}:
+        return ANY_PATH
+    return RouteMatch(StringMatcher(**path), *(tuple(HeaderMatcher(m["name"], StringMatcher(**m["match"]),
+                                                                   m["invert"]) for m in d[key])
+                                                for key in ("headers", "query")))
+
+
+def _ops(d: dict[str, Any] | None) -> HeaderOps | None:
+    if not d:
+        return None
+    return HeaderOps(tuple(tuple(p) for p in d["set"]), tuple(tuple(p) for p in d["add"]),  # type: ignore[misc]
+                     tuple(d["remove"]))

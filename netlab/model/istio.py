@@ -1,8 +1,8 @@
 """Istio resources as users apply them to a cluster (apiVersion, kind, metadata, spec), validated strictly.
 
-Field names and enum values follow istio/api (networking/v1alpha3/service_entry.proto, sidecar.proto); a field
-netlab does not model is an error naming it, never silently ignored. Later kinds (VirtualService, DestinationRule,
-PeerAuthentication, AuthorizationPolicy, Gateway) join the `IstioResource` union here.
+Field names and enum values follow istio/api (networking/v1alpha3/service_entry.proto, sidecar.proto,
+virtual_service.proto, destination_rule.proto); a field netlab does not model is an error naming it, never
+silently ignored. Later kinds (PeerAuthentication, AuthorizationPolicy, Gateway) join the `IstioResource` union.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
+from netlab.duration import seconds
 from netlab.model.base import NAMESPACE_NAME, Labels, Port, Strict
 
 NETWORKING_VERSIONS = Literal["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
@@ -194,7 +195,321 @@ class Sidecar(Strict):
     spec: SidecarSpec
 
 
-KINDS = ("ServiceEntry", "Sidecar")
+# --- shared by VirtualService and DestinationRule ------------------------------------------------------------
+
+Duration = Annotated[str, AfterValidator(lambda v: (seconds(v), v)[1])]  # checked, kept as written
+
+
+class Percent(Strict):
+    value: float = Field(ge=0, le=100)
+
+
+class PortSelector(Strict):
+    number: Port = Field(strict=True)
+
+
+class StringMatch(Strict):
+    """One of exact, prefix or regex (RE2 syntax; netlab uses Python's re, which agrees on the common subset)."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> StringMatch:
+        given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of exact, prefix, regex")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"regex '{self.regex}' does not compile: {err}") from None
+        return self
+
+
+class Destination(Strict):
+    host: str
+    subset: str | None = None
+    port: PortSelector | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return _host(value)
+
+
+class HeaderOperations(Strict):
+    set: dict[str, str] = Field(default_factory=dict)
+    add: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+class Headers(Strict):
+    request: HeaderOperations | None = None
+    response: HeaderOperations | None = None
+
+
+# --- VirtualService -------------------------------------------------------------------------------------------
+
+
+class HTTPMatchRequest(Strict):
+    name: str | None = None
+    uri: StringMatch | None = None
+    scheme: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    headers: dict[str, StringMatch] = Field(default_factory=dict)
+    port: Port | None = Field(None, strict=True)
+    source_labels: Labels = Field(alias="sourceLabels")
+    gateways: list[str] = Field(default_factory=list)
+    query_params: dict[str, StringMatch] = Field(default_factory=dict, alias="queryParams")
+    ignore_uri_case: bool = Field(False, alias="ignoreUriCase")
+    without_headers: dict[str, StringMatch] = Field(default_factory=dict, alias="withoutHeaders")
+    source_namespace: str | None = Field(None, alias="sourceNamespace")
+
+
+class HTTPRouteDestination(Strict):
+    destination: Destination
+    weight: int = Field(0, ge=0)
+    headers: Headers | None = None
+
+
+class HTTPRedirect(Strict):
+    uri: str | None = None
+    authority: str | None = None
+    port: Port | None = Field(None, strict=True)
+    scheme: str | None = None
+    redirect_code: int = Field(301, alias="redirectCode", ge=300, le=399)
+
+
+class HTTPRewrite(Strict):
+    uri: str | None = None
+    authority: str | None = None
+
+
+class HTTPRetry(Strict):
+    attempts: int = Field(ge=0)
+    per_try_timeout: Duration | None = Field(None, alias="perTryTimeout")
+    retry_on: str | None = Field(None, alias="retryOn")
+    retry_remote_localities: bool | None = Field(None, alias="retryRemoteLocalities")
+
+
+class FaultDelay(Strict):
+    fixed_delay: Duration = Field(alias="fixedDelay")
+    percentage: Percent | None = None
+    percent: int | None = Field(None, ge=0, le=100, description="deprecated: use percentage")
+
+
+class FaultAbort(Strict):
+    http_status: int = Field(alias="httpStatus", ge=200, le=599)
+    percentage: Percent | None = None
+
+
+class HTTPFaultInjection(Strict):
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+
+class HTTPRoute(Strict):
+    name: str | None = None
+    match: list[HTTPMatchRequest] = Field(default_factory=list)
+    route: list[HTTPRouteDestination] = Field(default_factory=list)
+    redirect: HTTPRedirect | None = None
+    rewrite: HTTPRewrite | None = None
+    timeout: Duration | None = None
+    retries: HTTPRetry | None = None
+    fault: HTTPFaultInjection | None = None
+    mirror: Destination | None = None
+    mirror_percentage: Percent | None = Field(None, alias="mirrorPercentage")
+    headers: Headers | None = None
+    cors_policy: Any = Field(None, alias="corsPolicy", description="not modelled")
+
+    @model_validator(mode="after")
+    def _istio_rules(self) -> HTTPRoute:
+        """What istiod's validation (validateHTTPRoute) refuses."""
+        if self.cors_policy is not None:
+            raise ValueError("corsPolicy is not modelled by netlab; leave it out")
+        if self.redirect is not None and self.route:
+            raise ValueError("a route has either `route` destinations or a `redirect`, not both")
+        if self.redirect is None and not self.route:
+            raise ValueError("a route needs `route` destinations (or a `redirect`)")
+        if self.redirect is not None and self.rewrite is not None:
+            raise ValueError("`rewrite` cannot go with `redirect`")
+        if len(self.route) > 1 and sum(d.weight for d in self.route) == 0:
+            raise ValueError("the weights of several destinations add up to 0")
+        return self
+
+
+class L4MatchAttributes(Strict):
+    destination_subnets: list[str] = Field(default_factory=list, alias="destinationSubnets")
+    port: Port | None = Field(None, strict=True)
+    source_labels: Labels = Field(alias="sourceLabels")
+    gateways: list[str] = Field(default_factory=list)
+    source_namespace: str | None = Field(None, alias="sourceNamespace")
+
+
+class RouteDestination(Strict):
+    destination: Destination
+    weight: int = Field(0, ge=0)
+
+
+class TCPRoute(Strict):
+    match: list[L4MatchAttributes] = Field(default_factory=list)
+    route: list[RouteDestination] = Field(min_length=1)
+
+    @field_validator("route")
+    @classmethod
+    def _one(cls, value: list[RouteDestination]) -> list[RouteDestination]:
+        if len(value) > 1:
+            raise ValueError("netlab relays a TCP route to one destination; weighted TCP routes are not modelled")
+        return value
+
+
+class VirtualServiceSpec(Strict):
+    hosts: list[str] = Field(min_length=1)
+    gateways: list[str] = Field(default_factory=list)
+    http: list[HTTPRoute] = Field(default_factory=list)
+    tcp: list[TCPRoute] = Field(default_factory=list)
+    tls: Any = Field(None, description="not modelled")
+    export_to: list[str] = Field(default_factory=list, alias="exportTo")
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        return [_host(h) for h in value]
+
+    @model_validator(mode="after")
+    def _something(self) -> VirtualServiceSpec:
+        if self.tls is not None:
+            raise ValueError("tls routes are not modelled by netlab yet; use http or tcp")
+        if not self.http and not self.tcp:
+            raise ValueError("a VirtualService needs http or tcp routes")
+        return self
+
+
+class VirtualService(Strict):
+    api_version: NETWORKING_VERSIONS = Field(alias="apiVersion")
+    kind: Literal["VirtualService"]
+    metadata: ObjectMeta
+    spec: VirtualServiceSpec
+
+
+# --- DestinationRule ------------------------------------------------------------------------------------------
+
+
+class ConsistentHash(Strict):
+    http_header_name: str | None = Field(None, alias="httpHeaderName")
+    use_source_ip: bool | None = Field(None, alias="useSourceIp")
+    http_query_parameter_name: str | None = Field(None, alias="httpQueryParameterName")
+    minimum_ring_size: int | None = Field(None, alias="minimumRingSize")
+
+    @model_validator(mode="after")
+    def _one(self) -> ConsistentHash:
+        given = [k for k in ("http_header_name", "use_source_ip", "http_query_parameter_name")
+                 if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("consistentHash takes one of httpHeaderName, useSourceIp, httpQueryParameterName "
+                             "(httpCookie is not modelled)")
+        return self
+
+
+class LoadBalancerSettings(Strict):
+    simple: Literal["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"] | None = None
+    consistent_hash: ConsistentHash | None = Field(None, alias="consistentHash")
+
+    @model_validator(mode="after")
+    def _one(self) -> LoadBalancerSettings:
+        if (self.simple is None) == (self.consistent_hash is None):
+            raise ValueError("loadBalancer takes `simple` or `consistentHash`")
+        return self
+
+
+class TCPSettings(Strict):
+    max_connections: int | None = Field(None, alias="maxConnections", ge=1)
+    connect_timeout: Duration | None = Field(None, alias="connectTimeout")
+
+
+class HTTPSettings(Strict):
+    http1_max_pending_requests: int | None = Field(None, alias="http1MaxPendingRequests", ge=1)
+    http2_max_requests: int | None = Field(None, alias="http2MaxRequests", ge=1)
+    max_requests_per_connection: int | None = Field(None, alias="maxRequestsPerConnection", ge=0)
+    max_retries: int | None = Field(None, alias="maxRetries", ge=0)
+    idle_timeout: Duration | None = Field(None, alias="idleTimeout")
+
+
+class ConnectionPoolSettings(Strict):
+    tcp: TCPSettings | None = None
+    http: HTTPSettings | None = None
+
+
+class OutlierDetection(Strict):
+    consecutive_5xx_errors: int | None = Field(None, alias="consecutive5xxErrors", ge=0)
+    consecutive_gateway_errors: int | None = Field(None, alias="consecutiveGatewayErrors", ge=0)
+    consecutive_errors: int | None = Field(None, alias="consecutiveErrors", ge=0, description="deprecated")
+    interval: Duration | None = None
+    base_ejection_time: Duration | None = Field(None, alias="baseEjectionTime")
+    max_ejection_percent: int | None = Field(None, alias="maxEjectionPercent", ge=0, le=100)
+    min_health_percent: int | None = Field(None, alias="minHealthPercent", ge=0, le=100)
+
+
+class TrafficPolicy(Strict):
+    load_balancer: LoadBalancerSettings | None = Field(None, alias="loadBalancer")
+    connection_pool: ConnectionPoolSettings | None = Field(None, alias="connectionPool")
+    outlier_detection: OutlierDetection | None = Field(None, alias="outlierDetection")
+    tls: Any = Field(None, description="client TLS: with the security work")
+    port_level_settings: Any = Field(None, alias="portLevelSettings", description="not modelled")
+
+    @model_validator(mode="after")
+    def _modelled(self) -> TrafficPolicy:
+        if self.port_level_settings is not None:
+            raise ValueError("portLevelSettings is not modelled by netlab; set the policy for every port")
+        if self.tls is not None:
+            raise ValueError("trafficPolicy.tls is not modelled yet (mTLS comes with the security work)")
+        return self
+
+
+class Subset(Strict):
+    name: str
+    labels: Labels
+    traffic_policy: TrafficPolicy | None = Field(None, alias="trafficPolicy")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?", value):
+            raise ValueError(f"'{value}' is not a subset name (letters, digits, '-', '_', '.')")
+        return value
+
+
+class DestinationRuleSpec(Strict):
+    host: str
+    traffic_policy: TrafficPolicy | None = Field(None, alias="trafficPolicy")
+    subsets: list[Subset] = Field(default_factory=list)
+    export_to: list[str] = Field(default_factory=list, alias="exportTo")
+    workload_selector: WorkloadSelector | None = Field(None, alias="workloadSelector")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return _host(value)
+
+    @model_validator(mode="after")
+    def _unique(self) -> DestinationRuleSpec:
+        names = [s.name for s in self.subsets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"subset names repeat: {names}")
+        return self
+
+
+class DestinationRule(Strict):
+    api_version: NETWORKING_VERSIONS = Field(alias="apiVersion")
+    kind: Literal["DestinationRule"]
+    metadata: ObjectMeta
+    spec: DestinationRuleSpec
+
+
+KINDS = ("ServiceEntry", "Sidecar", "VirtualService", "DestinationRule")
 
 
 def _kind_of(value: object) -> str | None:
@@ -205,15 +520,17 @@ def _kind_of(value: object) -> str | None:
 
 
 IstioResource = Annotated[
-    Annotated[ServiceEntry, Tag("ServiceEntry")] | Annotated[Sidecar, Tag("Sidecar")],
+    Annotated[ServiceEntry, Tag("ServiceEntry")] | Annotated[Sidecar, Tag("Sidecar")]
+    | Annotated[VirtualService, Tag("VirtualService")] | Annotated[DestinationRule, Tag("DestinationRule")],
     Discriminator(_kind_of),
 ]
+Resource = ServiceEntry | Sidecar | VirtualService | DestinationRule
 
 
-def resource_key(resource: ServiceEntry | Sidecar) -> tuple[str, str, str]:
+def resource_key(resource: Resource) -> tuple[str, str, str]:
     """(kind, namespace, name): what `kubectl apply` replaces and `kubectl delete` removes."""
     return resource.kind, resource.metadata.namespace, resource.metadata.name
 
 
-def describe(resource: ServiceEntry | Sidecar) -> str:
+def describe(resource: Resource) -> str:
     return f"{resource.kind} {resource.metadata.namespace}/{resource.metadata.name}"

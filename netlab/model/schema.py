@@ -92,6 +92,18 @@ class App(Strict):
     command: list[str] | None = None
     fail: AppFail | None = Field(None, description="http app: fail a share of requests, e.g. {status: 503, share: 0.5}")
     delay: AppDelay | None = Field(None, description="http app: answer a share late, e.g. {ms: 7000, share: 1}")
+    calls: list[str] = Field(default_factory=list, description="http app: HOST:PORT/PATH to call for each request")
+    call_timeout: float = Field(10.0, gt=0, le=600, description="http app: seconds each call may take")
+
+    @field_validator("calls")
+    @classmethod
+    def _calls(cls, value: list[str]) -> list[str]:
+        for target in value:
+            hostport, _, _path = target.partition("/")
+            host, sep, port = hostport.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"call '{target}' is not HOST:PORT/PATH, e.g. ratings:9080/ratings/0")
+        return value
     uid: int = Field(0, ge=0, description="numeric uid the app runs as (containers often run as root)")
     gid: int = Field(0, ge=0)
 
@@ -108,8 +120,8 @@ class App(Strict):
         else:
             if self.command is not None:
                 raise ValueError(f"'command' is only for kind 'command', not '{self.kind}'")
-            if self.kind != "http" and (self.fail is not None or self.delay is not None):
-                raise ValueError(f"'fail' and 'delay' are for kind 'http', not '{self.kind}'")
+            if self.kind != "http" and (self.fail is not None or self.delay is not None or self.calls):
+                raise ValueError(f"'fail', 'delay' and 'calls' are for kind 'http', not '{self.kind}'")
             if self.listen is None:
                 raise ValueError(f"kind '{self.kind}' needs 'listen: ADDR:PORT', e.g. 0.0.0.0:8080")
         return self

@@ -81,8 +81,10 @@ def stats_handler(render: Callable[[], str]) -> Handler:
 
 def config_dump(dispatch: Dispatch, reload_error: str = "") -> dict[str, Any]:
     """The loaded snapshot, each balanced cluster's hosts as this worker sees them (health, open connections)."""
+    for lb in dispatch.balancers.values():
+        lb.unexpire()
     hosts = {name: [{"address": h.addr[0], "port": h.addr[1], "health_status": "HEALTHY" if h.healthy
-                     else "UNHEALTHY", "failed_outlier_check": False, "active": h.active, "pod": h.pod}
+                     else "UNHEALTHY", "failed_outlier_check": h.ejected, "active": h.active, "pod": h.pod}
                     for h in lb.hosts]
              for name, lb in dispatch.balancers.items()}
     return {"version": dispatch.snapshot.version, "reload_error": reload_error, "hosts": hosts,

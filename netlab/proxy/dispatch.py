@@ -87,7 +87,7 @@ class Dispatch:
             config = RouteConfig(http, ())  # a route configuration not sent (yet): every request gets 404 NR
         router = None
         if config is not None:
-            router = HttpRouter(config, lambda cluster, orig: self._route(direction, cluster, orig))
+            router = HttpRouter(config, lambda cluster, orig: self._route(direction, cluster, orig), self.clusters)
         return Chains(tcp, router)
 
     # --- lookups ----------------------------------------------------------------------------------------------

@@ -29,11 +29,12 @@ class Route:
     http: HttpRouter[Route] | None = None
     sniff: bool = False
 
-    def pick(self) -> tuple[Addr | None, Host | None]:
-        """The upstream address for a new connection, and the endpoint it counts against (None: no healthy one)."""
+    def pick(self, key: str | None = None) -> tuple[Addr | None, Host | None]:
+        """The upstream address for a new connection or request, and the endpoint it counts against (None: no
+        healthy one). `key`: what a RING_HASH balancer hashes."""
         if self.upstream is not None:
             return self.upstream, None
-        host = self.lb.pick() if self.lb is not None else None
+        host = self.lb.pick(key) if self.lb is not None else None
         return (host.addr, host) if host is not None else (None, None)
 
 

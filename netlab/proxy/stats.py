@@ -28,10 +28,11 @@ CLUSTER_COUNTERS = (
     "upstream_rq_total",  # HTTP requests sent to the cluster (each attempt)
     "upstream_rq_retry",
     "upstream_rq_timeout",
+    "upstream_rq_pending_overflow",  # refused by a circuit breaker (UO)
 )
 _GAUGES = {"upstream_cx_active"}
 (CX_TOTAL, CX_ACTIVE, CONNECT_FAIL, CONNECT_TIMEOUT, UP_RESET, RX_BYTES, TX_BYTES, DOWN_RESET, LOOP, RQ_TOTAL,
- RQ_RETRY, RQ_TIMEOUT) = range(len(CLUSTER_COUNTERS))
+ RQ_RETRY, RQ_TIMEOUT, RQ_OVERFLOW) = range(len(CLUSTER_COUNTERS))
 MAX_CLUSTERS = 16384  # slots per worker (pages are only touched as they are used)
 NAMES_BYTES = 2 * 1024 * 1024
 _HEADER = struct.Struct("=QQ")  # sequence number, length of the name list

@@ -18,9 +18,12 @@ import threading
 import time
 from collections.abc import Iterator
 
+import yaml
+
 from netlab.mesh.build import ProxySpec, build_snapshot
 from netlab.mesh.registry import HTTP, MeshEndpoint, MeshPort, MeshService
 from netlab.mesh.types import Snapshot
+from netlab.model.loader import parse_resources
 from netlab.proxy.config import ProxyConfig
 
 VIP = "10.96.0.80"  # a service address: only routed on, never connected to
@@ -133,11 +136,15 @@ def http_app(host: str = "127.0.0.1", name: str = "app", port: int = 0) -> Itera
         app.server_close()
 
 
-def service_config(istio: str, endpoints: list[tuple[str, int]], port: int = 80, **settings: object) -> ProxyConfig:
-    """A client sidecar that knows one HTTP service, web (VIP:port), with these endpoints."""
+def service_config(istio: str, endpoints: list[tuple[str, int]], port: int = 80, resources: str = "",
+                   versions: list[str] | None = None, **settings: object) -> ProxyConfig:
+    """A client sidecar that knows one HTTP service, web (VIP:port), with these endpoints (labelled app: web and
+    version: versions[i]), and the Istio resources in `resources` (YAML documents)."""
+    labels = [{"app": "web", **({"version": versions[i]} if versions else {})} for i in range(len(endpoints))]
     svc = MeshService(FQDN, "default", (VIP,), (MeshPort("http", port, HTTP, port),),
-                      tuple(MeshEndpoint(ip, {port: p}, {"app": "web"}, f"web-{i}") for i, (ip, p)
+                      tuple(MeshEndpoint(ip, {port: p}, labels[i], f"web-{i}") for i, (ip, p)
                             in enumerate(endpoints)))
-    spec = ProxySpec("client", "client", "default", "10.244.0.10", istio)
-    snapshot: Snapshot = build_snapshot(spec, [svc], {})
+    spec = ProxySpec("client", "client", "default", "10.244.0.10", istio, labels={"app": "client"})
+    parsed = parse_resources(list(yaml.safe_load_all(resources)), documents=True) if resources else []
+    snapshot: Snapshot = build_snapshot(spec, [svc], {}, resources=parsed)
     return ProxyConfig(snapshot=snapshot, **settings)  # type: ignore[arg-type]

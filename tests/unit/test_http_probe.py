@@ -103,10 +103,49 @@ def test_the_http_app_fails_and_delays_on_request() -> None:
         conn = http.client.HTTPConnection(*addr, timeout=5)
         conn.request("GET", "/")
         response = conn.getresponse()
-        assert response.status == 503 and b"ratings-0" in response.read()
+        assert response.status == 503 and json.loads(response.read())["pod"] == "ratings-0"
     with running_app(Behaviour(delay_ms=200, delay_share=1.0)) as addr:
         conn = http.client.HTTPConnection(*addr, timeout=5)
         start = time.monotonic()
         conn.request("GET", "/")
         assert conn.getresponse().status == 200
         assert time.monotonic() - start >= 0.19
+
+
+def test_the_http_app_calls_on_and_passes_bookinfos_headers() -> None:
+    with running_app(Behaviour(pod="ratings-0")) as ratings:
+        calls = (f"ratings:{ratings[1]}/ratings/0", "nothing:1/x")
+        with running_app(Behaviour(pod="reviews-0", calls=calls, call_timeout=2,
+                                   hosts={"ratings": ratings[0], "nothing": "127.0.0.1"})) as reviews:
+            conn = http.client.HTTPConnection(*reviews, timeout=5)
+            conn.request("GET", "/reviews/0", headers={"End-User": "jason", "X-Request-Id": "r-1", "X-Other": "no"})
+            doc = json.loads(conn.getresponse().read())
+            ok, refused = doc["calls"]
+            assert (ok["status"], ok["pod"]) == (200, "ratings-0")
+            assert (refused["status"], refused["error"]) == (0, "Connection refused")
+    # What ratings received, checked on a fresh pair: the forwarded headers, not the others.
+    received: list[dict[str, str]] = []
+
+    class Recording(HttpApp):
+        def on_message_complete(self) -> None:
+            received.append(dict(self.headers))
+            super().on_message_complete()
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(lambda: Recording(Behaviour(), None), "127.0.0.1", 0))
+    addr = server.sockets[0].getsockname()[:2]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        with running_app(Behaviour(calls=(f"ratings:{addr[1]}/r",), hosts={"ratings": addr[0]})) as reviews:
+            conn = http.client.HTTPConnection(*reviews, timeout=5)
+            conn.request("GET", "/", headers={"End-User": "jason", "X-Request-Id": "r-1", "X-Other": "no"})
+            conn.getresponse().read()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        server.close()
+        loop.close()
+    (headers,) = received
+    assert (headers["end-user"], headers["x-request-id"], headers["host"]) == ("jason", "r-1", f"ratings:{addr[1]}")
+    assert "x-other" not in headers

@@ -1,12 +1,15 @@
-"""One request and its response through the sidecar: routing, the upstream attempts (Istio's retry policy), the
-route timeout, local replies with Envoy's bodies, response flags and details, and the request's access-log line.
+"""One request and its response through the sidecar: routing (a VirtualService's matches, weights, rewrites,
+header changes, redirects), the fault filter's delay and abort, the upstream attempts (the route's retry policy and
+per-try timeout, the cluster's circuit breakers and outlier detection), the route timeout, the mirror, local
+replies with Envoy's bodies, response flags and details, and the request's access-log line.
 
-Envoy's words are kept (source/common/router/router.cc, envoy/stream_info/stream_info.h): a connect failure is a
-503 "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport
-failure reason: delayed connect error: 111" with flag UF and details
-upstream_reset_before_response_started{remote_connection_failure,delayed_connect_error:_111}; URX is added when the
-retry policy would have retried but has no attempt left; the route timeout is a 504 "upstream request timeout" (UT,
-response_timeout).
+Envoy's words are kept (source/common/router/router.cc, source/extensions/filters/http/fault,
+envoy/stream_info/stream_info.h): a connect failure is a 503 "upstream connect error or disconnect/reset before
+headers. reset reason: remote connection failure, transport failure reason: delayed connect error: 111" with flag UF
+and details upstream_reset_before_response_started{remote_connection_failure,delayed_connect_error:_111}; URX is
+added when the retry policy would have retried but has no attempt left; the route timeout is a 504 "upstream
+request timeout" (UT, response_timeout); a fault abort "fault filter abort" (FI, fault_filter_abort), a fault delay
+flags DI; a circuit breaker's overflow a 503 "... reset reason: overflow" (UO) with x-envoy-overloaded.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from netlab.mesh.types import RetryPolicy
+from netlab.mesh.types import Cluster, HeaderOps, RetryPolicy
 from netlab.mesh.types import Route as HttpRoute
 from netlab.proxy import stats as st
 from netlab.proxy.accesslog import AccessLog, Entry
@@ -34,6 +37,7 @@ RETRY_BUFFER = 1024 * 1024  # request bytes kept for a retry (Envoy's per-connec
 HOLD_LIMIT = 256 * 1024  # request bytes held while no upstream connection takes them, before the client is paused
 BACKOFF_BASE, BACKOFF_MAX = 0.025, 0.25  # Envoy's default retry back-off: 25 ms, at most 10 times that
 HOST_SELECTION_ATTEMPTS = 5  # Istio's host_selection_retry_max_attempts with the previous_hosts predicate
+MIRROR_TIMEOUT = 10.0
 _BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. "
 
 
@@ -76,6 +80,7 @@ class Exchange:
         self.start = time.time()
         self.method = method
         self.path = path
+        self.original_path = b""  # before a rewrite (x-envoy-original-path)
         self.headers, self.request_id = hd.request_additions(headers)
         self.authority = next((v for n, v in headers if n == b"host"), b"").decode("latin-1")
         self.framing = b"chunked" if chunked else b"content-length" if content_length else None
@@ -86,13 +91,18 @@ class Exchange:
         self.holding = False  # the client is paused while no upstream connection takes the body
         self.request_done = False
         self.request_done_at = 0.0
+        self.routed = False  # past the fault filter: the router has the request (the route timeout may run)
         self.route: HttpRoute | None = None
         self.target: Route | None = None
+        self.cluster_config: Cluster | None = None
+        self.response_ops: list[HeaderOps] = []
+        self.mirror = ""  # the cluster a copy goes to once the request is complete
         self.cluster = "-"
         self.route_name = "-"
         self.outbound = session.ctx.direction == "outbound"
         self.attempt = 0
         self.tried: list[Addr] = []
+        self.waiting: PoolKey | None = None  # the endpoint whose connection this request waits for
         self.upstream: UpstreamHttp | None = None
         self.host: Host | None = None
         self.upstream_addr: Addr | None = None
@@ -108,36 +118,104 @@ class Exchange:
         self.details = "-"
         self.failure = "-"  # UPSTREAM_TRANSPORT_FAILURE_REASON
         self.timer: asyncio.TimerHandle | None = None  # the route timeout
-        self.pending: asyncio.Future[object] | asyncio.TimerHandle | None = None  # a connect or a back-off
+        self.try_timer: asyncio.TimerHandle | None = None  # the per-try timeout
+        self.pending: asyncio.Future[object] | asyncio.TimerHandle | None = None  # a connect, delay or back-off
         self.done = False
         # Set by the session from the request head:
         self.keep_alive = True  # the client keeps the connection after this response
         self.expect_continue = False  # "Expect: 100-continue", answered by the proxy
         self.reject: tuple[int, str] | None = None  # (status, details) of a request refused as it stands
 
-    # --- from the downstream session ---------------------------------------------------------------------------
+    # --- routing, the fault filter ----------------------------------------------------------------------------
 
     def begin(self) -> None:
-        """Route the request (its head has arrived) and make the first attempt."""
-        session = self.session
-        match = session.router.match(self.authority, self.path.decode("latin-1"))
+        """Route the request (its head has arrived); the fault filter may delay or abort it."""
+        match = self.session.router.match(self.authority, self.path.decode("latin-1"), self.method.decode("latin-1"),
+                                          self.headers)
         if match is None:
             return self.local_reply(404, "", "NR", "route_not_found")
         self.route = route = match.route
-        self.route_name = route.name
+        self.route_name = route.name or "-"
+        if not match.host.include_request_attempt_count:
+            self.outbound = False  # only outbound virtual hosts count attempts
         if route.direct_response:
             return self.local_reply(route.direct_response, "", "", "direct_response")
-        target = session.router.resolve(route.cluster, session.orig)
+        if route.redirect is not None:
+            return self.redirect()
+        fault = route.fault
+        if fault is not None and fault.delay and _chance(fault.delay_percent):
+            self.flags.append("DI")
+            self.pending = self.session.ctx.loop.call_later(fault.delay, self.route_request)
+            return None
+        return self.route_request()
+
+    def route_request(self) -> None:
+        """After the fault filter: an abort, else the destination, the header changes, the first attempt."""
+        self.pending = None
+        route = self.route
+        assert route is not None
+        fault = route.fault
+        if fault is not None and fault.abort_status and _chance(fault.abort_percent):
+            return self.local_reply(fault.abort_status, "fault filter abort", "FI", "fault_filter_abort")
+        cluster = route.cluster
+        request_ops: list[HeaderOps | None] = [route.request_headers]
+        self.response_ops = [ops for ops in (route.response_headers,) if ops is not None]
+        if route.weighted:
+            chosen = _weighted(route)
+            cluster = chosen.name
+            request_ops.insert(0, chosen.request_headers)
+            if chosen.response_headers is not None:
+                self.response_ops.insert(0, chosen.response_headers)
+        for ops in request_ops:
+            if ops is not None:
+                apply_ops(self.headers, ops)
+        self.rewrite(route)
+        session = self.session
+        target = session.router.resolve(cluster, session.orig)
         self.cluster = target.cluster
         if target.refused is not None:
             if target.flags == "UH":
                 return self.local_reply(503, "no healthy upstream", "UH", "no_healthy_upstream")
+            self.cluster = "-"
             return self.local_reply(503, "", target.flags, "cluster_not_found")
         self.target = target
+        self.cluster_config = session.router.cluster(target.cluster)
         self.replayable = route.retry is not None
-        if not match.host.include_request_attempt_count:
-            self.outbound = False  # only outbound virtual hosts count attempts
+        if route.mirror_cluster and _chance(route.mirror_percent):
+            self.mirror = route.mirror_cluster
+        self.routed = True
+        if self.request_done:
+            self.arm_route_timeout()
         self.attempt_upstream()
+
+    def rewrite(self, route: HttpRoute) -> None:
+        """rewrite.uri (the matched prefix, or the whole path, replaced) and rewrite.authority."""
+        if route.prefix_rewrite is not None:
+            path = self.path.decode("latin-1")
+            matcher = route.match.path
+            if matcher.kind == "prefix":
+                rest = path[len(matcher.value):]
+            else:
+                rest = "?" + path.split("?", 1)[1] if "?" in path else ""
+            self.original_path = self.path
+            self.path = (route.prefix_rewrite + rest).encode("latin-1")
+            self.headers.append((b"x-envoy-original-path", self.original_path))
+        if route.host_rewrite:
+            self.headers[:] = [(n, v) for n, v in self.headers if n != b"host"]
+            self.headers.insert(0, (b"host", route.host_rewrite.encode("latin-1")))
+
+    def redirect(self) -> None:
+        """A VirtualService redirect: Envoy answers with the code and a Location, without an upstream."""
+        route = self.route
+        assert route is not None and route.redirect is not None
+        r = route.redirect
+        host = r.authority or self.authority
+        if r.port:
+            host = f"{host.rsplit(':', 1)[0]}:{r.port}"
+        location = f"{r.scheme or 'http'}://{host}{r.path or self.path.decode('latin-1')}"
+        self.local_reply(r.code, "", "", "redirect", extra=[(b"location", location.encode("latin-1"))])
+
+    # --- from the downstream session ---------------------------------------------------------------------------
 
     def request_body(self, data: bytes) -> None:
         """Body bytes go upstream at once when a connection is attached; they are kept until then, and while a
@@ -165,9 +243,10 @@ class Exchange:
         up = self.upstream
         if up is not None and up.exchange is self and self.framing == b"chunked":
             up.write(hd.LAST_CHUNK)
-        route = self.route
-        if route is not None and route.timeout and not self.done:
-            self.timer = self.session.ctx.loop.call_later(route.timeout, self.route_timeout)
+        if self.routed and not self.done:
+            self.arm_route_timeout()
+            if up is not None and up.exchange is self:
+                self.arm_try_timeout()
 
     def pause_request(self) -> None:  # the upstream reads slowly: stop reading the client
         self.session.pause_reading()
@@ -201,22 +280,55 @@ class Exchange:
         if host is not None:
             host.active += 1
         self.tried.append(upstream)
-        session = self.session
-        ctx = session.ctx
-        row, base = ctx.stats.row, ctx.stats.base(target.cluster)
-        row[base + st.RQ_TOTAL] += 1
-        source = session.client[0] if target.transparent else target.bind_ip or ""
+        ctx = self.session.ctx
+        ctx.stats.row[ctx.stats.base(target.cluster) + st.RQ_TOTAL] += 1
+        source = self.session.client[0] if target.transparent else target.bind_ip or ""
         key: PoolKey = (target.cluster, upstream, source)
         conn = ctx.pool.take(key)
         if conn is not None:
             return self.attach(conn)
-        self.pending = ctx.loop.create_task(self.connect(key, target, upstream, row, base))
+        config = self.cluster_config
+        if config is not None and config.max_connections and ctx.pool.open.get(target.cluster, 0) >= \
+                config.max_connections:
+            if config.max_pending_requests and ctx.pool.pending(target.cluster) >= config.max_pending_requests:
+                ctx.stats.row[ctx.stats.base(target.cluster) + st.RQ_OVERFLOW] += 1
+                return self.reset_reply("UO", "overflow", "overflow", extra=[(b"x-envoy-overloaded", b"true")])
+            self.waiting = key
+            ctx.pool.wait(key, self)
+            return None
+        self.open_connection(key)
+
+    def open_connection(self, key: PoolKey) -> None:
+        ctx = self.session.ctx
+        ctx.pool.opening(key[0])
+        self.pending = ctx.loop.create_task(self.connect(key))
+
+    def connection_freed(self, conn: UpstreamHttp | None) -> None:
+        """The pool's answer to a waiting request: a connection to use, or room to open one."""
+        key, self.waiting = self.waiting, None
+        if self.done or key is None:
+            if conn is not None:
+                self.session.ctx.pool.give(conn)
+            return
+        if conn is not None:
+            self.attach(conn)
+        else:
+            self.open_connection(key)
 
     def pick(self, target: Route) -> tuple[Addr | None, Host | None]:
-        """An endpoint; on a retry, one not tried before if the policy asks for it (previous_hosts)."""
-        addr, host = target.pick()
+        """An endpoint; by the request's hash key on a RING_HASH cluster; on a retry, one not tried before if the
+        policy asks for it (previous_hosts)."""
+        lb = target.lb
+        key = None
+        if lb is not None:
+            if lb.outlier is not None:
+                lb.unexpire()
+            config = self.cluster_config
+            if config is not None and config.hash_on:
+                key = self.hash_key(config.hash_on)
+        addr, host = target.pick(key)
         retry = self.route.retry if self.route else None
-        if addr is None or not self.tried or retry is None or not retry.previous_hosts:
+        if addr is None or not self.tried or retry is None or not retry.previous_hosts or key is not None:
             return addr, host
         for _ in range(HOST_SELECTION_ATTEMPTS - 1):
             if addr not in self.tried:
@@ -224,25 +336,42 @@ class Exchange:
             addr, host = target.pick()
         return addr, host
 
-    async def connect(self, key: PoolKey, target: Route, upstream: Addr, row: memoryview, base: int) -> None:
+    def hash_key(self, hash_on: str) -> str | None:
+        kind, _, name = hash_on.partition(":")
+        if kind == "source_ip":
+            return self.session.client[0]
+        if kind == "header":
+            return next((v.decode("latin-1") for n, v in self.headers if n == name.encode("latin-1")), None)
+        from urllib.parse import parse_qs, urlsplit  # only for query-parameter hashing
+        values = parse_qs(urlsplit(self.path.decode("latin-1")).query).get(name)
+        return values[0] if values else None
+
+    async def connect(self, key: PoolKey) -> None:
         ctx = self.session.ctx
+        target = self.target
+        assert target is not None
+        row, base = ctx.stats.row, ctx.stats.base(target.cluster)
         row[base + st.CX_TOTAL] += 1
+        timeout = self.cluster_config.connect_timeout if self.cluster_config else ctx.connect_timeout
         try:
             sock = upstream_socket(target, self.session.client[0])
         except OSError as e:
             row[base + st.CONNECT_FAIL] += 1
+            ctx.pool.closed(key)
             return self.connect_failed(e.errno or errno.EIO)
         try:
-            await asyncio.wait_for(ctx.loop.sock_connect(sock, upstream), ctx.connect_timeout)
+            await asyncio.wait_for(ctx.loop.sock_connect(sock, key[1]), timeout)
             local = sock.getsockname()
             _, conn = await ctx.loop.create_connection(
                 lambda: UpstreamHttp(ctx.pool, key, row, base, local), sock=sock)
         except asyncio.CancelledError:
             sock.close()
+            ctx.pool.closed(key)
             raise
         except Exception as e:  # OSError, TimeoutError; anything else must not strand the request either
             sock.close()
             row[base + st.CONNECT_FAIL] += 1
+            ctx.pool.closed(key)
             if isinstance(e, TimeoutError):
                 row[base + st.CONNECT_TIMEOUT] += 1
                 return self.connect_failed(errno.ETIMEDOUT)
@@ -274,6 +403,29 @@ class Exchange:
         if self.holding:
             self.holding = False
             self.session.resume_reading()
+        if self.request_done:
+            self.arm_try_timeout()
+            if self.mirror:
+                self.send_mirror()
+
+    def arm_route_timeout(self) -> None:
+        route = self.route
+        if route is not None and route.timeout and self.timer is None:
+            self.timer = self.session.ctx.loop.call_later(route.timeout, self.route_timeout)
+
+    def arm_try_timeout(self) -> None:
+        retry = self.route.retry if self.route else None
+        if retry is not None and retry.per_try_timeout and self.try_timer is None:
+            self.try_timer = self.session.ctx.loop.call_later(retry.per_try_timeout, self.try_timeout)
+
+    def end_attempt(self, status: int) -> None:
+        """An attempt's outcome: outlier detection learns it; its per-try timer stops."""
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        target = self.target
+        if target is not None and target.lb is not None and self.host is not None:
+            target.lb.report(self.host, status)
 
     def retry_or(self, condition: str, fail: Callable[[], None]) -> None:
         """Retry when the route's policy covers `condition` and has attempts left (after Envoy's jittered back-off),
@@ -281,21 +433,24 @@ class Exchange:
         retry = self.route.retry if self.route else None
         if retry is not None and self.replayable and not self.responding and covers(retry.retry_on, condition):
             if self.attempt <= retry.num_retries:
-                target = self.target
-                assert target is not None
-                ctx = self.session.ctx
-                ctx.stats.row[ctx.stats.base(target.cluster) + st.RQ_RETRY] += 1
-                self.upstream = None
-                ceiling = min(BACKOFF_BASE * (2 ** self.attempt - 1), BACKOFF_MAX)
-                self.pending = ctx.loop.call_later(random.uniform(0, ceiling), self.attempt_upstream)
-                return
+                return self.schedule_retry()
             self.flags.append("URX")
         fail()
+
+    def schedule_retry(self) -> None:
+        target = self.target
+        assert target is not None
+        ctx = self.session.ctx
+        ctx.stats.row[ctx.stats.base(target.cluster) + st.RQ_RETRY] += 1
+        self.upstream = None
+        ceiling = min(BACKOFF_BASE * (2 ** self.attempt - 1), BACKOFF_MAX)
+        self.pending = ctx.loop.call_later(random.uniform(0, ceiling), self.attempt_upstream)
 
     def connect_failed(self, err: int) -> None:
         self.pending = None
         if self.done:
             return
+        self.end_attempt(503)
         if err == errno.ETIMEDOUT:
             reason, details = "connection timeout", "connection_timeout"
         else:
@@ -309,9 +464,9 @@ class Exchange:
         if self.done or conn is not self.upstream:
             return
         self.upstream = None
-        if self.discarding:  # the dropped 503's connection ended: retry as decided
+        if self.discarding:  # the dropped response's connection ended: retry as decided
             self.discarding = False
-            return self.retry_or("retriable-status-codes", lambda: None)
+            return self.schedule_retry()
         if self.responding:
             if self.close_delimited and exc is None:
                 return self.response_finished()  # a response delimited by the connection's end
@@ -319,6 +474,7 @@ class Exchange:
             self.details = "upstream_reset_after_response_started{connection_termination}"
             self.session.abort()
             return self.finish()
+        self.end_attempt(503)
         condition = "reset-before-request" if not conn.sent_any else "reset"
         self.retry_or(condition, lambda: self.reset_reply("UC", "connection termination", "connection_termination"))
 
@@ -327,12 +483,31 @@ class Exchange:
             return
         conn.close(abort=True)
         self.upstream = None
+        self.end_attempt(502)
         if self.responding:
             self.flags.append("UPE")
             self.details = "upstream_reset_after_response_started{protocol_error}"
             self.session.abort()
             return self.finish()
         self.reset_reply("UPE", "protocol error", "protocol_error", status=502)
+
+    def try_timeout(self) -> None:
+        """The per-try timeout: the attempt is given up; another may follow."""
+        self.try_timer = None
+        if self.done or self.responding:
+            return
+        if self.upstream is not None:
+            self.upstream.exchange = None
+            self.upstream.close(abort=True)
+            self.upstream = None
+        self.discarding = False
+        self.end_attempt(504)
+        target = self.target
+        if target is not None:
+            ctx = self.session.ctx
+            ctx.stats.row[ctx.stats.base(target.cluster) + st.RQ_TIMEOUT] += 1
+        self.retry_or("per-try-timeout", lambda: self.local_reply(504, "upstream request timeout", "UT",
+                                                                  "upstream_per_try_timeout"))
 
     def route_timeout(self) -> None:
         self.timer = None
@@ -344,6 +519,7 @@ class Exchange:
             ctx.stats.row[ctx.stats.base(target.cluster) + st.RQ_TIMEOUT] += 1
         self.cancel_pending()
         if self.upstream is not None:
+            self.upstream.exchange = None
             self.upstream.close(abort=True)
             self.upstream = None
         if self.responding:  # the stream is reset mid-response
@@ -358,12 +534,13 @@ class Exchange:
     def response_head(self, conn: UpstreamHttp, status: int, headers: hd.Headers) -> None:
         if self.done or conn is not self.upstream:
             return
-        retry = self.route.retry if self.route else None
         if not self.request_done:
             conn.reusable = False  # answered before the whole request went out: the connection is not reused
+        self.end_attempt(status)
+        retry = self.route.retry if self.route else None
         if retry is not None and self.replayable and retries_status(retry, status):
             if self.attempt <= retry.num_retries:
-                self.discarding = True  # read it to its end, then retry (response_done)
+                self.discarding = True  # read it to its end, then retry (response_done, or its connection's end)
                 return
             self.flags.append("URX")
         self.status = status
@@ -376,6 +553,8 @@ class Exchange:
         self.close_delimited = not bodiless and not framed and status != 101
         self.response_chunked = not bodiless and not has_length(headers) and status != 101
         upgrade = self.upgrade if status == 101 else None
+        for ops in self.response_ops:
+            apply_ops(headers, ops)
         self.session.write(hd.response_head(status, headers, self.session.outbound_side, self.service_time,
                                             self.response_chunked, self.session.closing_after(self), upgrade))
         if self.method == b"HEAD":
@@ -394,10 +573,11 @@ class Exchange:
         if self.done or conn is not self.upstream:
             return
         self.upstream = None
-        self.session.ctx.pool.give(conn)
+        config = self.cluster_config
+        self.session.ctx.pool.give(conn, config.max_requests_per_connection if config else 0)
         if self.discarding:
             self.discarding = False
-            return self.retry_or("retriable-status-codes", lambda: None)
+            return self.schedule_retry()
         self.response_finished()
 
     def upgraded(self, conn: UpstreamHttp, rest: bytes) -> None:
@@ -412,14 +592,36 @@ class Exchange:
             self.session.write(hd.LAST_CHUNK)
         self.finish()
 
+    # --- the mirror ----------------------------------------------------------------------------------------------
+
+    def send_mirror(self) -> None:
+        """A copy of the request to the mirror cluster, its Host with "-shadow" added; the answer is dropped."""
+        name, self.mirror = self.mirror, ""
+        target = self.session.router.resolve(name, self.session.orig)
+        addr, _host = target.pick()
+        if addr is None or not self.replayable:
+            return
+        authority = self.authority.rsplit(":", 1)
+        shadow = authority[0] + "-shadow" + (f":{authority[1]}" if len(authority) > 1 else "")
+        headers = [(n, v) for n, v in self.headers if n != b"host"]
+        headers.insert(0, (b"host", shadow.encode("latin-1")))
+        body = b"".join(self.body)
+        framing = b"content-length" if body else None
+        if body:
+            headers = [(n, v) for n, v in headers if n != b"content-length"] + [
+                (b"content-length", str(len(body)).encode())]
+        head = hd.upstream_request(self.method, self.path, headers, self.outbound, 1, framing, None, "")
+        self.session.ctx.loop.create_task(_shadow(target, addr, self.session.client[0], head + body))
+
     # --- endings -----------------------------------------------------------------------------------------------
 
-    def reset_reply(self, flag: str, reason: str, details: str, status: int = 503) -> None:
+    def reset_reply(self, flag: str, reason: str, details: str, status: int = 503,
+                    extra: hd.Headers | None = None) -> None:
         retried = "retried and the latest " if self.attempt > 1 else ""
         self.local_reply(status, f"{_BEFORE_HEADERS}{retried}reset reason: {reason}", flag,
-                         f"upstream_reset_before_response_started{{{details}}}")
+                         f"upstream_reset_before_response_started{{{details}}}", extra)
 
-    def local_reply(self, status: int, body: str, flag: str, details: str) -> None:
+    def local_reply(self, status: int, body: str, flag: str, details: str, extra: hd.Headers | None = None) -> None:
         """A response made here. The connection is closed after it when the request has not been read whole."""
         if self.done:
             return
@@ -433,7 +635,7 @@ class Exchange:
         if not self.request_done:
             session.close_after_response = True
         data = hd.local_reply(status, body, session.outbound_side, session.closing_after(self),
-                              head_only=self.method == b"HEAD")
+                              head_only=self.method == b"HEAD", extra=extra or [])
         self.sent = len(body.encode()) if self.method != b"HEAD" else 0
         session.write(data)
         self.finish()
@@ -442,14 +644,18 @@ class Exchange:
         pending, self.pending = self.pending, None
         if pending is not None:
             pending.cancel()
+        if self.waiting is not None:
+            self.session.ctx.pool.cancel(self.waiting, self)
+            self.waiting = None
 
     def finish(self) -> None:
         if self.done:
             return
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        for timer in (self.timer, self.try_timer):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.try_timer = None
         self.cancel_pending()
         if self.host is not None:
             self.host.active -= 1
@@ -463,13 +669,12 @@ class Exchange:
             return
         session = self.session
         headers = dict(self.headers)
-        original = headers.get(b"x-envoy-original-path")
         self.flags.sort(key=FLAG_ORDER.index)
         log.log(Entry(
             self.start, self.cluster, session.orig, session.client, self.upstream_addr, self.upstream_local,
             ",".join(self.flags) or "-", self.body_size, self.sent, int((time.time() - self.start) * 1000), "-",
-            self.failure, self.method.decode("latin-1"), (original or self.path).decode("latin-1"), "HTTP/1.1",
-            self.status, self.details, self.service_time,
+            self.failure, self.method.decode("latin-1"), (self.original_path or self.path).decode("latin-1"),
+            "HTTP/1.1", self.status, self.details, self.service_time,
             _text(headers.get(b"x-forwarded-for")), _text(headers.get(b"user-agent")),
             self.request_id.decode("latin-1"), self.authority or "-", "-", self.route_name,
         ))
@@ -482,12 +687,12 @@ FLAG_ORDER = ["LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", 
 
 def covers(retry_on: str, condition: str) -> bool:
     """Whether Envoy's retry_on list retries on `condition`: a connect failure, a reset before the request went out
-    (reset-before-request), another reset (reset), or a retriable status code. 5xx and gateway-error also cover
-    connect failures and resets."""
+    (reset-before-request), another reset (reset), a per-try timeout, or a retriable status code. 5xx and
+    gateway-error also cover connect failures, resets and per-try timeouts."""
     conditions = retry_on.split(",")
     if condition in conditions:
         return True
-    if condition in ("connect-failure", "reset", "reset-before-request"):
+    if condition in ("connect-failure", "reset", "reset-before-request", "per-try-timeout"):
         return "5xx" in conditions or "gateway-error" in conditions or (
             condition != "connect-failure" and "reset" in conditions)
     return False
@@ -502,9 +707,49 @@ def retries_status(retry: RetryPolicy, status: int) -> bool:
             or (status in (502, 503, 504) and "gateway-error" in conditions))
 
 
+def apply_ops(headers: hd.Headers, ops: HeaderOps) -> None:
+    """A VirtualService's header operations, in Envoy's order: remove, then set (replace), then add (append)."""
+    names = {n.lower().encode("latin-1") for n in ops.remove} | {n.lower().encode("latin-1") for n, _ in ops.set}
+    headers[:] = [(n, v) for n, v in headers if n not in names]
+    headers += [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in (*ops.set, *ops.add)]
+
+
 def has_length(headers: hd.Headers) -> bool:
     return any(name == b"content-length" for name, _ in headers)
 
 
+def _chance(percent: float) -> bool:
+    return percent >= 100 or random.random() * 100 < percent
+
+
+def _weighted(route: HttpRoute) -> Any:
+    total = sum(w.weight for w in route.weighted)
+    point = random.uniform(0, total)
+    for chosen in route.weighted:
+        point -= chosen.weight
+        if point < 0:
+            return chosen
+    return route.weighted[-1]
+
+
 def _text(value: bytes | None) -> str:
     return value.decode("latin-1") if value else "-"
+
+
+async def _shadow(target: Route, addr: Addr, client_ip: str, request: bytes) -> None:
+    """Send a mirrored request and read its answer's head (or time out); failures are not reported, as Envoy's
+    shadow requests are fire-and-forget."""
+    try:
+        sock = upstream_socket(target, client_ip)
+    except OSError:
+        return
+    try:
+        async with asyncio.timeout(MIRROR_TIMEOUT):
+            await asyncio.get_running_loop().sock_connect(sock, addr)
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(request)
+            await reader.readuntil(b"\r\n\r\n")
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+        pass
+    finally:
+        sock.close()

@@ -1,14 +1,17 @@
 """A route configuration, compiled for lookups: the virtual host by the request's authority, as Envoy picks it
 (exact domain, then the longest `*.suffix`, then the longest `prefix.*`, then `*`; the port is ignored when no
-domain names one, Istio's strip_any_host_port from 1.16), then the first route whose match takes the path."""
+domain names one, Istio's strip_any_host_port from 1.16), then the first route whose match takes the request
+(path, headers, query parameters)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
-from netlab.mesh.types import Route, RouteConfig, VirtualHost
+from netlab.mesh.types import ANY_PATH, Cluster, Route, RouteConfig, RouteMatch, StringMatcher, VirtualHost
 from netlab.proxy.origdst import Addr
 
 Target = TypeVar("Target")  # what a cluster name resolves to (the proxy's routes.Route)
@@ -20,19 +23,30 @@ class Match:
     route: Route
 
 
+Request = tuple[str, str, list[tuple[bytes, bytes]]]  # method, path (with the query), headers (lower-case names)
+Predicate = Callable[[str, str, list[tuple[bytes, bytes]]], bool]
+
+
 class HttpRouter(Generic[Target]):
-    """`resolve(cluster, original destination)`: where a request to a cluster goes (the dispatch's clusters)."""
+    """`resolve(cluster, original destination)`: where a request to a cluster goes (the dispatch's clusters);
+    `cluster(name)`: its settings (circuit breakers, hashing)."""
 
-    __slots__ = ("exact", "name", "prefixes", "resolve", "star", "suffixes")
+    __slots__ = ("cluster", "exact", "name", "prefixes", "resolve", "routes", "star", "suffixes")
 
-    def __init__(self, config: RouteConfig, resolve: Callable[[str, Addr], Target]) -> None:
+    def __init__(self, config: RouteConfig, resolve: Callable[[str, Addr], Target],
+                 clusters: dict[str, Cluster] | None = None) -> None:
         self.name = config.name
         self.resolve = resolve
+        self.cluster: Callable[[str], Cluster | None] = (clusters or {}).get  # a cluster's settings by name
         self.exact: dict[str, VirtualHost] = {}
         suffixes: list[tuple[str, VirtualHost]] = []
         prefixes: list[tuple[str, VirtualHost]] = []
         self.star: VirtualHost | None = None
+        # Each virtual host's routes with their compiled match (None: every request).
+        self.routes: dict[str, list[tuple[Predicate | None, Route]]] = {}
         for vhost in config.virtual_hosts:
+            self.routes[vhost.name] = [(None if r.match == ANY_PATH else compile_match(r.match), r)
+                                       for r in vhost.routes]
             for domain in vhost.domains:
                 domain = domain.lower()
                 if domain == "*":
@@ -62,12 +76,65 @@ class HttpRouter(Generic[Target]):
                 return vhost
         return self.star
 
-    def match(self, authority: str, path: str) -> Match | None:
+    def match(self, authority: str, path: str, method: str = "GET",
+              headers: list[tuple[bytes, bytes]] | None = None) -> Match | None:
         """The route for a request; None when no virtual host or route takes it (404 NR)."""
         vhost = self.virtual_host(authority)
         if vhost is None:
             return None
-        for route in vhost.routes:
-            if path.startswith(route.prefix):
+        for predicate, route in self.routes[vhost.name]:
+            if predicate is None or predicate(method, path, headers or []):
                 return Match(vhost, route)
         return None
+
+
+def compile_match(match: RouteMatch) -> Predicate:
+    """A route's match as one function. Envoy's semantics: a prefix applies to the whole :path, an exact path or a
+    regex to the path without its query string; regexes match whole; header matchers see the pseudo-headers
+    :method, :authority (the host) and :scheme (http)."""
+    path_test = string_test(match.path)
+    on_path = match.path.kind == "prefix"
+    headers = [(h.name, string_test(h.match), h.invert) for h in match.headers]
+    query = [(q.name, string_test(q.match)) for q in match.query]
+
+    def predicate(method: str, path: str, request_headers: list[tuple[bytes, bytes]]) -> bool:
+        if not path_test(path if on_path else path.split("?", 1)[0]):
+            return False
+        for name, test, invert in headers:
+            if test(header_value(name, method, request_headers)) == invert:
+                return False
+        if query:
+            params = parse_qs(urlsplit(path).query, keep_blank_values=True)
+            for name, test in query:
+                values = params.get(name)
+                if not test(values[0] if values else None):
+                    return False
+        return True
+
+    return predicate
+
+
+def header_value(name: str, method: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """A header's value as Envoy's matchers see it (repeated headers joined with ",")."""
+    if name == ":method":
+        return method
+    if name == ":scheme":
+        return "http"
+    key = b"host" if name == ":authority" else name.encode("latin-1")
+    values = [v.decode("latin-1") for n, v in headers if n == key]
+    return ",".join(values) if values else None
+
+
+def string_test(matcher: StringMatcher) -> Callable[[str | None], bool]:
+    value, kind = matcher.value, matcher.kind
+    if kind == "present":
+        return lambda text: text is not None
+    if matcher.ignore_case:
+        value = value.lower()
+    fold = matcher.ignore_case
+    if kind == "exact":
+        return lambda text: text is not None and (text.lower() if fold else text) == value
+    if kind == "prefix":
+        return lambda text: text is not None and (text.lower() if fold else text).startswith(value)
+    pattern = re.compile(matcher.value, re.IGNORECASE if fold else 0)
+    return lambda text: text is not None and pattern.fullmatch(text) is not None

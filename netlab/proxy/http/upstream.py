@@ -5,6 +5,7 @@ is per worker and per (cluster, endpoint, source address), as Envoy's per-host c
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Protocol, cast
 
 import httptools
@@ -45,6 +46,7 @@ class UpstreamHttp(asyncio.Protocol):
         self.reusable = True
         self.lost = False
         self.sent_any = False  # the current exchange's request has started going out on this connection
+        self.served = 0  # requests answered on it
 
     # --- transport ---------------------------------------------------------------------------------------------
 
@@ -89,6 +91,7 @@ class UpstreamHttp(asyncio.Protocol):
         if exc is not None:
             self.row[self.base + st.UP_RESET] += 1
         self.pool.discard(self)
+        self.pool.closed(self.key)
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
             exchange.upstream_lost(self, exc)
@@ -134,10 +137,13 @@ class UpstreamHttp(asyncio.Protocol):
 
 
 class Pool:
-    """A worker's idle upstream connections."""
+    """A worker's upstream HTTP connections: the idle ones per (cluster, endpoint, source), how many each cluster
+    has open (its max_connections circuit breaker), and the requests waiting for one (max_pending_requests)."""
 
     def __init__(self) -> None:
         self.idle: dict[PoolKey, list[UpstreamHttp]] = {}
+        self.open: dict[str, int] = {}  # cluster -> connections open or opening
+        self.waiting: dict[PoolKey, deque[Waiter]] = {}
 
     def take(self, key: PoolKey) -> UpstreamHttp | None:
         conns = self.idle.get(key)
@@ -147,14 +153,51 @@ class Pool:
                 return conn
         return None
 
-    def give(self, conn: UpstreamHttp) -> None:
-        """Back to the pool when it may carry another request; closed otherwise."""
+    def opening(self, cluster: str) -> None:
+        self.open[cluster] = self.open.get(cluster, 0) + 1
+
+    def closed(self, key: PoolKey) -> None:
+        """A connection of `key` is gone (or never came up): a request waiting for one may open its own."""
+        self.open[key[0]] = max(0, self.open.get(key[0], 0) - 1)
+        waiter = self._next_waiter(key)
+        if waiter is not None:
+            waiter.connection_freed(None)
+
+    def pending(self, cluster: str) -> int:
+        return sum(len(q) for k, q in self.waiting.items() if k[0] == cluster)
+
+    def wait(self, key: PoolKey, waiter: Waiter) -> None:
+        self.waiting.setdefault(key, deque()).append(waiter)
+
+    def cancel(self, key: PoolKey, waiter: Waiter) -> None:
+        queue = self.waiting.get(key)
+        if queue and waiter in queue:
+            queue.remove(waiter)
+
+    def _next_waiter(self, key: PoolKey) -> Waiter | None:
+        queue = self.waiting.get(key)
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.done:
+                return waiter
+        return None
+
+    def give(self, conn: UpstreamHttp, max_requests: int = 0) -> None:
+        """A connection whose response has ended: to a waiting request, else idle, when it may carry another
+        request (max_requests per connection, 0 unlimited); closed otherwise."""
         conn.exchange = None
         conn.sent_any = False
-        if conn.reusable and not conn.lost:
-            self.idle.setdefault(conn.key, []).append(conn)
-        else:
+        conn.served += 1
+        if max_requests and conn.served >= max_requests:
+            conn.reusable = False
+        if not conn.reusable or conn.lost:
             conn.close()
+            return
+        waiter = self._next_waiter(conn.key)
+        if waiter is not None:
+            waiter.connection_freed(conn)
+        else:
+            self.idle.setdefault(conn.key, []).append(conn)
 
     def discard(self, conn: UpstreamHttp) -> None:
         conns = self.idle.get(conn.key)
@@ -168,3 +211,11 @@ class Pool:
             for conn in conns:
                 conn.close()
         self.idle.clear()
+
+
+class Waiter(Protocol):
+    """A request waiting for a connection of its endpoint (an exchange)."""
+
+    done: bool
+
+    def connection_freed(self, conn: UpstreamHttp | None) -> None: ...
