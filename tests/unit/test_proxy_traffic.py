@@ -28,6 +28,16 @@ spec:
 """
 
 
+def rule(traffic_policy: str) -> str:
+    """A DestinationRule for web with this trafficPolicy (YAML flow style)."""
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web}}
+spec: {{host: web, trafficPolicy: {traffic_policy}}}
+"""
+
+
 def vs(http: str) -> str:
     return f"""
 apiVersion: networking.istio.io/v1
@@ -209,17 +219,10 @@ def test_mirror_sends_a_copy_to_the_shadow_host() -> None:
 
 
 def test_outlier_detection_ejects_a_failing_endpoint() -> None:
-    rule = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: web}
-spec:
-  host: web
-  trafficPolicy:
-    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}
-"""
+    outlier = rule("{outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, "
+                   "maxEjectionPercent: 50}}")
     no_retries = vs("  - retries: {attempts: 0}\n    route: [{destination: {host: web}}]")
-    with lab(rule + "---" + no_retries, "1.24") as (p, _v1, _v2):
+    with lab(outlier + "---" + no_retries, "1.24") as (p, _v1, _v2):
         statuses = [get(p, "/status/503")[0] for _ in range(2)]  # both endpoints fail once: one is ejected
         assert statuses == [503, 503]
         answered = {app_of(get(p)[2]) for _ in range(6)}
@@ -230,16 +233,9 @@ spec:
 
 
 def test_circuit_breaker_overflow_is_503_uo() -> None:
-    rule = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: web}
-spec:
-  host: web
-  trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}}
-"""
+    limits = rule("{connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}}")
     with http_app("127.0.0.2", "web-0") as only:
-        config = service_config("1.10", [only.addr], resources=rule)
+        config = service_config("1.10", [only.addr], resources=limits)
         with ProxyUnderTest(config) as p:
             p.dst = (VIP, 80)
             with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -252,14 +248,6 @@ spec:
 
 
 def test_consistent_hash_keeps_a_user_on_one_endpoint() -> None:
-    rule = """
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: web}
-spec:
-  host: web
-  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: end-user}}}
-"""
-    with lab(rule) as (p, _v1, _v2):
+    with lab(rule("{loadBalancer: {consistentHash: {httpHeaderName: end-user}}}")) as (p, _v1, _v2):
         for user in ("jason", "alice", "bob"):
             assert len({app_of(get(p, "/", {"end-user": user})[2]) for _ in range(5)}) == 1

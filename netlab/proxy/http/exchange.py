@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 from netlab.mesh.types import Cluster, HeaderOps, RetryPolicy
 from netlab.mesh.types import Route as HttpRoute
@@ -342,7 +343,6 @@ class Exchange:
             return self.session.client[0]
         if kind == "header":
             return next((v.decode("latin-1") for n, v in self.headers if n == name.encode("latin-1")), None)
-        from urllib.parse import parse_qs, urlsplit  # only for query-parameter hashing
         values = parse_qs(urlsplit(self.path.decode("latin-1")).query).get(name)
         return values[0] if values else None
 
@@ -635,7 +635,7 @@ class Exchange:
         if not self.request_done:
             session.close_after_response = True
         data = hd.local_reply(status, body, session.outbound_side, session.closing_after(self),
-                              head_only=self.method == b"HEAD", extra=extra or [])
+                              head_only=self.method == b"HEAD", extra=extra)
         self.sent = len(body.encode()) if self.method != b"HEAD" else 0
         session.write(data)
         self.finish()

@@ -141,10 +141,10 @@ def response_head(status: int, headers: Headers, outbound: bool, service_time: i
 
 
 def local_reply(status: int, body: str, outbound: bool, close: bool, head_only: bool = False,
-                extra: Headers = ()) -> bytes:  # type: ignore[assignment]
+                extra: Headers | None = None) -> bytes:
     """A response Envoy makes itself (sendLocalReply): text/plain when there is a body, content-length always."""
     data = body.encode()
-    headers: Headers = [*extra, (b"content-length", b"%d" % len(data))]
+    headers: Headers = [*(extra or []), (b"content-length", b"%d" % len(data))]
     if data:
         headers.insert(0, (b"content-type", b"text/plain"))
     return response_head(status, headers, outbound, None, False, close) + (b"" if head_only else data)
