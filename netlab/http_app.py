@@ -25,6 +25,8 @@ from typing import TextIO, cast
 
 import httptools
 
+from netlab.http_reply import parse_response
+
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -157,23 +159,13 @@ async def call(target: str, received: dict[str, str], b: Behaviour) -> dict[str,
         return {**found, "status": 0, "error": f"timeout after {b.call_timeout:g}s"}
     except OSError as err:
         return {**found, "status": 0, "error": os.strerror(err.errno) if err.errno else str(err)}
-    reply = _Reply()
-    try:
-        httptools.HttpResponseParser(reply).feed_data(data)
-    except httptools.HttpParserError:
+    reply = parse_response(data)
+    if reply is None:
         return {**found, "status": 0, "error": "not an HTTP response"}
-    found["status"] = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+    found["status"] = reply.status
     try:
         answer = json.loads(reply.body)
         found["pod"] = answer.get("pod") if isinstance(answer, dict) else None
     except ValueError:
         found["body"] = reply.body.decode(errors="replace")[:200]
     return found
-
-
-class _Reply:
-    def __init__(self) -> None:
-        self.body = b""
-
-    def on_body(self, body: bytes) -> None:
-        self.body += body

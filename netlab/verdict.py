@@ -11,9 +11,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from netlab.http_reply import HttpReply, parse_response
 from netlab.model.schema import PodCheck, ProbeCheck, ProbeExpectReply
 from netlab.probe.facts import PASSTHROUGH_SOURCE, LabFacts, MemberFacts, Target
-from netlab.probe.http import HttpReply, parse_response
 from netlab.probe.observed import (
     LogLine,
     PodObservation,

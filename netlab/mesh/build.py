@@ -63,7 +63,7 @@ from netlab.mesh.types import (
 from netlab.mesh.versions import MeshTraits, mesh_traits
 
 if TYPE_CHECKING:  # the proxy builds standalone snapshots: nothing here may import pydantic at run time
-    from netlab.model.istio import Resource, Sidecar
+    from netlab.model.istio import Resource, Sidecar, VirtualService
     from netlab.plan import LabPlan, PodPlan
 
 OUTBOUND_PORT, INBOUND_PORT, HEALTH_PORT, STATS_PORT = 15001, 15006, 15021, 15090
@@ -214,16 +214,19 @@ def _outbound(visible: list[tuple[MeshService, MeshPort]], proxy: ProxySpec, tra
         owner = f"{rule.metadata.name}.{rule.metadata.namespace}" if rule else ""
         settings = cluster_settings(rule.spec.traffic_policy if rule else None, traits.default_lb)
         clusters.setdefault(cluster, _outbound_cluster(cluster, service, port, settings, owner))
+        vs = virtual_service_for(service.hostname, namespace, traffic)
         for subset, labels, policy in subsets_of(rule):
             name = outbound_cluster_name(port.port, service.hostname, subset)
             clusters.setdefault(name, _outbound_cluster(name, service, port, cluster_settings(
                 policy, traits.default_lb), owner, labels))
         vhost = VirtualHost(f"{service.hostname}:{port.port}", _domains(service, port.port, namespace, traits),
-                            _service_routes(service, port, proxy, traits, traffic), include_request_attempt_count=True)
+                            _service_routes(service, port, proxy, traits, vs), include_request_attempt_count=True)
         if port.protocol == HTTP:
             http_hosts.setdefault(port.port, []).append(vhost)
             continue
-        tcp = FilterChain("", ChainMatch(), TCP_PROXY, cluster=_tcp_route(service, port, proxy, traffic) or cluster)
+        tcp_route = tcp_cluster(vs, port.port, [p.port for p in service.ports], proxy.namespace, proxy.labels,
+                                outbound_cluster_name) if vs is not None else None
+        tcp = FilterChain("", ChainMatch(), TCP_PROXY, cluster=tcp_route or cluster)
         chains: tuple[FilterChain, ...] = (tcp,)
         if port.protocol == AUTO:
             sniffed = FilterChain("", ChainMatch(transport_protocol="raw_buffer", application_protocols=HTTP_ALPN),
@@ -256,25 +259,16 @@ def _outbound(visible: list[tuple[MeshService, MeshPort]], proxy: ProxySpec, tra
 
 
 def _service_routes(service: MeshService, port: MeshPort, proxy: ProxySpec, traits: MeshTraits,
-                    traffic: Sequence[Resource]) -> tuple[Route, ...]:
+                    vs: VirtualService | None) -> tuple[Route, ...]:
     """The service's VirtualService routes, or BuildDefaultHTTPOutboundRoute: the service's cluster, no timeout,
     Istio's default retry policy (2 retries on connect failures and, until 1.23, on a 503)."""
     decorator = f"{service.hostname}:{port.port}/*" if traits.default_tracer else ""
-    vs = virtual_service_for(service.hostname, proxy.namespace, traffic)
     if vs is not None and vs.spec.http:
         found = http_routes(vs, port.port, [p.port for p in service.ports], proxy.namespace, proxy.labels,
                             traits.retry_503, outbound_cluster_name)
         return tuple(replace(r, decorator=decorator) for r in found)
     cluster = outbound_cluster_name(port.port, service.hostname)
     return (Route("default", ANY_PATH, cluster, retry=retry_policy(None, traits.retry_503), decorator=decorator),)
-
-
-def _tcp_route(service: MeshService, port: MeshPort, proxy: ProxySpec, traffic: Sequence[Resource]) -> str | None:
-    vs = virtual_service_for(service.hostname, proxy.namespace, traffic)
-    if vs is None or not vs.spec.tcp:
-        return None
-    return tcp_cluster(vs, port.port, [p.port for p in service.ports], proxy.namespace, proxy.labels,
-                       outbound_cluster_name)
 
 
 def _outbound_cluster(name: str, service: MeshService, port: MeshPort, settings: dict[str, Any], rule: str,

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from netlab.duration import seconds as _seconds
+from netlab.duration import seconds
 from netlab.mesh.types import (
     ANY_PATH,
     CLUSTER_DOMAIN,
@@ -132,7 +132,7 @@ def cluster_settings(policy: Any, default_lb: str) -> dict[str, Any]:
     if pool is not None and pool.tcp is not None:
         found["max_connections"] = pool.tcp.max_connections or 0
         if pool.tcp.connect_timeout:
-            found["connect_timeout"] = _seconds(pool.tcp.connect_timeout)
+            found["connect_timeout"] = seconds(pool.tcp.connect_timeout)
     if pool is not None and pool.http is not None:
         found["max_pending_requests"] = pool.http.http1_max_pending_requests or 0
         found["max_requests"] = pool.http.http2_max_requests or 0
@@ -144,8 +144,8 @@ def cluster_settings(policy: Any, default_lb: str) -> dict[str, Any]:
         found["outlier"] = OutlierPolicy(
             consecutive_5xx=5 if five is None else five,
             consecutive_gateway=od.consecutive_gateway_errors or 0,
-            interval=_seconds(od.interval) if od.interval else 10.0,
-            base_ejection=_seconds(od.base_ejection_time) if od.base_ejection_time else 30.0,
+            interval=seconds(od.interval) if od.interval else 10.0,
+            base_ejection=seconds(od.base_ejection_time) if od.base_ejection_time else 30.0,
             max_ejection_percent=od.max_ejection_percent if od.max_ejection_percent is not None else 10)
     return found
 
@@ -214,7 +214,7 @@ def _route(http: Any, match: Any, name: str, owner: str, namespace: str, port: i
         mirror = _destination_cluster(http.mirror, namespace, port, service_ports, cluster_name)
     return Route(
         name=name, match=_route_match(match), cluster=cluster, weighted=weighted, redirect=redirect,
-        virtual_service=owner, timeout=_seconds(http.timeout) if http.timeout else 0.0,
+        virtual_service=owner, timeout=seconds(http.timeout) if http.timeout else 0.0,
         retry=retry_policy(http.retries, retry_503),
         prefix_rewrite=http.rewrite.uri if http.rewrite and http.rewrite.uri else None,
         host_rewrite=http.rewrite.authority if http.rewrite and http.rewrite.authority else "",
@@ -243,7 +243,7 @@ def retry_policy(retries: Any, retry_503: bool) -> RetryPolicy | None:
         return RetryPolicy(2, DEFAULT_RETRY_ON, default_codes)
     if retries.attempts == 0:
         return None
-    per_try = _seconds(retries.per_try_timeout) if retries.per_try_timeout else 0.0
+    per_try = seconds(retries.per_try_timeout) if retries.per_try_timeout else 0.0
     if not retries.retry_on:
         return RetryPolicy(retries.attempts, DEFAULT_RETRY_ON, default_codes, per_try)
     conditions: list[str] = []
@@ -297,7 +297,7 @@ def _fault(fault: Any) -> Fault | None:
     # An unset percentage is 0: TranslateFault passes the deprecated integer `percent` (0 when unset) for a delay
     # and leaves an abort's FractionalPercent unset, which the fault filter reads as 0.
     return Fault(
-        delay=_seconds(delay.fixed_delay) if delay else 0.0,
+        delay=seconds(delay.fixed_delay) if delay else 0.0,
         delay_percent=(delay.percentage.value if delay.percentage else float(delay.percent or 0)) if delay else 0.0,
         abort_status=abort.http_status if abort else 0,
         abort_percent=(abort.percentage.value if abort.percentage else 0.0) if abort else 0.0)

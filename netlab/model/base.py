@@ -40,3 +40,13 @@ Labels = Annotated[dict[str, str], Field(default_factory=dict), AfterValidator(c
 
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def matching(pattern: re.Pattern[str], message: str) -> AfterValidator:
+    """A validator for text that must match `pattern` whole; `message` names the problem, `{}` the value."""
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(message.format(value))
+        return value
+
+    return AfterValidator(check)

@@ -14,40 +14,32 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
 
 from netlab.duration import seconds
-from netlab.model.base import NAMESPACE_NAME, Labels, Port, Strict
+from netlab.model.base import NAMESPACE_NAME, Labels, Port, Strict, matching
 
 NETWORKING_VERSIONS = Literal["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"]
 RESOURCE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS-1123 subdomain
 HOST = re.compile(r"(\*|\*\.)?[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\*")
+SUBSET_NAME = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?")
 # Istio's protocol names (pkg/config/protocol): what a ServiceEntry port may declare.
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "MYSQL", "REDIS", "TCP", "TLS", "UDP")
 
 
+HOST_PROBLEM = "'{}' is not a host name (e.g. api.example.com or *.example.com)"
+Host = Annotated[str, matching(HOST, HOST_PROBLEM)]
+
+
 class ObjectMeta(Strict):
-    name: str
-    namespace: str = "default"
+    name: Annotated[str, matching(RESOURCE_NAME, "'{}' is not a resource name (lower case a-z, 0-9, '-' and '.')")]
+    namespace: Annotated[str, matching(NAMESPACE_NAME, "'{}' is not a namespace name (a DNS label)")] = "default"
     labels: Labels
     annotations: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not RESOURCE_NAME.fullmatch(value):
-            raise ValueError(f"'{value}' is not a resource name (lower case a-z, 0-9, '-' and '.')")
-        return value
 
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, value: str) -> str:
-        if not NAMESPACE_NAME.fullmatch(value):
-            raise ValueError(f"'{value}' is not a namespace name (a DNS label)")
-        return value
+class _Resource(Strict):
+    """What every Istio resource has besides its kind and spec."""
 
-
-def _host(value: str) -> str:
-    if not HOST.fullmatch(value):
-        raise ValueError(f"'{value}' is not a host name (e.g. api.example.com or *.example.com)")
-    return value
+    api_version: NETWORKING_VERSIONS = Field(alias="apiVersion")
+    metadata: ObjectMeta
 
 
 class WorkloadSelector(Strict):
@@ -84,7 +76,7 @@ class ServiceEntryEndpoint(Strict):
 
 
 class ServiceEntrySpec(Strict):
-    hosts: list[str] = Field(min_length=1)
+    hosts: list[Host] = Field(min_length=1)
     addresses: list[str] = Field(default_factory=list)
     ports: list[ServiceEntryPort] = Field(default_factory=list)
     location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] = "MESH_EXTERNAL"
@@ -93,11 +85,6 @@ class ServiceEntrySpec(Strict):
     workload_selector: WorkloadSelector | None = Field(None, alias="workloadSelector")
     export_to: list[str] = Field(default_factory=list, alias="exportTo")
     subject_alt_names: list[str] = Field(default_factory=list, alias="subjectAltNames")
-
-    @field_validator("hosts")
-    @classmethod
-    def _hosts(cls, value: list[str]) -> list[str]:
-        return [_host(h) for h in value]
 
     @field_validator("addresses")
     @classmethod
@@ -134,10 +121,8 @@ class ServiceEntrySpec(Strict):
         return self
 
 
-class ServiceEntry(Strict):
-    api_version: NETWORKING_VERSIONS = Field(alias="apiVersion")
+class ServiceEntry(_Resource):
     kind: Literal["ServiceEntry"]
-    metadata: ObjectMeta
     spec: ServiceEntrySpec
 
 
@@ -166,7 +151,8 @@ class EgressListener(Strict):
                                  "default/reviews.default.svc.cluster.local)")
             if namespace not in (".", "*", "~") and not NAMESPACE_NAME.fullmatch(namespace):
                 raise ValueError(f"'{host}': '{namespace}' is not a namespace, '.', '*' or '~'")
-            _host(name)
+            if not HOST.fullmatch(name):
+                raise ValueError(HOST_PROBLEM.format(name))
         return value
 
 
@@ -188,10 +174,8 @@ class SidecarSpec(Strict):
         return value
 
 
-class Sidecar(Strict):
-    api_version: NETWORKING_VERSIONS = Field(alias="apiVersion")
+class Sidecar(_Resource):
     kind: Literal["Sidecar"]
-    metadata: ObjectMeta
     spec: SidecarSpec
 
 
@@ -229,14 +213,9 @@ class StringMatch(Strict):
 
 
 class Destination(Strict):
-    host: str
+    host: Host
     subset: str | None = None
     port: PortSelector | None = None
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, value: str) -> str:
-        return _host(value)
 
 
 class HeaderOperations(Strict):
@@ -367,17 +346,12 @@ class TCPRoute(Strict):
 
 
 class VirtualServiceSpec(Strict):
-    hosts: list[str] = Field(min_length=1)
+    hosts: list[Host] = Field(min_length=1)
     gateways: list[str] = Field(default_factory=list)
     http: list[HTTPRoute] = Field(default_factory=list)
     tcp: list[TCPRoute] = Field(default_factory=list)
     tls: Any = Field(None, description="not modelled")
     export_to: list[str] = Field(default_factory=list, alias="exportTo")
-
-    @field_validator("hosts")
-    @classmethod
-    def _hosts(cls, value: list[str]) -> list[str]:
-        return [_host(h) for h in value]
 
     @model_validator(mode="after")
     def _something(self) -> VirtualServiceSpec:
@@ -388,10 +362,8 @@ class VirtualServiceSpec(Strict):
         return self
 
 
-class VirtualService(Strict):
-    api_version: NETWORKING_VERSIONS = Field(alias="apiVersion")
+class VirtualService(_Resource):
     kind: Literal["VirtualService"]
-    metadata: ObjectMeta
     spec: VirtualServiceSpec
 
 
@@ -470,29 +442,17 @@ class TrafficPolicy(Strict):
 
 
 class Subset(Strict):
-    name: str
+    name: Annotated[str, matching(SUBSET_NAME, "'{}' is not a subset name (letters, digits, '-', '_', '.')")]
     labels: Labels
     traffic_policy: TrafficPolicy | None = Field(None, alias="trafficPolicy")
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?", value):
-            raise ValueError(f"'{value}' is not a subset name (letters, digits, '-', '_', '.')")
-        return value
-
 
 class DestinationRuleSpec(Strict):
-    host: str
+    host: Host
     traffic_policy: TrafficPolicy | None = Field(None, alias="trafficPolicy")
     subsets: list[Subset] = Field(default_factory=list)
     export_to: list[str] = Field(default_factory=list, alias="exportTo")
     workload_selector: WorkloadSelector | None = Field(None, alias="workloadSelector")
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, value: str) -> str:
-        return _host(value)
 
     @model_validator(mode="after")
     def _unique(self) -> DestinationRuleSpec:
@@ -502,10 +462,8 @@ class DestinationRuleSpec(Strict):
         return self
 
 
-class DestinationRule(Strict):
-    api_version: NETWORKING_VERSIONS = Field(alias="apiVersion")
+class DestinationRule(_Resource):
     kind: Literal["DestinationRule"]
-    metadata: ObjectMeta
     spec: DestinationRuleSpec
 
 

@@ -35,6 +35,7 @@ from netlab.model.base import (
     Port,
     Strict,
     check_labels,
+    matching,
 )
 from netlab.model.istio import IstioResource, OutboundTrafficPolicy
 
@@ -353,17 +354,10 @@ class HttpRequest(Strict):
     """An HTTP probe's request, sent whole with `Connection: close` and not half-closed: Envoy's HTTP connection
     manager ends a half-closed connection (envoy#2066), as a raw `send` of a request would be."""
 
-    method: str = "GET"
+    method: Annotated[str, matching(HTTP_TOKEN, "'{}' is not an HTTP method, e.g. GET")] = "GET"
     path: str = "/"
     headers: dict[str, str] = Field(default_factory=dict)
     body: str = ""
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, value: str) -> str:
-        if not HTTP_TOKEN.fullmatch(value):
-            raise ValueError(f"'{value}' is not an HTTP method, e.g. GET")
-        return value
 
     @field_validator("path")
     @classmethod

@@ -17,11 +17,12 @@ from typing import Any
 from netlab.engine.members import member_netns_path
 from netlab.engine.state import LabState
 from netlab.errors import NetlabError
+from netlab.http_reply import parse_response
 from netlab.model.istio import describe
 from netlab.model.schema import Check, MeshStep, PodCheck, ProbeCheck, Scenario
 from netlab.probe.connect import probe
 from netlab.probe.facts import LabFacts, lab_facts
-from netlab.probe.http import parse_response, request_bytes
+from netlab.probe.http import request_bytes
 from netlab.probe.observed import (
     Addr,
     ConntrackEntry,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
+from netlab.engine import build, teardown
+from netlab.engine.state import LabState
 from netlab.kernel.holders import find_holders
+from netlab.model import load_scenario
 from netlab.plan import HOSTS_ROOT, NETNS_DIR, STATE_ROOT
 from netlab.probe.connect import probe
 
@@ -26,6 +31,18 @@ def write_scenario(directory: Path, text: str) -> str:
     path = directory / "scenario.yaml"
     path.write_text(textwrap.dedent(text))
     return str(path)
+
+
+@contextlib.contextmanager
+def lab_up(scenario_file: str) -> Iterator[LabState]:
+    """The scenario's lab, up; taken down afterwards, and nothing of it may be left."""
+    model, path = load_scenario(scenario_file)
+    state = build.up(model, path)
+    try:
+        yield state
+    finally:
+        teardown.down(state.lab)
+    assert leftovers(state.lab) == []
 
 
 def leftovers(lab: str | None = None) -> list[str]:

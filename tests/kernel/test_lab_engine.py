@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from labkit import leftovers, netlab, snapshot_root_namespace, talk, write_scenario
+from labkit import lab_up, leftovers, netlab, snapshot_root_namespace, talk, write_scenario
 
 from netlab.engine import build, members, teardown
 from netlab.engine.state import LabState
@@ -39,13 +39,8 @@ def scenario_file(tmp_path: Path) -> str:
 
 @pytest.fixture
 def lab(scenario_file: str) -> Iterator[LabState]:
-    model, path = load_scenario(scenario_file)
-    state = build.up(model, path)
-    try:
+    with lab_up(scenario_file) as state:
         yield state
-    finally:
-        teardown.down(state.lab)
-    assert leftovers(state.lab) == []
 
 
 def netns(state: LabState, member: str) -> str:
@@ -198,17 +193,12 @@ def test_builtin_app_switches_to_its_uid_after_binding(tmp_path: Path) -> None:
           client: {}
           server: {app: {kind: pong, listen: "eth0:80", uid: 1000, gid: 1000}}
     """)
-    model, scenario_path = load_scenario(path)
-    state = build.up(model, scenario_path)
-    try:
+    with lab_up(path) as state:
         [app] = [e for e in state.undo if e["kind"] == "process" and e["role"] == "app"]
         status = Path(f"/proc/{app['pid']}/status").read_text()
         assert "Uid:\t1000\t1000\t1000\t1000" in status and "Gid:\t1000\t1000\t1000\t1000" in status
         assert talk(netns(state, "client"), state.members["server"]["ip"], 80) == b"pong\n"
         assert Path(state.peers_file("server")).read_text().split()[0] == state.members["client"]["ip"]
-    finally:
-        teardown.down(state.lab)
-    assert leftovers("app-uid") == []
 
 
 def test_a_namespace_that_is_gone_is_an_error_not_a_wrong_namespace(lab: LabState) -> None:

@@ -14,14 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from labkit import leftovers, netlab, talk, write_scenario
+from labkit import lab_up, netlab, talk, write_scenario
 
-from netlab.engine import build, mesh, teardown
+from netlab.engine import mesh
 from netlab.engine.members import member_netns_path
 from netlab.engine.state import LabState
 from netlab.kernel import holders
 from netlab.kernel.nsutil import nsenter_run, run_in_netns
-from netlab.model import load_scenario
 from netlab.probe.observed import parse_log_line
 
 FQDN = "reviews.default.svc.cluster.local"
@@ -50,13 +49,8 @@ spec:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
     name = f"mesh-{secrets.token_hex(3)}"
-    model, path = load_scenario(write_scenario(tmp_path_factory.mktemp("mesh"), SCENARIO.format(name=name)))
-    state = build.up(model, path)
-    try:
+    with lab_up(write_scenario(tmp_path_factory.mktemp("mesh"), SCENARIO.format(name=name))) as state:
         yield state
-    finally:
-        teardown.down(state.lab)
-        assert leftovers(state.lab) == []
 
 
 def vip(state: LabState) -> str:

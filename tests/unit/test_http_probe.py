@@ -15,8 +15,9 @@ import pytest
 from test_verdict import CLIENT, facts, result
 
 from netlab.http_app import Behaviour, HttpApp
+from netlab.http_reply import parse_response
 from netlab.model.schema import HttpRequest, ProbeCheck
-from netlab.probe.http import parse_response, request_bytes
+from netlab.probe.http import request_bytes
 from netlab.probe.observed import ProbeObservation
 from netlab.verdict import judge_probe
 

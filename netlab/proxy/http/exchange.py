@@ -100,7 +100,7 @@ class Exchange:
         self.mirror = ""  # the cluster a copy goes to once the request is complete
         self.cluster = "-"
         self.route_name = "-"
-        self.outbound = session.ctx.direction == "outbound"
+        self.count_attempts = False  # the virtual host's include_request_attempt_count
         self.attempt = 0
         self.tried: list[Addr] = []
         self.waiting: PoolKey | None = None  # the endpoint whose connection this request waits for
@@ -137,8 +137,7 @@ class Exchange:
             return self.local_reply(404, "", "NR", "route_not_found")
         self.route = route = match.route
         self.route_name = route.name or "-"
-        if not match.host.include_request_attempt_count:
-            self.outbound = False  # only outbound virtual hosts count attempts
+        self.count_attempts = match.host.include_request_attempt_count
         if route.direct_response:
             return self.local_reply(route.direct_response, "", "", "direct_response")
         if route.redirect is not None:
@@ -391,8 +390,10 @@ class Exchange:
             conn.reusable = False  # the parser cannot be told to skip a HEAD response's body
         route = self.route
         framing = self.framing
-        head = hd.upstream_request(self.method, self.path, self.headers, self.outbound, self.attempt, framing,
-                                   self.upgrade, route.decorator if route and self.outbound else "")
+        outbound = self.session.outbound_side
+        head = hd.upstream_request(self.method, self.path, self.headers, outbound,
+                                   self.attempt if self.count_attempts else None, framing, self.upgrade,
+                                   route.decorator if route and outbound else "")
         chunked = framing == b"chunked"
         parts = [head, *(hd.chunk(b) if chunked else b for b in self.body)]
         if self.request_done and chunked:
@@ -610,7 +611,8 @@ class Exchange:
         if body:
             headers = [(n, v) for n, v in headers if n != b"content-length"] + [
                 (b"content-length", str(len(body)).encode())]
-        head = hd.upstream_request(self.method, self.path, headers, self.outbound, 1, framing, None, "")
+        head = hd.upstream_request(self.method, self.path, headers, self.session.outbound_side,
+                                   1 if self.count_attempts else None, framing, None, "")
         self.session.ctx.loop.create_task(_shadow(target, addr, self.session.client[0], head + body))
 
     # --- endings -----------------------------------------------------------------------------------------------

@@ -61,10 +61,11 @@ def connection_tokens(headers: Headers) -> set[bytes]:
     return tokens
 
 
-def upstream_request(method: bytes, path: bytes, headers: Headers, outbound: bool, attempt: int,
+def upstream_request(method: bytes, path: bytes, headers: Headers, outbound: bool, attempt: int | None,
                      body_framing: bytes | None, upgrade: bytes | None, decorator: str) -> bytes:
     """The request head sent upstream. `body_framing`: b"content-length" (kept), b"chunked" (re-chunked), or None
-    for no body. `upgrade`: the websocket upgrade being forwarded, if any."""
+    for no body. `attempt`: x-envoy-attempt-count's value, None where the virtual host does not count attempts.
+    `upgrade`: the websocket upgrade being forwarded, if any."""
     drop = (_DROP_OUTBOUND if outbound else _DROP_INBOUND) | connection_tokens(headers)
     host = b""
     out: Headers = []
@@ -78,10 +79,10 @@ def upstream_request(method: bytes, path: bytes, headers: Headers, outbound: boo
             out.append((name, value))
     if te_trailers:  # since Envoy 1.29 "te: trailers" survives, the rest of TE does not
         out.append((b"te", b"trailers"))
-    if outbound:
+    if attempt is not None:  # the virtual host's include_request_attempt_count
         out.append((b"x-envoy-attempt-count", str(attempt).encode()))
-        if decorator:
-            out.append((b"x-envoy-decorator-operation", decorator.encode()))
+    if decorator:
+        out.append((b"x-envoy-decorator-operation", decorator.encode()))
     if upgrade is not None:
         out += [(b"connection", b"upgrade"), (b"upgrade", upgrade)]
     elif body_framing == b"chunked":
