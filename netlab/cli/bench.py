@@ -61,8 +61,10 @@ def bench_lab(pods: str, repeat: int, as_json: bool) -> None:
 @click.option("--access-log", is_flag=True, help="netlab's proxy writes its access log (HAProxy logs nothing)")
 @click.option("--vip", is_flag=True, help="the client calls a service VIP with 3 endpoints; the proxy in the client "
               "picks the endpoint (default: the proxy in the server, inbound)")
+@click.option("--http", is_flag=True, help="port 8080 declared HTTP: netlab's HTTP path (access log and metrics on) "
+              "against HAProxy in mode http, 100 keep-alive connections")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def bench_proxy(quick: bool, repeat: int | None, workers: int | None, access_log: bool, vip: bool,
+def bench_proxy(quick: bool, repeat: int | None, workers: int | None, access_log: bool, vip: bool, http: bool,
                 as_json: bool) -> None:
     """Same load with no sidecar, through netlab's proxy and through HAProxy, each behind istio-init's rules.
 
@@ -72,8 +74,10 @@ def bench_proxy(quick: bool, repeat: int | None, workers: int | None, access_log
     from netlab.bench import proxy as proxy_bench
 
     rounds = repeat if repeat is not None else (1 if quick else 3)
+    if http and vip:
+        raise UsageError("--http measures the inbound HTTP hop; give --http or --vip, not both")
     with interrupts_as_keyboard_interrupt(), progress_line("netlab bench proxy", quiet=as_json) as step:
-        result = proxy_bench.run(rounds, quick, workers, access_log, vip, progress=step)
+        result = proxy_bench.run(rounds, quick, workers, access_log, vip, progress=step, http=http)
     if as_json:
         print_json(result.as_json())
         return

@@ -1,6 +1,7 @@
 """The lab's control plane from the command line: `netlab proxy-config POD ...` (what a sidecar was told, read from
 its admin API, like `istioctl proxy-config`), `netlab apply` and `netlab delete` (Istio resources of a running
-lab, like `kubectl apply -f` / `kubectl delete -f`)."""
+lab, like `kubectl apply -f` / `kubectl delete -f`), and `netlab graph` (Kiali's service graph from the sidecars'
+metrics)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import click
 
 from netlab.cli.app import app
 from netlab.cli.common import lab_option, namespace_option, out, pick_pod, pick_running_lab, print_json
-from netlab.engine.mesh import applied, config_dump, deleted, push, resources_of
+from netlab.engine.mesh import applied, config_dump, deleted, proxies, push, resources_of, stats_text
 from netlab.engine.state import LabState
 from netlab.errors import UsageError
+from netlab.graph import build_graph, render_svg, render_text
+from netlab.kernel.nsutil import is_same_process
 from netlab.mesh.proxyconfig import TABLES
 from netlab.model.istio import describe
 from netlab.model.loader import load_resources
+from netlab.trace.png import svg_to_png
 
 
 @app.command(name="proxy-config")
@@ -89,3 +93,28 @@ def _lab_and_file(args: tuple[str, ...]) -> tuple[LabState, Path]:
     if not path.is_file():
         raise UsageError(f"no file {file}", hint="give a YAML file of Istio resources, as for `kubectl apply -f`")
     return state, path
+
+
+@app.command()
+@click.argument("lab", required=False)
+@click.option("--json", "as_json", is_flag=True, help="nodes and edges as JSON")
+@click.option("--svg", metavar="FILE", type=click.Path(dir_okay=False), help="write the graph as SVG")
+@click.option("--png", metavar="FILE", type=click.Path(dir_okay=False),
+              help="the same graph as PNG (needs rsvg-convert: apt-get install librsvg2-bin)")
+def graph(lab: str | None, as_json: bool, svg: str | None, png: str | None) -> None:
+    """The service graph Kiali would draw, from every sidecar's Istio metrics (15090 /stats/prometheus): who
+    called which service, which workload answered, how many requests or connections, how many failed. Run it
+    again after `netlab apply` to see the routing change."""
+    state = pick_running_lab(lab)
+    texts = [stats_text(state, member) for member, entry in sorted(proxies(state).items())
+             if is_same_process(entry["pid"], entry["started"])]
+    found = build_graph(texts)
+    diagram = render_svg(found, state.lab) if svg or png else ""
+    if svg:
+        Path(svg).write_text(diagram)
+    if png:
+        svg_to_png(diagram, png)
+    if as_json:
+        print_json(found.to_json())
+    else:
+        click.echo(render_text(found, state.lab), nl=False)

@@ -26,7 +26,7 @@ from netlab.model.istio import IstioResource, describe, resource_key
 from netlab.model.loader import parse_resources
 
 SYNC_TIMEOUT = 5.0
-ADMIN = ("127.0.0.1", 15000)
+ADMIN, STATS = ("127.0.0.1", 15000), ("127.0.0.1", 15090)
 
 
 def resources_of(state: LabState) -> list[IstioResource]:
@@ -109,8 +109,18 @@ def config_dump(state: LabState, member: str, timeout: float = 2.0) -> dict[str,
 
 def admin_get(netns: str, path: str, timeout: float = 2.0) -> dict[str, Any]:
     """A JSON document from the admin API of the proxy in `netns`."""
+    return json.loads(_get(netns, ADMIN, path, timeout))
+
+
+def stats_text(state: LabState, member: str, timeout: float = 2.0) -> str:
+    """GET /stats/prometheus from the sidecar's 15090 inside the pod: what Prometheus scrapes."""
+    return _get(member_netns_path(state, member), STATS, "/stats/prometheus", timeout).decode()
+
+
+def _get(netns: str, addr: tuple[str, int], path: str, timeout: float) -> bytes:
+    """The body of a GET to the proxy's own endpoints in `netns` (they answer and close)."""
     def fetch() -> bytes:
-        with socket.create_connection(ADMIN, timeout=timeout) as sock:
+        with socket.create_connection(addr, timeout=timeout) as sock:
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
             chunks = []
             while data := sock.recv(65536):
@@ -120,8 +130,8 @@ def admin_get(netns: str, path: str, timeout: float = 2.0) -> dict[str, Any]:
     head, _, body = run_in_netns(netns, fetch).partition(b"\r\n\r\n")
     status = head.split(b"\r\n", 1)[0].decode(errors="replace")
     if not status.startswith("HTTP/1.1 200"):
-        raise KernelError(f"the sidecar's admin API answered {status!r} for {path}")
-    return json.loads(body)
+        raise KernelError(f"the sidecar answered {status!r} for {path}")
+    return body
 
 
 def proxy_status(state: LabState, member: str) -> ProxyStatus:

@@ -86,12 +86,13 @@ class ProxySpec:
     service_account: str = "default"
     labels: dict[str, str] = field(default_factory=dict)
     inbound_passthrough: bool | None = None  # PILOT_ENABLE_INBOUND_PASSTHROUGH; False: 1.9 targets on 1.10-1.20
+    workload: str = ""  # the Deployment; "" means the pod's name
 
     @classmethod
     def of(cls, pod: PodPlan) -> ProxySpec:
         assert pod.sidecar is not None
         return cls(pod.key, pod.name, pod.namespace, str(pod.ip), pod.sidecar.istio, pod.sidecar.interception,
-                   pod.service_account, dict(pod.labels), pod.sidecar.inbound_passthrough)
+                   pod.service_account, dict(pod.labels), pod.sidecar.inbound_passthrough, pod.workload)
 
 
 def outbound_cluster_name(port: int, host: str, subset: str = "") -> str:
@@ -142,10 +143,14 @@ def build_snapshot(proxy: ProxySpec, services: Sequence[MeshService], inbound_po
                if port.protocol != UDP and imported(s, port, scope)]
     traffic = [r for r in resources if r.kind in ("VirtualService", "DestinationRule")]
     outbound, routes, clusters = _outbound(visible, proxy, traits, outbound_mode, traffic)
-    inbound, inbound_routes, inbound_clusters = _inbound(proxy, inbound_ports, traits)
+    # The inbound clusters' service metadata: the first service with this pod as an endpoint of the port.
+    served = {e.ports.get(p.port, p.target_port): s.hostname for s in reversed(services) for e in s.endpoints
+              if e.pod == proxy.key for p in s.ports}
+    inbound, inbound_routes, inbound_clusters = _inbound(proxy, inbound_ports, traits, served)
     node = Node(id=f"sidecar~{proxy.ip}~{proxy.name}.{proxy.namespace}~{proxy.namespace}.svc.{CLUSTER_DOMAIN}",
                 pod=proxy.key, namespace=proxy.namespace, ip=proxy.ip, istio=proxy.istio, mode=proxy.mode,
-                service_account=proxy.service_account, labels=dict(proxy.labels))
+                service_account=proxy.service_account, labels=dict(proxy.labels),
+                workload=proxy.workload or proxy.name)
     static_clusters = [
         Cluster(BLACKHOLE, "STATIC", connect_timeout=CONNECT_TIMEOUT),
         Cluster(PASSTHROUGH, "ORIGINAL_DST", "CLUSTER_PROVIDED", CONNECT_TIMEOUT),
@@ -275,12 +280,14 @@ def _outbound_cluster(name: str, service: MeshService, port: MeshPort, settings:
                       subset_labels: dict[str, str] | None = None) -> Cluster:
     """A service port's cluster, or a subset's: the endpoints whose labels the subset names."""
     if service.resolution == "NONE":
-        return Cluster(name, "ORIGINAL_DST", "CLUSTER_PROVIDED", CONNECT_TIMEOUT, destination_rule=rule)
-    endpoints = tuple(Endpoint(e.address, e.ports.get(port.port, port.target_port), pod=e.pod, labels=e.labels)
+        return Cluster(name, "ORIGINAL_DST", "CLUSTER_PROVIDED", CONNECT_TIMEOUT, destination_rule=rule,
+                       service=service.hostname)
+    endpoints = tuple(Endpoint(e.address, e.ports.get(port.port, port.target_port), pod=e.pod, labels=e.labels,
+                               workload=e.workload)
                       for e in service.endpoints
                       if subset_labels is None or all(e.labels.get(k) == v for k, v in subset_labels.items()))
     kind = "STRICT_DNS" if service.resolution == "DNS" else "EDS"
-    return Cluster(name, kind, endpoints=endpoints, destination_rule=rule,
+    return Cluster(name, kind, endpoints=endpoints, destination_rule=rule, service=service.hostname,
                    **{"connect_timeout": CONNECT_TIMEOUT, **settings})
 
 
@@ -305,8 +312,8 @@ def _domains(service: MeshService, port: int, namespace: str, traits: MeshTraits
 # --- inbound ----------------------------------------------------------------------------------------------------
 
 
-def _inbound(proxy: ProxySpec, ports: dict[int, str],
-             traits: MeshTraits) -> tuple[list[Listener], list[RouteConfig], list[Cluster]]:
+def _inbound(proxy: ProxySpec, ports: dict[int, str], traits: MeshTraits,
+             served: dict[int, str]) -> tuple[list[Listener], list[RouteConfig], list[Cluster]]:
     original_dst = traits.inbound_to_original_dst and proxy.inbound_passthrough is not False
     chains = [FilterChain("virtualInbound-blackhole", ChainMatch(destination_port=INBOUND_PORT), TCP_PROXY,
                           cluster=BLACKHOLE)]
@@ -316,10 +323,12 @@ def _inbound(proxy: ProxySpec, ports: dict[int, str],
             continue
         name = inbound_cluster_name(number)
         if original_dst:
-            clusters.append(Cluster(name, "ORIGINAL_DST", "CLUSTER_PROVIDED", CONNECT_TIMEOUT, PASSTHROUGH_BIND))
+            clusters.append(Cluster(name, "ORIGINAL_DST", "CLUSTER_PROVIDED", CONNECT_TIMEOUT, PASSTHROUGH_BIND,
+                                    service=served.get(number, "")))
         else:  # 1.9: forwarded to localhost, which exposed apps bound to 127.0.0.1
             clusters.append(Cluster(name, "STATIC", traits.default_lb, CONNECT_TIMEOUT,
-                                    endpoints=(Endpoint("127.0.0.1", number, pod=proxy.key),)))
+                                    endpoints=(Endpoint("127.0.0.1", number, pod=proxy.key),),
+                                    service=served.get(number, "")))
         chain_name = f"0.0.0.0_{number}"
         if protocol in (HTTP, AUTO):
             routes.append(_inbound_route_config(name, number, traits))

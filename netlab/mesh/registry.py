@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from netlab.mesh.workload import endpoint_metadata
+
 if TYPE_CHECKING:  # duck-typed at run time: the proxy imports this package without pydantic
     from netlab.model.istio import ServiceEntry
     from netlab.plan import LabPlan
@@ -53,6 +55,7 @@ class MeshEndpoint:
     labels: dict[str, str] = field(default_factory=dict)
     pod: str = ""  # the lab member (Kubernetes endpoints)
     service_account: str = ""
+    workload: str = ""  # istiod's endpoint metadata istio.workload
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ def kubernetes_services(plan: LabPlan, ready: frozenset[str] | None = None) -> l
                 continue
             pod = plan.pods[key]
             endpoints.append(MeshEndpoint(str(pod.ip), {p.port: p.target_port for p in ports}, dict(pod.labels),
-                                          key, pod.service_account))
+                                          key, pod.service_account,
+                                          endpoint_metadata(pod.workload, pod.namespace, pod.labels)))
         services.append(MeshService(svc.fqdn, svc.namespace, (str(svc.ip),), ports, tuple(endpoints)))
     return services
 

@@ -165,6 +165,7 @@ class Endpoint:
     health: str = HEALTHY
     pod: str = ""  # the lab member behind it, for people reading proxy-config
     labels: dict[str, str] = field(default_factory=dict)
+    workload: str = ""  # istiod's endpoint metadata istio.workload (netlab.mesh.workload.endpoint_metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,7 @@ class Cluster:
     max_requests_per_connection: int = 0
     outlier: OutlierPolicy | None = None
     hash_on: str = ""  # "header:NAME", "query:NAME" or "source_ip"
+    service: str = ""  # the host of the service it is for (its metadata istio.services[0].host), "" for none
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,7 @@ class Node:
     mode: str = "REDIRECT"  # interception: REDIRECT or TPROXY
     service_account: str = "default"
     labels: dict[str, str] = field(default_factory=dict)
+    workload: str = ""  # the Deployment the pod belongs to (WORKLOAD_NAME)
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,7 @@ from netlab.proxy.http.upstream import Pool
 from netlab.proxy.lb import Host
 from netlab.proxy.origdst import Addr, Resolver
 from netlab.proxy.routes import Route, loop_reason, refused
+from netlab.proxy.telemetry import Telemetry
 from netlab.proxy.upstream import open_upstream
 
 HIGH_WATER = 256 * 1024  # unsent bytes per transport before its peer stops reading (low-water: a quarter)
@@ -80,17 +81,19 @@ class Context:
     """What a listener's connections share: routing, stats, log, the live connections."""
 
     __slots__ = ("active", "capture_ports", "choose", "connect_timeout", "direction", "libuv", "log", "loop",
-                 "pool", "redirect_mode", "resolver", "routes", "sessions", "stats")
+                 "pool", "redirect_mode", "resolver", "routes", "sessions", "stats", "telemetry")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, direction: str, resolver: Resolver,
                  choose: Callable[[Addr], Route], stats: st.Stats, log: AccessLog | None,
-                 connect_timeout: float, capture_ports: frozenset[int], redirect_mode: bool) -> None:
+                 connect_timeout: float, capture_ports: frozenset[int], redirect_mode: bool,
+                 telemetry: Telemetry) -> None:
         self.loop = loop
         self.libuv = type(loop).__module__.startswith("uvloop")
         self.direction = direction
         self.resolver = resolver
         self.choose = choose
         self.stats = stats
+        self.telemetry = telemetry  # replaced with the snapshot on a reload
         self.log = log
         self.connect_timeout = connect_timeout
         self.capture_ports = capture_ports
@@ -521,6 +524,10 @@ class Connection:
             if self.host is not None:
                 self.host.active -= 1
             self.publish()
+        route = self.route
+        if route.refused != "downstream_gone":
+            ctx.telemetry.tcp(ctx.direction == "outbound", route.cluster, self.upstream[0] if self.upstream else None,
+                              self.flags, self.tx, self.rx)
         log = ctx.log
         if log is not None:
             log.log(Entry(self.start, self.route.cluster, self.orig, self.client, self.upstream, self.up_local,

@@ -17,6 +17,7 @@ from netlab.proxy.dispatch import Dispatch
 from netlab.proxy.origdst import Resolver, redirect_original_dst, resolver_for
 from netlab.proxy.relay import Context, quiet_relay_error
 from netlab.proxy.stats import Stats
+from netlab.proxy.telemetry import Telemetry
 from netlab.proxy.upstream import IP_TRANSPARENT
 
 BACKLOG = 4096  # asyncio re-listens with 100 unless told: 1000 simultaneous connects would see SYN retries
@@ -97,10 +98,11 @@ class Worker:
         loop.set_exception_handler(quiet_relay_error)
         if self.log is not None:
             self.log.defer = loop.call_soon
+        telemetry = Telemetry(cfg.snapshot, self.stats)
         inbound = Context(loop, "inbound", self.inbound_resolver, self.dispatch.inbound, self.stats,
-                          self.log, cfg.connect_timeout, capture_ports, redirect)
+                          self.log, cfg.connect_timeout, capture_ports, redirect, telemetry)
         outbound = Context(loop, "outbound", self.outbound_resolver, self.dispatch.outbound, self.stats, self.log,
-                           cfg.connect_timeout, capture_ports, redirect)
+                           cfg.connect_timeout, capture_ports, redirect, telemetry)
         self.contexts = [inbound, outbound]
         for ctx, sock in ((inbound, listeners.inbound), (outbound, listeners.outbound)):
             self.servers.append(await loop.create_server(ctx.accept, sock=sock, backlog=BACKLOG))
@@ -108,7 +110,7 @@ class Worker:
             handler = health_handler(lambda: self.ready)
             self.servers.append(await loop.create_server(partial(HttpOnce, handler), sock=listeners.health))
         if listeners.stats is not None:
-            handler = stats_handler(self.stats.prometheus)
+            handler = stats_handler(lambda: self.stats.prometheus(self.contexts[0].telemetry.build_tag))
             self.servers.append(await loop.create_server(partial(HttpOnce, handler), sock=listeners.stats))
         if listeners.admin is not None:
             handler = config_dump_handler(lambda: (self.dispatch, self.reload_error))
@@ -128,6 +130,7 @@ class Worker:
         self.dispatch, self.reload_error = dispatch, ""
         inbound, outbound = self.contexts
         inbound.choose, outbound.choose = dispatch.inbound, dispatch.outbound
+        inbound.telemetry = outbound.telemetry = Telemetry(snapshot, self.stats)
         for ctx in self.contexts:
             ctx.routes.clear()
 

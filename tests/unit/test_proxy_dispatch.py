@@ -87,7 +87,7 @@ def test_stats_follow_reloads_and_sum_workers_by_name() -> None:
     stats.register(["a", "b"])
     stats.row[stats.base("b") + CX_TOTAL] += 3
     stats.use_row(1)  # as a forked worker would, which then learns another cluster first
-    stats.index = {}
+    stats.clusters.index = {}
     stats.register(["c", "b"])
     stats.row[stats.base("b") + CX_TOTAL] += 2
     assert stats.total("b", CX_TOTAL) == 5 and stats.total("c", CX_TOTAL) == 0

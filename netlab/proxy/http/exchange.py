@@ -32,6 +32,7 @@ from netlab.proxy.http.upstream import Pool, PoolKey, UpstreamHttp
 from netlab.proxy.lb import Host
 from netlab.proxy.origdst import Addr
 from netlab.proxy.routes import Route
+from netlab.proxy.telemetry import PEER_HEADER, PEER_ID_HEADER, Telemetry
 from netlab.proxy.upstream import upstream_socket
 
 RETRY_BUFFER = 1024 * 1024  # request bytes kept for a retry (Envoy's per-connection buffer limit)
@@ -53,6 +54,7 @@ class HttpContext(Protocol):
     pool: Pool
     sessions: set[Any]
     libuv: bool
+    telemetry: Telemetry
 
 
 class Downstream(Protocol):
@@ -81,6 +83,18 @@ class Exchange:
         self.start = time.time()
         self.method = method
         self.path = path
+        # istio_request_bytes counts the request as received: its head (as HTTP/1.1 spells it) and body.
+        self.head_bytes = len(method) + len(path) + 13 + sum(len(n) + len(v) + 4 for n, v in headers)
+        self.response_head_bytes = 0
+        # The peer's metadata: the client's on a request (inbound), the server's on its response (outbound).
+        self.peer_metadata: bytes | None = None
+        self.peer_id = False  # the client sent x-envoy-peer-metadata-id: it is answered with this proxy's
+        if not session.outbound_side:
+            for name, value in headers:
+                if name == PEER_HEADER:
+                    self.peer_metadata = value
+                elif name == PEER_ID_HEADER:
+                    self.peer_id = True
         self.original_path = b""  # before a rewrite (x-envoy-original-path)
         self.headers, self.request_id = hd.request_additions(headers)
         self.authority = next((v for n, v in headers if n == b"host"), b"").decode("latin-1")
@@ -393,7 +407,8 @@ class Exchange:
         outbound = self.session.outbound_side
         head = hd.upstream_request(self.method, self.path, self.headers, outbound,
                                    self.attempt if self.count_attempts else None, framing, self.upgrade,
-                                   route.decorator if route and outbound else "")
+                                   route.decorator if route and outbound else "",
+                                   self.session.ctx.telemetry.headers if outbound else None)
         chunked = framing == b"chunked"
         parts = [head, *(hd.chunk(b) if chunked else b for b in self.body)]
         if self.request_done and chunked:
@@ -556,8 +571,13 @@ class Exchange:
         upgrade = self.upgrade if status == 101 else None
         for ops in self.response_ops:
             apply_ops(headers, ops)
-        self.session.write(hd.response_head(status, headers, self.session.outbound_side, self.service_time,
-                                            self.response_chunked, self.session.closing_after(self), upgrade))
+        outbound = self.session.outbound_side
+        if outbound:
+            self.peer_metadata = next((v for n, v in headers if n == PEER_HEADER), None)
+        head = hd.response_head(status, headers, outbound, self.service_time, self.response_chunked,
+                                self.session.closing_after(self), upgrade, self.metadata_reply())
+        self.response_head_bytes = len(head)
+        self.session.write(head)
         if self.method == b"HEAD":
             conn.exchange = None
             conn.close()
@@ -637,8 +657,9 @@ class Exchange:
         if not self.request_done:
             session.close_after_response = True
         data = hd.local_reply(status, body, session.outbound_side, session.closing_after(self),
-                              head_only=self.method == b"HEAD", extra=extra)
+                              head_only=self.method == b"HEAD", extra=[*(extra or ()), *self.metadata_reply()])
         self.sent = len(body.encode()) if self.method != b"HEAD" else 0
+        self.response_head_bytes = len(data) - self.sent
         session.write(data)
         self.finish()
 
@@ -662,19 +683,36 @@ class Exchange:
         if self.host is not None:
             self.host.active -= 1
             self.host = None
-        self.log()
+        self.flags.sort(key=FLAG_ORDER.index)
+        duration = int((time.time() - self.start) * 1000)
+        self.report(duration)
+        self.log(duration)
         self.session.exchange_done(self)
 
-    def log(self) -> None:
+    def metadata_reply(self) -> hd.Headers:
+        """The inbound side answers a meshed client's request with its own metadata."""
+        return self.session.ctx.telemetry.headers if self.peer_id else []
+
+    def report(self, duration: int) -> None:
+        """Istio's request metrics: istio_requests_total and the duration and size histograms."""
+        ctx = self.session.ctx
+        telemetry = ctx.telemetry
+        outbound = self.session.outbound_side
+        upstream = self.upstream_addr[0] if outbound and self.upstream_addr else None
+        peer = telemetry.peer(self.peer_metadata, self.cluster, upstream)
+        telemetry.http(outbound, peer, self.cluster, self.route_name, self.authority, self.status,
+                       ",".join(self.flags) or "-", duration,
+                       self.head_bytes + self.body_size, self.response_head_bytes + self.sent)
+
+    def log(self, duration: int) -> None:
         log = self.session.ctx.log
         if log is None:
             return
         session = self.session
         headers = dict(self.headers)
-        self.flags.sort(key=FLAG_ORDER.index)
         log.log(Entry(
             self.start, self.cluster, session.orig, session.client, self.upstream_addr, self.upstream_local,
-            ",".join(self.flags) or "-", self.body_size, self.sent, int((time.time() - self.start) * 1000), "-",
+            ",".join(self.flags) or "-", self.body_size, self.sent, duration, "-",
             self.failure, self.method.decode("latin-1"), (self.original_path or self.path).decode("latin-1"),
             "HTTP/1.1", self.status, self.details, self.service_time,
             _text(headers.get(b"x-forwarded-for")), _text(headers.get(b"user-agent")),

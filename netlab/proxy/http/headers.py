@@ -62,10 +62,11 @@ def connection_tokens(headers: Headers) -> set[bytes]:
 
 
 def upstream_request(method: bytes, path: bytes, headers: Headers, outbound: bool, attempt: int | None,
-                     body_framing: bytes | None, upgrade: bytes | None, decorator: str) -> bytes:
+                     body_framing: bytes | None, upgrade: bytes | None, decorator: str,
+                     metadata: Headers | None = None) -> bytes:
     """The request head sent upstream. `body_framing`: b"content-length" (kept), b"chunked" (re-chunked), or None
     for no body. `attempt`: x-envoy-attempt-count's value, None where the virtual host does not count attempts.
-    `upgrade`: the websocket upgrade being forwarded, if any."""
+    `upgrade`: the websocket upgrade being forwarded, if any. `metadata`: the client sidecar's peer metadata."""
     drop = (_DROP_OUTBOUND if outbound else _DROP_INBOUND) | connection_tokens(headers)
     host = b""
     out: Headers = []
@@ -83,6 +84,8 @@ def upstream_request(method: bytes, path: bytes, headers: Headers, outbound: boo
         out.append((b"x-envoy-attempt-count", str(attempt).encode()))
     if decorator:
         out.append((b"x-envoy-decorator-operation", decorator.encode()))
+    if metadata:
+        out += metadata
     if upgrade is not None:
         out += [(b"connection", b"upgrade"), (b"upgrade", upgrade)]
     elif body_framing == b"chunked":
@@ -115,10 +118,10 @@ def request_additions(headers: Headers) -> tuple[Headers, bytes]:
 
 
 def response_head(status: int, headers: Headers, outbound: bool, service_time: int | None, chunked: bool,
-                  close: bool, upgrade: bytes | None = None) -> bytes:
+                  close: bool, upgrade: bytes | None = None, metadata: Headers | None = None) -> bytes:
     """The response head sent to the client: hop-by-hop headers off, `server` overwritten with this side's name,
     `date` added when the upstream sent none, x-envoy-upstream-service-time, the codec's framing; for a 101, the
-    protocol switched to."""
+    protocol switched to. `metadata`: the server sidecar's peer metadata for a meshed client."""
     drop = _DROP_RESPONSE_OUTBOUND if outbound else _DROP_RESPONSE
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Unknown"))]
     dated = False
@@ -131,6 +134,7 @@ def response_head(status: int, headers: Headers, outbound: bool, service_time: i
     lines.append(b"server: %s\r\n" % (SERVER_OUTBOUND if outbound else SERVER_INBOUND))
     if service_time is not None:
         lines.append(b"x-envoy-upstream-service-time: %d\r\n" % service_time)
+    lines += [b"%s: %s\r\n" % pair for pair in metadata or ()]
     if upgrade is not None:
         lines.append(b"connection: upgrade\r\nupgrade: %s\r\n" % upgrade)
     if chunked:
