@@ -70,8 +70,14 @@ def _addr(a: Addr | None) -> str:
     return f"{a[0]}:{a[1]}" if a else "-"
 
 
+_second: list = [-1, ""]  # the last second formatted, and its text
+
+
 def _time(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+    second = int(t)
+    if _second[0] != second:
+        _second[:] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_second[1]}.{int(t * 1000) % 1000:03d}Z"
 
 
 def format_text(e: Entry) -> str:

@@ -12,8 +12,8 @@ Headers are (name, value) byte pairs, names lower-case as the parser hands them 
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from email.utils import formatdate
 from http import HTTPStatus
 
@@ -112,9 +112,16 @@ def request_additions(headers: Headers) -> tuple[Headers, bytes]:
     if not proto:
         headers.append((b"x-forwarded-proto", b"http"))
     if not request_id:
-        request_id = str(uuid.uuid4()).encode()
+        request_id = new_request_id()
         headers.append((b"x-request-id", request_id))
     return headers, request_id
+
+
+def new_request_id() -> bytes:
+    """A random UUID v4 as Envoy's generator makes it (a third of the cost of uuid.uuid4(); not for secrets)."""
+    n = random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC << 60) | (0x4000 << 64) | (0x8 << 60)
+    h = b"%032x" % n
+    return b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 
 
 def response_head(status: int, headers: Headers, outbound: bool, service_time: int | None, chunked: bool,

@@ -59,6 +59,7 @@ class HttpSession(asyncio.Protocol):
         self.stopped = False  # nothing more is read (after a malformed request)
         self.pauses = 0
         self.lost = False
+        self.corked: list[bytes] | None = None  # writes held until uncork()
         self.tunnel_to: asyncio.Transport | None = None
         ctx.sessions.add(self)
 
@@ -194,7 +195,7 @@ class HttpSession(asyncio.Protocol):
             return
         if self.closing_after(exchange):
             self.queue.clear()
-            self.transport.close()
+            self.close()
             return
         if self.queue:
             self.start(self.queue[0])
@@ -202,17 +203,32 @@ class HttpSession(asyncio.Protocol):
             self.resume_reading()
 
     def write(self, data: bytes) -> None:
-        if not self.lost:
+        if self.lost:
+            return
+        if self.corked is not None:
+            self.corked.append(data)
+        else:
             self.transport.write(data)
+
+    def cork(self) -> None:
+        if self.corked is None:
+            self.corked = []
+
+    def uncork(self) -> None:
+        corked, self.corked = self.corked, None
+        if corked and not self.lost:
+            self.transport.write(b"".join(corked))
 
     def abort(self) -> None:
         """Reset the client connection (a response cut off midway)."""
+        self.corked = None
         if not self.lost:
             with contextlib.suppress(OSError):
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
             self.transport.abort()
 
     def close(self) -> None:
+        self.uncork()
         if not self.lost:
             self.transport.close()
 
@@ -262,6 +278,7 @@ class HttpSession(asyncio.Protocol):
         up = conn.transport
         assert up is not None
         self.tunnel_to = up
+        self.uncork()
         up.set_protocol(_TunnelEnd(self, exchange))
         if rest:
             exchange.sent += len(rest)

@@ -16,8 +16,17 @@ from netlab.proxy.origdst import Addr
 PoolKey = tuple[str, Addr, str]  # cluster, endpoint, source address ("" for the kernel's choice)
 
 
+class Corkable(Protocol):
+    """The client's connection: writes between cork() and uncork() go out as one."""
+
+    def cork(self) -> None: ...
+    def uncork(self) -> None: ...
+
+
 class ResponseSink(Protocol):
     """What a connection hands its response to: the exchange it serves (netlab.proxy.http.exchange)."""
+
+    session: Corkable
 
     def response_head(self, conn: UpstreamHttp, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
     def response_body(self, data: bytes) -> None: ...
@@ -65,6 +74,9 @@ class UpstreamHttp(asyncio.Protocol):
         if self.exchange is None:  # bytes nobody asked for: the connection cannot be trusted any more
             self.close(abort=True)
             return
+        # What these bytes make the exchange write to the client (a head, its body) goes out in one write.
+        downstream = self.exchange.session
+        downstream.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -76,6 +88,8 @@ class UpstreamHttp(asyncio.Protocol):
             self.reusable = False
             if self.exchange is not None:
                 self.exchange.upstream_protocol_error(self, error)
+        finally:
+            downstream.uncork()
 
     def pause_writing(self) -> None:
         if self.exchange is not None:
