@@ -263,6 +263,14 @@ def failure_text(line: LogLine, flags: str, details: str, facts: LabFacts, membe
         if edits:
             text += f" — this pod's rule_edits: {', '.join(edits)}"
         return text + "; without the guard it would loop until file descriptors run out"
+    if flags == "NR" and line.get("response_code_details") == "filter_chain_not_found":
+        local = line.addr("downstream_local")
+        port = local[1] if local else 0
+        policy = member.sidecar.mtls if member and member.sidecar else None
+        source = policy.source(port) if policy is not None else "a PeerAuthentication"
+        return (f"mTLS is STRICT on port {port} ({source}): the inbound listener has no filter chain for "
+                "plaintext, so the proxy reset the connection (NR filter_chain_not_found); only mTLS from a client "
+                "sidecar gets in, and this client sent plaintext (it has no sidecar)")
     if flags == "NR":
         return f"refused ({details})"
     if flags.startswith("UF"):

@@ -1,7 +1,7 @@
 """The lab's control plane from the command line: `netlab proxy-config POD ...` (what a sidecar was told, read from
 its admin API, like `istioctl proxy-config`), `netlab apply` and `netlab delete` (Istio resources of a running
-lab, like `kubectl apply -f` / `kubectl delete -f`), and `netlab graph` (Kiali's service graph from the sidecars'
-metrics)."""
+lab, like `kubectl apply -f` / `kubectl delete -f`), `netlab graph` (Kiali's service graph from the sidecars'
+metrics) and `netlab certs` (a sidecar's workload certificate)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import click
 
 from netlab.cli.app import app
 from netlab.cli.common import lab_option, namespace_option, out, pick_pod, pick_running_lab, print_json
-from netlab.engine.mesh import applied, config_dump, deleted, proxies, push, resources_of, stats_text
+from netlab.engine.mesh import applied, certs_dir, config_dump, deleted, proxies, push, resources_of, stats_text
 from netlab.engine.state import LabState
 from netlab.errors import UsageError
 from netlab.graph import build_graph, render_svg, render_text
@@ -19,6 +19,7 @@ from netlab.kernel.nsutil import is_same_process
 from netlab.mesh.proxyconfig import TABLES
 from netlab.model.istio import describe
 from netlab.model.loader import load_resources
+from netlab.pki import CERT_CHAIN, ROOT_CERT, CertInfo
 from netlab.trace.png import svg_to_png
 
 
@@ -118,3 +119,29 @@ def graph(lab: str | None, as_json: bool, svg: str | None, png: str | None) -> N
         print_json(found.to_json())
     else:
         click.echo(render_text(found, state.lab), nl=False)
+
+
+@app.command()
+@click.argument("member", metavar="POD")
+@lab_option
+@namespace_option
+@click.option("--json", "as_json", is_flag=True)
+def certs(member: str, lab: str | None, namespace: str | None, as_json: bool) -> None:
+    """POD's workload certificate, as istiod's CA issued it to its sidecar: subject, SPIFFE id (URI SAN),
+    validity, and the chain up to the lab's root. The files are there for `openssl x509 -text -in FILE`; the
+    private key is never shown."""
+    state, member, _ = pick_pod(lab, member, namespace)
+    if "sidecar" not in state.members[member]:
+        raise UsageError(f"{member} has no sidecar, so no workload certificate",
+                         hint="only pods with a sidecar get one (mTLS is between sidecars)")
+    directory = Path(certs_dir(state, member))
+    found = [*CertInfo.read(directory / CERT_CHAIN), *CertInfo.read(directory / ROOT_CERT)]
+    if as_json:
+        print_json({"pod": member, "directory": str(directory), "certificates": [vars(c) for c in found]})
+        return
+    for role, cert in zip(("workload certificate", "root (the lab's CA)"), found, strict=True):
+        click.echo(f"# {role}: {cert.path}")
+        for label, value in (("subject", cert.subject), ("issuer", cert.issuer),
+                             ("SAN", ", ".join(cert.san) or "-"), ("valid", f"{cert.not_before} → {cert.not_after}"),
+                             ("serial", cert.serial), ("CA", "yes" if cert.is_ca else "no")):
+            click.echo(f"  {label:<8} {value}")

@@ -24,8 +24,10 @@ from netlab.kernel.nsutil import is_same_process, run_in_netns
 from netlab.mesh.build import snapshots
 from netlab.model.istio import IstioResource, describe, resource_key
 from netlab.model.loader import parse_resources
+from netlab.pki import LabCA
 
 SYNC_TIMEOUT = 5.0
+PROXY_UID = 1337
 ADMIN, STATS = ("127.0.0.1", 15000), ("127.0.0.1", 15090)
 
 
@@ -55,9 +57,28 @@ def _holder_started(state: LabState, member: str) -> int:
     return next((e["started"] for e in state.undo if e["kind"] == "holder" and e["member"] == member), -1)
 
 
+def certs_dir(state: LabState, member: str) -> str:
+    """The sidecar's cert-chain.pem, key.pem and root-cert.pem (what `--certs` gives the proxy)."""
+    return state.member_file("pki", member, "certs")
+
+
+def issue_certificates(state: LabState) -> None:
+    """istiod's CA at work: the lab's root (made once), and a fresh workload certificate for every sidecar (at
+    `up`, and again at every push: the rotation), owned by the user its proxy runs as."""
+    ca = LabCA(os.path.join(state.directory, "pki"))
+    if not ca.root_path.exists():
+        ca.create()
+    for pod in state.lab_plan().pods.values():
+        if pod.sidecar is not None:
+            uid = 0 if pod.sidecar.interception == "TPROXY" else PROXY_UID
+            ca.issue(certs_dir(state, pod.key), pod.namespace, pod.service_account, uid, PROXY_UID)
+
+
 def write_snapshots(state: LabState, resources: Sequence[IstioResource],
                     ready: frozenset[str] | None = None) -> int:
-    """Compute and write every sidecar's snapshot with the next version; record the resources. Returns it."""
+    """Compute and write every sidecar's snapshot with the next version and its certificate; record the
+    resources. Returns the version."""
+    issue_certificates(state)
     mesh = state.info.setdefault("mesh", {})
     version = int(mesh.get("version", 0)) + 1
     for member, snapshot in snapshots(state.lab_plan(), resources, version, ready).items():

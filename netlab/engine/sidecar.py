@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from netlab.engine.members import member_netns_path, start_in_member, wait_until
+from netlab.engine.mesh import certs_dir
 from netlab.engine.state import LabState
 from netlab.istio_init.flags import parse_flags
 from netlab.kernel.iptables import apply_istio_init, delete_rule, insert_rule
@@ -32,7 +33,7 @@ def install_sidecar(state: LabState, pod: str, sidecar: Sidecar, config: str,
     state.members[pod]["sidecar"] = {"istio": sidecar.istio, "mode": sidecar.interception, "backend": backend,
                                      "access_log": access_log, "config": config,
                                      "rule_edits": [e.model_dump(exclude_none=True) for e in sidecar.rule_edits]}
-    return start_proxy(state, pod, ["--config", config], access_log)
+    return start_proxy(state, pod, ["--config", config, "--certs", certs_dir(state, pod)], access_log)
 
 
 def start_proxy(state: LabState, pod: str, proxy_args: list[str], access_log: str | None = None,

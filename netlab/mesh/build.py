@@ -33,6 +33,7 @@ from netlab.mesh.registry import (
     protocol_of,
     service_entry_services,
 )
+from netlab.mesh.security import DISABLE, PERMISSIVE, STRICT, MtlsPolicy, mtls_policy
 from netlab.mesh.traffic import (
     cluster_settings,
     destination_rule_for,
@@ -71,6 +72,9 @@ PASSTHROUGH, BLACKHOLE = "PassthroughCluster", "BlackHoleCluster"
 PASSTHROUGH_BIND = "127.0.0.6"
 CONNECT_TIMEOUT = 10.0  # meshConfig.connectTimeout default
 HTTP_ALPN = ("http/1.1", "h2c")
+# What a server sidecar's mTLS chains match (pilot util.go, listener.go).
+ISTIO_HTTP_ALPN = ("istio-http/1.0", "istio-http/1.1", "istio-h2")
+ISTIO_TCP_ALPN = ("istio-peer-exchange", "istio")
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,7 @@ def snapshots(plan: LabPlan, resources: Sequence[Resource], version: int,
 
 def registry(plan: LabPlan, resources: Sequence[Resource], ready: frozenset[str] | None = None) -> list[MeshService]:
     resolve: dict[str, list[str]] = {name: [str(e.ip)] for name, e in plan.externals.items()}
-    services = kubernetes_services(plan, ready)
+    services = kubernetes_services(plan, ready, resources)
     for resource in resources:
         if resource.kind == "ServiceEntry":
             services += service_entry_services(resource, resolve)
@@ -136,8 +140,9 @@ def registry(plan: LabPlan, resources: Sequence[Resource], ready: frozenset[str]
 
 def build_snapshot(proxy: ProxySpec, services: Sequence[MeshService], inbound_ports: dict[int, str],
                    outbound_mode: str = "ALLOW_ANY", scope: Sidecar | None = None, version: int = 0,
-                   resources: Sequence[Resource] = ()) -> Snapshot:
-    """`resources`: the VirtualServices and DestinationRules (any other kind is ignored here)."""
+                   resources: Sequence[Resource] = (), mtls: bool = True) -> Snapshot:
+    """`resources`: the VirtualServices, DestinationRules and PeerAuthentications (any other kind is ignored
+    here). `mtls`: False for a proxy without a certificate (mTLS DISABLE: plaintext chains only)."""
     traits = mesh_traits(proxy.istio)
     visible = [(s, port) for s in services if exported_to(s, proxy.namespace) for port in s.ports
                if port.protocol != UDP and imported(s, port, scope)]
@@ -146,7 +151,8 @@ def build_snapshot(proxy: ProxySpec, services: Sequence[MeshService], inbound_po
     # The inbound clusters' service metadata: the first service with this pod as an endpoint of the port.
     served = {e.ports.get(p.port, p.target_port): s.hostname for s in reversed(services) for e in s.endpoints
               if e.pod == proxy.key for p in s.ports}
-    inbound, inbound_routes, inbound_clusters = _inbound(proxy, inbound_ports, traits, served)
+    policy = mtls_policy(proxy.namespace, proxy.labels, resources) if mtls else MtlsPolicy(DISABLE)
+    inbound, inbound_routes, inbound_clusters = _inbound(proxy, inbound_ports, traits, served, policy)
     node = Node(id=f"sidecar~{proxy.ip}~{proxy.name}.{proxy.namespace}~{proxy.namespace}.svc.{CLUSTER_DOMAIN}",
                 pod=proxy.key, namespace=proxy.namespace, ip=proxy.ip, istio=proxy.istio, mode=proxy.mode,
                 service_account=proxy.service_account, labels=dict(proxy.labels),
@@ -283,11 +289,14 @@ def _outbound_cluster(name: str, service: MeshService, port: MeshPort, settings:
         return Cluster(name, "ORIGINAL_DST", "CLUSTER_PROVIDED", CONNECT_TIMEOUT, destination_rule=rule,
                        service=service.hostname)
     endpoints = tuple(Endpoint(e.address, e.ports.get(port.port, port.target_port), pod=e.pod, labels=e.labels,
-                               workload=e.workload)
+                               workload=e.workload, tls_mode="istio" if port.port in e.mtls_ports else "",
+                               identity=e.identity)
                       for e in service.endpoints
                       if subset_labels is None or all(e.labels.get(k) == v for k, v in subset_labels.items()))
     kind = "STRICT_DNS" if service.resolution == "DNS" else "EDS"
+    subset = name.split("|")[2]
     return Cluster(name, kind, endpoints=endpoints, destination_rule=rule, service=service.hostname,
+                   sni=f"outbound_.{port.port}_.{subset}_.{service.hostname}",  # BuildDNSSrvSubsetKey
                    **{"connect_timeout": CONNECT_TIMEOUT, **settings})
 
 
@@ -312,8 +321,8 @@ def _domains(service: MeshService, port: int, namespace: str, traits: MeshTraits
 # --- inbound ----------------------------------------------------------------------------------------------------
 
 
-def _inbound(proxy: ProxySpec, ports: dict[int, str], traits: MeshTraits,
-             served: dict[int, str]) -> tuple[list[Listener], list[RouteConfig], list[Cluster]]:
+def _inbound(proxy: ProxySpec, ports: dict[int, str], traits: MeshTraits, served: dict[int, str],
+             mtls: MtlsPolicy) -> tuple[list[Listener], list[RouteConfig], list[Cluster]]:
     original_dst = traits.inbound_to_original_dst and proxy.inbound_passthrough is not False
     chains = [FilterChain("virtualInbound-blackhole", ChainMatch(destination_port=INBOUND_PORT), TCP_PROXY,
                           cluster=BLACKHOLE)]
@@ -329,26 +338,50 @@ def _inbound(proxy: ProxySpec, ports: dict[int, str], traits: MeshTraits,
             clusters.append(Cluster(name, "STATIC", traits.default_lb, CONNECT_TIMEOUT,
                                     endpoints=(Endpoint("127.0.0.1", number, pod=proxy.key),),
                                     service=served.get(number, "")))
-        chain_name = f"0.0.0.0_{number}"
         if protocol in (HTTP, AUTO):
             routes.append(_inbound_route_config(name, number, traits))
-            chains.append(FilterChain(chain_name, ChainMatch(destination_port=number, transport_protocol="raw_buffer",
-                                                             application_protocols=HTTP_ALPN if protocol == AUTO
-                                                             else ()),
-                                      HTTP_CONNECTION_MANAGER, route=name))
-        if protocol != HTTP:
-            chains.append(FilterChain(chain_name, ChainMatch(destination_port=number, transport_protocol="raw_buffer"),
-                                      TCP_PROXY, cluster=name))
+        chains += _port_chains(f"0.0.0.0_{number}", mtls.for_port(number), protocol, name,
+                               ChainMatch(destination_port=number))
     passthrough = traits.inbound_passthrough_cluster
     routes.append(_inbound_route_config(passthrough, 0, traits))
-    chains.append(FilterChain("virtualInbound-catchall-http", ChainMatch(
-        prefix_ranges=("0.0.0.0/0",), transport_protocol="raw_buffer", application_protocols=HTTP_ALPN),
-        HTTP_CONNECTION_MANAGER, route=passthrough))
-    chains.append(FilterChain("virtualInbound", ChainMatch(prefix_ranges=("0.0.0.0/0",),
-                                                           transport_protocol="raw_buffer"),
-                              TCP_PROXY, cluster=passthrough))
+    # Passthrough chains, named as Istio names the plaintext ones; the workload's mode applies to them too.
+    anywhere = ChainMatch(prefix_ranges=("0.0.0.0/0",))
+    for chain in _port_chains("virtualInbound", mtls.mode, AUTO, passthrough, anywhere):
+        if chain.filter == HTTP_CONNECTION_MANAGER and chain.match.transport_protocol == "raw_buffer":
+            chain = replace(chain, name="virtualInbound-catchall-http")
+        chains.append(chain)
     listener = Listener("virtualInbound", "0.0.0.0", INBOUND_PORT, "inbound", tuple(chains), use_original_dst=True)
     return [listener], routes, clusters
+
+
+def _port_chains(name: str, mode: str, protocol: str, cluster: str, match: ChainMatch) -> list[FilterChain]:
+    """An inbound port's filter chains for its mTLS mode (listener_inbound.go; MESH-FACTS §2): PERMISSIVE has
+    mTLS chains (istio-http/* ALPN to HTTP, istio-peer-exchange/istio to TCP), the plaintext chains and a TLS
+    chain that relays a client's own TLS untouched; STRICT only mTLS chains (any TLS is terminated, plaintext
+    finds no chain); DISABLE only the plaintext chains."""
+    def chain(transport: str, alpn: tuple[str, ...], http: bool, tls: bool = False) -> FilterChain:
+        m = replace(match, transport_protocol=transport, application_protocols=alpn)
+        if http:
+            return FilterChain(name, m, HTTP_CONNECTION_MANAGER, route=cluster, tls=tls)
+        return FilterChain(name, m, TCP_PROXY, cluster=cluster, tls=tls)
+
+    http, tcp = protocol in (HTTP, AUTO), protocol != HTTP
+    found: list[FilterChain] = []
+    if mode != DISABLE:
+        if http:
+            found.append(chain("tls", ISTIO_HTTP_ALPN, True, tls=True))
+        if tcp:
+            found.append(chain("tls", ISTIO_TCP_ALPN if mode == PERMISSIVE else (), False, tls=True))
+        elif mode == STRICT:
+            found.append(chain("tls", (), True, tls=True))
+    if mode != STRICT:
+        if http:
+            found.append(chain("raw_buffer", HTTP_ALPN if protocol == AUTO else (), True))
+        if tcp:
+            found.append(chain("raw_buffer", (), False))
+            if mode == PERMISSIVE:
+                found.append(chain("tls", (), False))  # the client's own TLS, passed through
+    return found
 
 
 def _inbound_route_config(cluster: str, port: int, traits: MeshTraits) -> RouteConfig:
@@ -371,8 +404,9 @@ def _admin_listeners() -> list[Listener]:
 
 def standalone_snapshot(istio: str, mode: str = "REDIRECT", inbound_ports: Iterable[int] = (),
                         inbound_passthrough: bool = True, version: int = 0) -> Snapshot:
-    """A sidecar that knows no service: passthrough both ways, plus inbound clusters for `inbound_ports` (as if a
-    Service selecting the pod declared them as TCP). For running the proxy on its own, in tests and benchmarks."""
+    """A sidecar that knows no service and has no certificate: passthrough both ways, plus inbound clusters for
+    `inbound_ports` (as if a Service selecting the pod declared them as TCP). For running the proxy on its own, in
+    tests and benchmarks."""
     proxy = ProxySpec("pod", "pod", "default", "0.0.0.0", istio, mode,
                       inbound_passthrough=None if inbound_passthrough else False)
-    return build_snapshot(proxy, [], {p: "TCP" for p in inbound_ports}, version=version)
+    return build_snapshot(proxy, [], {p: "TCP" for p in inbound_ports}, version=version, mtls=False)

@@ -8,10 +8,12 @@ the server-first ports 25, 53, 3306 and 27017, which are TCP.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from netlab.mesh.workload import endpoint_metadata
+from netlab.mesh.security import DISABLE, mtls_policy
+from netlab.mesh.workload import endpoint_metadata, spiffe_id
 
 if TYPE_CHECKING:  # duck-typed at run time: the proxy imports this package without pydantic
     from netlab.model.istio import ServiceEntry
@@ -56,6 +58,8 @@ class MeshEndpoint:
     pod: str = ""  # the lab member (Kubernetes endpoints)
     service_account: str = ""
     workload: str = ""  # istiod's endpoint metadata istio.workload
+    mtls_ports: frozenset[int] = frozenset()  # service ports on which its sidecar accepts mTLS (auto mTLS sends it)
+    identity: str = ""  # its SPIFFE id
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,12 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def kubernetes_services(plan: LabPlan, ready: frozenset[str] | None = None) -> list[MeshService]:
+def kubernetes_services(plan: LabPlan, ready: frozenset[str] | None = None,
+                        resources: Sequence[Any] = ()) -> list[MeshService]:
     """Every Service with its endpoints: the selected pods that are ready (all of them when `ready` is None).
-    Istio sends no endpoint for a pod that is not ready (PILOT_SEND_UNHEALTHY_ENDPOINTS is off by default)."""
+    Istio sends no endpoint for a pod that is not ready (PILOT_SEND_UNHEALTHY_ENDPOINTS is off by default). An
+    endpoint with a sidecar takes mTLS on a port unless its PeerAuthentication says DISABLE there (the endpoint
+    builder's mtlsChecker), so that auto mTLS sends plaintext to it."""
     services = []
     for svc in plan.services.values():
         ports = tuple(MeshPort(p.name or "", p.port, protocol_of(p.port, p.name, p.app_protocol), p.target_port)
@@ -90,9 +97,14 @@ def kubernetes_services(plan: LabPlan, ready: frozenset[str] | None = None) -> l
             if ready is not None and key not in ready:
                 continue
             pod = plan.pods[key]
+            mtls: frozenset[int] = frozenset()
+            if pod.sidecar is not None:
+                policy = mtls_policy(pod.namespace, pod.labels, resources)
+                mtls = frozenset(p.port for p in ports if policy.for_port(p.target_port) != DISABLE)
             endpoints.append(MeshEndpoint(str(pod.ip), {p.port: p.target_port for p in ports}, dict(pod.labels),
                                           key, pod.service_account,
-                                          endpoint_metadata(pod.workload, pod.namespace, pod.labels)))
+                                          endpoint_metadata(pod.workload, pod.namespace, pod.labels), mtls,
+                                          spiffe_id(pod.namespace, pod.service_account)))
         services.append(MeshService(svc.fqdn, svc.namespace, (str(svc.ip),), ports, tuple(endpoints)))
     return services
 

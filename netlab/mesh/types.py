@@ -37,6 +37,8 @@ class FilterChain:
     cluster: str = ""  # tcp_proxy's cluster
     route: str = ""  # the HTTP connection manager's RDS route configuration
     inline_route: str = ""  # an inline route (the admin listeners' /healthz/ready*, /stats/prometheus*)
+    tls: bool = False  # terminates Istio's mTLS (DownstreamTlsContext with the workload certificate, client cert
+    #                    required); a tls chain without it relays the client's own TLS untouched
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,8 @@ class Endpoint:
     pod: str = ""  # the lab member behind it, for people reading proxy-config
     labels: dict[str, str] = field(default_factory=dict)
     workload: str = ""  # istiod's endpoint metadata istio.workload (netlab.mesh.workload.endpoint_metadata)
+    tls_mode: str = ""  # "istio": the pod has a sidecar that accepts mTLS (label security.istio.io/tlsMode)
+    identity: str = ""  # the SPIFFE id its certificate must carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +201,7 @@ class Cluster:
     outlier: OutlierPolicy | None = None
     hash_on: str = ""  # "header:NAME", "query:NAME" or "source_ip"
     service: str = ""  # the host of the service it is for (its metadata istio.services[0].host), "" for none
+    sni: str = ""  # auto mTLS: endpoints with tls_mode "istio" get ISTIO_MUTUAL with this SNI, the others plaintext
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ endpoint the metadata a client sidecar reports its destination from when no peer
 from __future__ import annotations
 
 CLUSTER_ID = "Kubernetes"  # istiod's default cluster id (CLUSTER_ID in the proxy's node metadata)
+TRUST_DOMAIN = "cluster.local"
 _NAME_LABELS = ("service.istio.io/canonical-name", "app.kubernetes.io/name", "app")
 _REVISION_LABELS = ("service.istio.io/canonical-revision", "app.kubernetes.io/version", "version")
 
@@ -19,6 +20,12 @@ def canonical_service(labels: dict[str, str], workload: str) -> tuple[str, str]:
     name = next((labels[k] for k in _NAME_LABELS if k in labels), workload)
     revision = next((labels[k] for k in _REVISION_LABELS if k in labels), "latest")
     return name, revision
+
+
+def spiffe_id(namespace: str, service_account: str) -> str:
+    """A workload's identity: its certificate's URI SAN, the principal AuthorizationPolicy matches (without
+    spiffe://)."""
+    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
 
 
 def endpoint_metadata(workload: str, namespace: str, labels: dict[str, str]) -> str:

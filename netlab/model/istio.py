@@ -2,7 +2,8 @@
 
 Field names and enum values follow istio/api (networking/v1alpha3/service_entry.proto, sidecar.proto,
 virtual_service.proto, destination_rule.proto); a field netlab does not model is an error naming it, never
-silently ignored. Later kinds (PeerAuthentication, AuthorizationPolicy, Gateway) join the `IstioResource` union.
+silently ignored; PeerAuthentication follows security/v1beta1/peer_authentication.proto. Later kinds
+(AuthorizationPolicy, Gateway) join the `IstioResource` union.
 """
 
 from __future__ import annotations
@@ -467,7 +468,40 @@ class DestinationRule(_Resource):
     spec: DestinationRuleSpec
 
 
-KINDS = ("ServiceEntry", "Sidecar", "VirtualService", "DestinationRule")
+# --- PeerAuthentication (security/v1beta1/peer_authentication.proto) ------------------------------------------
+
+SECURITY_VERSIONS = Literal["security.istio.io/v1", "security.istio.io/v1beta1"]
+MTLS_MODES = Literal["UNSET", "DISABLE", "PERMISSIVE", "STRICT"]
+
+
+class MutualTls(Strict):
+    mode: MTLS_MODES = "UNSET"
+
+
+class PeerSelector(Strict):
+    match_labels: Labels = Field(alias="matchLabels")
+
+
+class PeerAuthenticationSpec(Strict):
+    selector: PeerSelector | None = None
+    mtls: MutualTls | None = None
+    port_level_mtls: dict[Port, MutualTls] = Field(default_factory=dict, alias="portLevelMtls")
+
+    @model_validator(mode="after")
+    def _ports_need_a_selector(self) -> PeerAuthenticationSpec:
+        if self.port_level_mtls and (self.selector is None or not self.selector.match_labels):
+            raise ValueError("portLevelMtls needs a selector (Istio applies port-level modes to selected workloads "
+                             "only); add selector: {matchLabels: {...}}")
+        return self
+
+
+class PeerAuthentication(_Resource):
+    api_version: SECURITY_VERSIONS = Field(alias="apiVersion")  # type: ignore[assignment]
+    kind: Literal["PeerAuthentication"]
+    spec: PeerAuthenticationSpec = Field(default_factory=PeerAuthenticationSpec)
+
+
+KINDS = ("ServiceEntry", "Sidecar", "VirtualService", "DestinationRule", "PeerAuthentication")
 
 
 def _kind_of(value: object) -> str | None:
@@ -479,10 +513,11 @@ def _kind_of(value: object) -> str | None:
 
 IstioResource = Annotated[
     Annotated[ServiceEntry, Tag("ServiceEntry")] | Annotated[Sidecar, Tag("Sidecar")]
-    | Annotated[VirtualService, Tag("VirtualService")] | Annotated[DestinationRule, Tag("DestinationRule")],
+    | Annotated[VirtualService, Tag("VirtualService")] | Annotated[DestinationRule, Tag("DestinationRule")]
+    | Annotated[PeerAuthentication, Tag("PeerAuthentication")],
     Discriminator(_kind_of),
 ]
-Resource = ServiceEntry | Sidecar | VirtualService | DestinationRule
+Resource = ServiceEntry | Sidecar | VirtualService | DestinationRule | PeerAuthentication
 
 
 def resource_key(resource: Resource) -> tuple[str, str, str]:

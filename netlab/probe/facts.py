@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from netlab.hostport import split_host_port
+from netlab.mesh.security import MtlsPolicy, mtls_policy
 from netlab.model.base import DEFAULT_NAMESPACE
 from netlab.model.names import Names, member_key
 from netlab.model.schema import App
@@ -43,6 +45,7 @@ class SidecarFacts:
     inbound_passthrough: bool | None
     declared_ports: tuple[int, ...]
     rule_edits: tuple[str, ...] = ()  # "delete nat/ISTIO_OUTPUT#1", ...
+    mtls: MtlsPolicy = field(default_factory=MtlsPolicy)  # what its PeerAuthentications make of its inbound ports
 
     @property
     def label(self) -> str:
@@ -151,8 +154,9 @@ def app_facts(app: App | None, ip: str) -> AppFacts | None:
     return AppFacts(app.kind, ip if eth0 else app.listen.host, app.listen.port, eth0)
 
 
-def lab_facts(plan: LabPlan, members: dict[str, dict[str, Any]]) -> LabFacts:
-    """From the lab's saved plan and its state's members (addresses as the kernel got them)."""
+def lab_facts(plan: LabPlan, members: dict[str, dict[str, Any]], resources: Sequence[Any] = ()) -> LabFacts:
+    """From the lab's saved plan, its state's members (addresses as the kernel got them) and the Istio resources
+    in force."""
     facts: dict[str, MemberFacts] = {}
     for key, pod in plan.pods.items():
         ip = members.get(key, {}).get("ip") or str(pod.ip)
@@ -163,7 +167,7 @@ def lab_facts(plan: LabPlan, members: dict[str, dict[str, Any]]) -> LabFacts:
             edits = tuple(f"delete {e.delete}" if e.delete else f"insert {e.insert} {e.rule}"
                           for e in pod.sidecar.rule_edits)
             sidecar = SidecarFacts(pod.sidecar.istio, pod.sidecar.interception, pod.sidecar.inbound_passthrough,
-                                   declared, edits)
+                                   declared, edits, mtls_policy(pod.namespace, pod.labels, resources))
         facts[key] = MemberFacts(key, "pod", ip, app_facts(pod.app, ip), sidecar)
     for name, ext in plan.externals.items():
         facts[name] = MemberFacts(name, "external", str(ext.ip), app_facts(ext.app, str(ext.ip)))

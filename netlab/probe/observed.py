@@ -94,7 +94,7 @@ def parse_log_line(pod: str, line: str) -> LogLine | None:
         return None
     fields = m.groupdict()
     inbound = fields["cluster"].startswith(INBOUND_CLUSTERS) or "captured_again" in fields[
-        "connection_termination_details"]
+        "connection_termination_details"] or fields["response_code_details"] == "filter_chain_not_found"
     fields["direction"] = "inbound" if inbound else "outbound"
     fields["details"] = next((fields[k] for k in ("response_code_details", "connection_termination_details",
                                                   "upstream_transport_failure_reason") if fields[k] != "-"), "-")

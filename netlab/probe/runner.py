@@ -68,7 +68,7 @@ def title_of(check: ProbeCheck | PodCheck) -> str:
 class Runner:
     def __init__(self, state: LabState, scenario: Scenario, capture_dir: str | None = None) -> None:
         self.state = state
-        self.facts: LabFacts = lab_facts(state.lab_plan(), state.members)
+        self.facts: LabFacts = self.read_facts()
         self.checks = [canonical(check, self.facts) for check in scenario.checks]
         self.capture_dir = capture_dir  # a pcap per probe on lo and eth0 of each pod involved
         self.extra: dict[str, Any] = {}  # the last probe's trace and pcap files, for the verdict's details
@@ -113,6 +113,11 @@ class Runner:
             on_result(result)
         return results
 
+    def read_facts(self) -> LabFacts:
+        from netlab.engine.mesh import resources_of
+
+        return lab_facts(self.state.lab_plan(), self.state.members, resources_of(self.state))
+
     def run_step(self, step: MeshStep) -> Verdict:
         """Apply or delete Istio resources in the running lab and push the new configuration to every sidecar."""
         from netlab.engine.mesh import applied, deleted, push, resources_of  # the engine's control plane
@@ -132,6 +137,7 @@ class Runner:
             version = push(self.state, wanted)
         except NetlabError as err:
             return Verdict(False, f"{step.action} {names}", "push failed", str(err))
+        self.facts = self.read_facts()  # the explanations follow the resources in force
         word = "applied" if step.action == "apply" else "deleted"
         return Verdict(True, f"{step.action} {names}", f"config version {version} on every sidecar (SYNCED)",
                        f"{word} {names}: the control plane recomputed every sidecar's configuration and pushed "

@@ -46,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
                             help="ports a Service selecting the pod declares (inbound|port|| clusters)")
     standalone.add_argument("--no-inbound-passthrough", action="store_true",
                             help="istiod PILOT_ENABLE_INBOUND_PASSTHROUGH=false: 1.9 inbound targets on 1.10-1.20")
+    p.add_argument("--certs", metavar="DIR", help="the workload certificate for mTLS: cert-chain.pem, key.pem, "
+                   "root-cert.pem (read again on SIGHUP); without it the proxy speaks plaintext only")
     p.add_argument("--uid", type=int, default=None, help="user to run as (default 1337; 0 in TPROXY mode)")
     p.add_argument("--gid", type=int, default=1337, help="group to run as (default 1337)")
     p.add_argument("--no-drop-privileges", action="store_true", help="keep the current uid/gid (tests only)")
@@ -84,7 +86,7 @@ def config_from_args(argv: list[str] | None = None) -> ProxyConfig:
         snapshot=snapshot, config_path=a.config,
         uid=uid, gid=a.gid, bind_address=a.bind, access_log=a.access_log, access_log_json=a.access_log_json,
         workers=a.workers, connect_timeout=a.connect_timeout, idle_timeout=a.idle_timeout, ready_file=a.ready_file,
-        drop_privileges=not a.no_drop_privileges,
+        drop_privileges=not a.no_drop_privileges, certs=a.certs,
     )
 
 

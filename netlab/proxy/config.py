@@ -39,6 +39,7 @@ class ProxyConfig:
     idle_timeout: float = 3600.0  # Envoy tcp_proxy default idle timeout
     ready_file: str | None = None
     drop_privileges: bool = True
+    certs: str | None = None  # the directory of the workload certificate (mTLS); None: plaintext only
 
     def __post_init__(self) -> None:
         if self.mode not in ("REDIRECT", "TPROXY"):

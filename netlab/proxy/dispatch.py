@@ -19,15 +19,26 @@ from netlab.mesh.types import HTTP_CONNECTION_MANAGER, TCP_PROXY, Listener, Rout
 from netlab.proxy.http.router import HttpRouter
 from netlab.proxy.lb import LoadBalancer
 from netlab.proxy.origdst import Addr
-from netlab.proxy.routes import BLACKHOLE, Route, refused
+from netlab.proxy.routes import BLACKHOLE, Route, TlsChain, refused
+
+
+@dataclass(frozen=True, slots=True)
+class TlsChainConfig:
+    alpn: frozenset[str]
+    terminate: bool
+    http: HttpRouter | None
+    cluster: str
 
 
 @dataclass(frozen=True, slots=True)
 class Chains:
-    """A listener's (or an inbound port's) traffic chains: a TCP chain's cluster, an HTTP chain's routes."""
+    """A listener's (or an inbound port's) traffic chains: the plaintext ones (a TCP chain's cluster, an HTTP
+    chain's routes; none under STRICT) and the TLS ones."""
 
     tcp: str | None = None
     http: HttpRouter | None = None
+    tls: tuple[TlsChainConfig, ...] = ()
+    plaintext: bool = True
 
 
 class Dispatch:
@@ -80,15 +91,19 @@ class Dispatch:
                 self.inbound_by_port[port] = self._chains(chains, "inbound")
 
     def _chains(self, chains: tuple | list, direction: str) -> Chains:
-        tcp = next((c.cluster for c in chains if c.filter == TCP_PROXY), None)
-        http = next((c.route for c in chains if c.filter == HTTP_CONNECTION_MANAGER and c.route), None)
-        config = self.route_configs.get(http) if http else None
-        if http and config is None:
-            config = RouteConfig(http, ())  # a route configuration not sent (yet): every request gets 404 NR
-        router = None
-        if config is not None:
-            router = HttpRouter(config, lambda cluster, orig: self._route(direction, cluster, orig), self.clusters)
-        return Chains(tcp, router)
+        plain = [c for c in chains if c.match.transport_protocol != "tls"]
+        tcp = next((c.cluster for c in plain if c.filter == TCP_PROXY), None)
+        http = next((c.route for c in plain if c.filter == HTTP_CONNECTION_MANAGER and c.route), None)
+        tls = tuple(TlsChainConfig(frozenset(c.match.application_protocols), c.tls,
+                                   self._router(c.route, direction) if c.filter == HTTP_CONNECTION_MANAGER else None,
+                                   c.cluster) for c in chains if c.match.transport_protocol == "tls")
+        return Chains(tcp, self._router(http, direction) if http else None, tls, bool(plain))
+
+    def _router(self, name: str, direction: str) -> HttpRouter:
+        config = self.route_configs.get(name)
+        if config is None:
+            config = RouteConfig(name, ())  # a route configuration not sent (yet): every request gets 404 NR
+        return HttpRouter(config, lambda cluster, orig: self._route(direction, cluster, orig), self.clusters)
 
     # --- lookups ----------------------------------------------------------------------------------------------
 
@@ -104,11 +119,19 @@ class Dispatch:
         return self._follow("inbound", self.inbound_by_port.get(orig[1], self.inbound_default), orig)
 
     def _follow(self, direction: str, chains: Chains, orig: Addr) -> Route:
-        if chains.http is None:
-            return self._route(direction, chains.tcp or BLACKHOLE, orig)
-        if chains.tcp is None:
-            return Route(direction, "", http=chains.http)
-        return replace(self._route(direction, chains.tcp, orig), http=chains.http, sniff=True)
+        if not chains.plaintext:
+            route = Route(direction, "", plaintext=False)
+        elif chains.http is None:
+            route = self._route(direction, chains.tcp or BLACKHOLE, orig)
+        elif chains.tcp is None:
+            route = Route(direction, "", http=chains.http)
+        else:
+            route = replace(self._route(direction, chains.tcp, orig), http=chains.http, sniff=True)
+        if not chains.tls:
+            return route
+        tls = tuple(TlsChain(c.alpn, c.terminate, c.http, self._route(direction, c.cluster, orig) if c.cluster
+                             else None) for c in chains.tls)
+        return replace(route, tls=tls)
 
     def _route(self, direction: str, name: str, orig: Addr) -> Route:
         cluster = self.clusters.get(name)
@@ -122,4 +145,5 @@ class Dispatch:
         if balancer is None:  # BlackHoleCluster, or a cluster without endpoints
             return refused(direction, "no_healthy_upstream", name, "UH")
         transparent = direction == "inbound" and self.transparent
-        return Route(direction, name, lb=balancer, bind_ip=cluster.upstream_bind or None, transparent=transparent)
+        return Route(direction, name, lb=balancer, bind_ip=cluster.upstream_bind or None, transparent=transparent,
+                     sni=cluster.sni)

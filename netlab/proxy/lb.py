@@ -32,12 +32,14 @@ PANIC_THRESHOLD = 0.5
 
 
 class Host:
-    __slots__ = ("active", "addr", "ejected_until", "ejections", "errors_5xx", "errors_gateway", "healthy", "pod")
+    __slots__ = ("active", "addr", "ejected_until", "ejections", "errors_5xx", "errors_gateway", "healthy", "identity",
+                 "pod")
 
-    def __init__(self, addr: Addr, healthy: bool = True, pod: str = "") -> None:
+    def __init__(self, addr: Addr, healthy: bool = True, pod: str = "", identity: str = "") -> None:
         self.addr = addr
         self.healthy = healthy
         self.pod = pod
+        self.identity = identity  # the SPIFFE id of its sidecar when auto mTLS applies to it, else "" (plaintext)
         self.active = 0  # connections (tcp_proxy) or requests (HTTP) open to it from this worker
         self.errors_5xx = self.errors_gateway = 0  # consecutive, for outlier detection
         self.ejections = 0
@@ -64,7 +66,8 @@ class LoadBalancer:
 
     @classmethod
     def of(cls, cluster: Cluster) -> LoadBalancer:
-        return cls(cluster.lb_policy, [Host((e.address, e.port), e.health == HEALTHY, e.pod)
+        return cls(cluster.lb_policy, [Host((e.address, e.port), e.health == HEALTHY, e.pod,
+                                            e.identity if cluster.sni and e.tls_mode == "istio" else "")
                                        for e in cluster.endpoints], cluster.outlier)
 
     def refresh(self) -> None:

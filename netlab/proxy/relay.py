@@ -52,8 +52,11 @@ from netlab.proxy.http.sniff import HTTP1, detect
 from netlab.proxy.http.upstream import Pool
 from netlab.proxy.lb import Host
 from netlab.proxy.origdst import Addr, Resolver
-from netlab.proxy.routes import Route, loop_reason, refused
+from netlab.proxy.routes import Route, TlsChain, loop_reason, refused
+from netlab.proxy.secure import serve_tls
+from netlab.proxy.stream import StreamRelay
 from netlab.proxy.telemetry import Telemetry
+from netlab.proxy.tls import Hello, Identity, client_hello, is_tls
 from netlab.proxy.upstream import open_upstream
 
 HIGH_WATER = 256 * 1024  # unsent bytes per transport before its peer stops reading (low-water: a quarter)
@@ -80,8 +83,8 @@ def errno_detail(prefix: str, err: int | None) -> str:
 class Context:
     """What a listener's connections share: routing, stats, log, the live connections."""
 
-    __slots__ = ("active", "capture_ports", "choose", "connect_timeout", "direction", "libuv", "log", "loop",
-                 "pool", "redirect_mode", "resolver", "routes", "sessions", "stats", "telemetry")
+    __slots__ = ("active", "capture_ports", "choose", "connect_timeout", "direction", "identity", "libuv", "log",
+                 "loop", "pool", "redirect_mode", "resolver", "routes", "sessions", "stats", "telemetry")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, direction: str, resolver: Resolver,
                  choose: Callable[[Addr], Route], stats: st.Stats, log: AccessLog | None,
@@ -94,6 +97,7 @@ class Context:
         self.choose = choose
         self.stats = stats
         self.telemetry = telemetry  # replaced with the snapshot on a reload
+        self.identity: Identity | None = None  # the workload certificate (mTLS), when the proxy has one
         self.log = log
         self.connect_timeout = connect_timeout
         self.capture_ports = capture_ports
@@ -261,12 +265,59 @@ class Connection:
         if ctx.log is not None:
             self.start = time.time()
         route = self.route = self.resolve()
-        if route.http is not None:
-            if not route.sniff:
-                return self.to_http()
-            self.sniffing = True  # hold() decides once the first bytes are in
+        if route.tls or (route.http is not None and route.sniff):
+            self.sniffing = True  # hold() decides once the first bytes are in (tls_inspector, http_inspector)
             return
+        if route.http is not None:
+            return self.to_http()
         self.relay()
+
+    def decide(self) -> None:
+        """The first bytes pick the filter chain: a ClientHello one of the TLS chains, plaintext HTTP or TCP."""
+        route = self.route
+        data = b"".join(self.held or ())
+        if route.tls:
+            if data[:1] == b"\x16" and (len(data) < 2 or is_tls(data)):
+                try:
+                    hello = client_hello(data)
+                except ValueError:
+                    hello = Hello("", ())  # not a ClientHello Envoy can read: only a chain matching any TLS
+                if hello is None:
+                    return
+                self.sniffing = False
+                return self.to_tls(hello)
+            if not route.plaintext:
+                self.sniffing = False
+                return self.no_filter_chain()
+        if route.http is not None and route.sniff:
+            found = detect(data)
+            if found is None:
+                return
+            self.sniffing = False
+            return self.to_http() if found == HTTP1 else self.relay()
+        self.sniffing = False
+        return self.to_http() if route.http is not None else self.relay()
+
+    def to_tls(self, hello: Hello) -> None:
+        """A TLS chain: terminate Istio's mTLS (then HTTP or tcp_proxy), or relay the client's own TLS."""
+        chain = TlsChain.pick(self.route.tls, hello.alpn)
+        if chain is None or (chain.terminate and self.ctx.identity is None):
+            return self.no_filter_chain()
+        if not chain.terminate:
+            assert chain.route is not None
+            self.route = chain.route
+            return self.relay()
+        d = self.d
+        held = b"".join(self.held or ())
+        self.held = None
+        serve_tls(self.ctx, d.transport, d.sock, self.client, self.orig, self.start, chain, hello, held)  # type: ignore[arg-type]
+        del d.conn, d.peer
+
+    def no_filter_chain(self) -> None:
+        """No chain takes these bytes (plaintext on a STRICT port): Envoy resets the connection and logs
+        NR filter_chain_not_found, no cluster."""
+        self.route = refused(self.ctx.direction, "filter_chain_not_found", "-")
+        self.fail("NR", "-")
 
     def to_http(self) -> None:
         """The connection goes to the HTTP connection manager: a session takes over its transport."""
@@ -295,6 +346,15 @@ class Connection:
         if upstream is None:  # every endpoint gone
             self.route = refused(route.direction, "no_healthy_upstream", route.cluster, "UH")
             return self.fail("UH", "-")
+        if route.sni and host is not None and host.identity and ctx.identity is not None:  # auto mTLS
+            row[base + st.CX_TOTAL] -= 1  # the stream relay counts it
+            d = self.d
+            held = b"".join(self.held or ())
+            self.held = None
+            StreamRelay(ctx, route, self.client, self.orig, self.start or time.time(), d.transport, d.sock,
+                        upstream, host, held=held)
+            del d.conn, d.peer
+            return None
         self.upstream = upstream
         if host is not None:
             host.active += 1
@@ -392,11 +452,7 @@ class Connection:
         self.held.append(data)
         self.held_size += len(data)
         if self.sniffing:
-            found = detect(b"".join(self.held))
-            if found is None:
-                return
-            self.sniffing = False
-            return self.to_http() if found == HTTP1 else self.relay()
+            return self.decide()
         if self.held_size > HIGH_WATER:
             self.d.transport.pause_reading()  # type: ignore[union-attr]
 
@@ -525,14 +581,19 @@ class Connection:
                 self.host.active -= 1
             self.publish()
         route = self.route
-        if route.refused != "downstream_gone":
+        no_chain = route.refused == "filter_chain_not_found"
+        if route.refused != "downstream_gone" and not no_chain:
             ctx.telemetry.tcp(ctx.direction == "outbound", route.cluster, self.upstream[0] if self.upstream else None,
                               self.flags, self.tx, self.rx)
         log = ctx.log
         if log is not None:
-            log.log(Entry(self.start, self.route.cluster, self.orig, self.client, self.upstream, self.up_local,
-                          self.flags, self.rx, self.tx, int((time.time() - self.start) * 1000), self.details,
-                          self.failure))
+            if no_chain:  # no filter read anything: Envoy logs 0 bytes and the reason as the response details
+                log.log(Entry(self.start, "-", self.orig, self.client, flags="NR",
+                              response_code_details="filter_chain_not_found"))
+            else:
+                log.log(Entry(self.start, self.route.cluster, self.orig, self.client, self.upstream, self.up_local,
+                              self.flags, self.rx, self.tx, int((time.time() - self.start) * 1000), self.details,
+                              self.failure))
         # Each side refers to the connection and to the other: unlinked, all of it is freed now rather than by the
         # cycle collector (7k instructions per connection).
         for side in (self.d, self.u):

@@ -28,6 +28,9 @@ class Route:
     flags: str = "NR"  # the response flags of a refusal: NR (no route, loop guard), UH (no healthy upstream)
     http: HttpRouter[Route] | None = None
     sniff: bool = False
+    sni: str = ""  # auto mTLS: the SNI for endpoints whose sidecar takes mTLS (Host.identity set)
+    tls: tuple[TlsChain, ...] = ()  # an inbound port's TLS chains: the first bytes decide (tls_inspector)
+    plaintext: bool = True  # a raw_buffer chain exists (not under STRICT)
 
     def pick(self, key: str | None = None) -> tuple[Addr | None, Host | None]:
         """The upstream address for a new connection or request, and the endpoint it counts against (None: no
@@ -36,6 +39,23 @@ class Route:
             return self.upstream, None
         host = self.lb.pick(key) if self.lb is not None else None
         return (host.addr, host) if host is not None else (None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsChain:
+    """A filter chain for TLS connections, matched on the ClientHello's ALPN (empty: any): it terminates Istio's
+    mTLS and goes to the HTTP connection manager or to tcp_proxy, or relays the client's own TLS untouched."""
+
+    alpn: frozenset[str]
+    terminate: bool
+    http: HttpRouter[Route] | None = None
+    route: Route | None = None  # tcp_proxy's
+
+    @staticmethod
+    def pick(chains: tuple[TlsChain, ...], alpn: tuple[str, ...]) -> TlsChain | None:
+        """As Envoy's filter chain match: a chain naming one of the offered protocols beats one naming none."""
+        offered = set(alpn)
+        return next((c for c in chains if c.alpn & offered), None) or next((c for c in chains if not c.alpn), None)
 
 
 def loop_reason(direction: str, orig_dst: Addr, peer: Addr, local: Addr, capture_ports: frozenset[int],

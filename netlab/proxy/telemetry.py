@@ -12,8 +12,8 @@ TCP: Istio exchanges metadata only inside mTLS (ALPN istio-peer-exchange). In pl
 its client, and the filter reports the whole connection when it closes: opened and closed together, with its final
 response flags and bytes.
 
-connection_security_policy is "none" for what a sidecar receives in plaintext and "unknown" on the client side;
-principals are "unknown" without mTLS.
+connection_security_policy is "mutual_tls" for what a sidecar receives over mTLS, "none" in plaintext, "unknown"
+on the client side; principals are the certificates' SPIFFE ids, "unknown" without mTLS.
 """
 
 from __future__ import annotations
@@ -37,6 +37,15 @@ _CACHE = 256  # decoded peers kept
 
 
 @dataclass(frozen=True, slots=True)
+class Security:
+    """A connection's mTLS: the SNI the client sent, the peer's and this proxy's SPIFFE ids."""
+
+    sni: str
+    peer: str
+    local: str
+
+
+@dataclass(frozen=True, slots=True)
 class Peer:
     workload: str
     namespace: str
@@ -51,14 +60,20 @@ class Peer:
         return cls(workload, namespace, *canonical_service(labels, workload), labels.get("app", ""),
                    labels.get("version", ""), cluster)
 
-    def as_source(self) -> tuple[str, ...]:
+    def as_source(self, principal: str) -> tuple[str, ...]:
         """source_workload … source_cluster, unknown where the peer did not say."""
         return (self.workload or UNKNOWN, self.canonical_service or UNKNOWN, self.canonical_revision or "latest",
-                self.namespace or UNKNOWN, UNKNOWN, self.app or UNKNOWN, self.version or UNKNOWN,
-                self.cluster or UNKNOWN)
+                _namespace_of(principal) or self.namespace or UNKNOWN, principal or UNKNOWN, self.app or UNKNOWN,
+                self.version or UNKNOWN, self.cluster or UNKNOWN)
 
 
 NOBODY = Peer("", "", "", "")
+
+
+def _namespace_of(principal: str) -> str:
+    """The namespace in a SPIFFE id (spiffe://DOMAIN/ns/NS/sa/SA): the filter's fallback for a peer's namespace."""
+    _, found, rest = principal.partition("/ns/")
+    return rest.split("/", 1)[0] if found else ""
 
 
 def node_metadata(node: Node) -> dict[str, object]:
@@ -112,8 +127,8 @@ class Telemetry:
         self.services = {c.name: c.service for c in snapshot.clusters}
         self.endpoints = {(c.name, e.address): e.workload for c in snapshot.clusters for e in c.endpoints
                           if e.workload}
-        self._source = ("source", own.workload, own.canonical_service, own.canonical_revision, own.namespace,
-                        UNKNOWN, own.app, own.version, own.cluster)
+        self._source = ("source", own.workload, own.canonical_service, own.canonical_revision, own.namespace)
+        self._source_rest = (own.app, own.version, own.cluster)
         self._peers: dict[bytes | str, Peer] = {}
         self.build_tag = node.istio
 
@@ -131,27 +146,39 @@ class Telemetry:
             found = self._peers[key] = decode_peer(key) if isinstance(key, bytes) else endpoint_peer(key)
         return found
 
-    def labels(self, outbound: bool, peer: Peer, cluster: str, route_name: str, authority: str) -> tuple[str, ...]:
+    def labels(self, outbound: bool, peer: Peer, cluster: str, route_name: str, authority: str,
+               security: Security | None) -> tuple[str, ...]:
         """reporter … destination_cluster."""
         host, name = service_of(cluster, route_name, self.services.get(cluster, ""), authority)
+        peer_id = security.peer if security is not None else ""
+        local_id = (security.local if security is not None else "") or UNKNOWN
         if outbound:
-            return (*self._source, peer.workload or UNKNOWN, peer.namespace or UNKNOWN, UNKNOWN,
-                    peer.app or UNKNOWN, peer.version or UNKNOWN, host or UNKNOWN, peer.canonical_service or UNKNOWN,
-                    peer.canonical_revision or "latest", name or UNKNOWN, peer.namespace or UNKNOWN,
-                    peer.cluster or UNKNOWN)
+            namespace = _namespace_of(peer_id) or peer.namespace or UNKNOWN
+            return (*self._source, local_id, *self._source_rest, peer.workload or UNKNOWN, namespace,
+                    peer_id or UNKNOWN, peer.app or UNKNOWN, peer.version or UNKNOWN, host or UNKNOWN,
+                    peer.canonical_service or UNKNOWN, peer.canonical_revision or "latest", name or UNKNOWN,
+                    namespace, peer.cluster or UNKNOWN)
         own = self.own
-        return ("destination", *peer.as_source(), own.workload, own.namespace, UNKNOWN, own.app, own.version,
-                host or own.canonical_service, own.canonical_service, own.canonical_revision,
+        return ("destination", *peer.as_source(peer_id), own.workload, own.namespace, local_id, own.app,
+                own.version, host or own.canonical_service, own.canonical_service, own.canonical_revision,
                 name or own.canonical_service, own.namespace, own.cluster)
 
+    @staticmethod
+    def policy(outbound: bool, security: Security | None) -> str:
+        if outbound:
+            return "unknown"
+        return "mutual_tls" if security is not None and security.peer and security.local else "none"
+
     def http(self, outbound: bool, peer: Peer, cluster: str, route_name: str, authority: str, code: int,
-             flags: str, duration_ms: int, request_bytes: int, response_bytes: int) -> None:
-        labels = (*self.labels(outbound, peer, cluster, route_name, authority), "http", str(code), "", flags,
-                  "unknown" if outbound else "none")
+             flags: str, duration_ms: int, request_bytes: int, response_bytes: int,
+             security: Security | None = None) -> None:
+        labels = (*self.labels(outbound, peer, cluster, route_name, authority, security), "http", str(code), "",
+                  flags, self.policy(outbound, security))
         self.stats.record_http(labels, duration_ms, request_bytes, response_bytes)
 
     def tcp(self, outbound: bool, cluster: str, upstream_ip: str | None, flags: str, sent: int,
-            received: int) -> None:
+            received: int, security: Security | None = None) -> None:
         peer = self.peer(None, cluster, upstream_ip) if outbound else NOBODY
-        labels = (*self.labels(outbound, peer, cluster, "", ""), "tcp", flags, "unknown" if outbound else "none")
+        labels = (*self.labels(outbound, peer, cluster, "", "", security), "tcp", flags,
+                  self.policy(outbound, security))
         self.stats.record_tcp(labels, sent, received)

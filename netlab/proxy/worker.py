@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from netlab.mesh.types import Snapshot
+from netlab.mesh.workload import spiffe_id
 from netlab.proxy.accesslog import AccessLog
 from netlab.proxy.admin import HttpOnce, config_dump_handler, health_handler, stats_handler
 from netlab.proxy.config import ProxyConfig
@@ -18,6 +19,7 @@ from netlab.proxy.origdst import Resolver, redirect_original_dst, resolver_for
 from netlab.proxy.relay import Context, quiet_relay_error
 from netlab.proxy.stats import Stats
 from netlab.proxy.telemetry import Telemetry
+from netlab.proxy.tls import Identity
 from netlab.proxy.upstream import IP_TRANSPARENT
 
 BACKLOG = 4096  # asyncio re-listens with 100 unless told: 1000 simultaneous connects would see SYN retries
@@ -99,11 +101,13 @@ class Worker:
         if self.log is not None:
             self.log.defer = loop.call_soon
         telemetry = Telemetry(cfg.snapshot, self.stats)
+        identity = self.load_identity(cfg.snapshot)
         inbound = Context(loop, "inbound", self.inbound_resolver, self.dispatch.inbound, self.stats,
                           self.log, cfg.connect_timeout, capture_ports, redirect, telemetry)
         outbound = Context(loop, "outbound", self.outbound_resolver, self.dispatch.outbound, self.stats, self.log,
                            cfg.connect_timeout, capture_ports, redirect, telemetry)
         self.contexts = [inbound, outbound]
+        inbound.identity = outbound.identity = identity
         for ctx, sock in ((inbound, listeners.inbound), (outbound, listeners.outbound)):
             self.servers.append(await loop.create_server(ctx.accept, sock=sock, backlog=BACKLOG))
         if listeners.health is not None:
@@ -126,13 +130,28 @@ class Worker:
                                  f"differs from the running {self.cfg.mode} (restart the proxy to change it)")
             return
         dispatch = Dispatch(snapshot)
+        try:
+            identity = self.load_identity(snapshot)  # a rotated certificate is taken with the new version
+        except (OSError, ValueError) as err:
+            self.reload_error = f"version {snapshot.version} refused: cannot load the certificate: {err}"
+            return
         self.stats.register(c.name for c in snapshot.clusters)
+        changed = {name for name, c in dispatch.clusters.items() if self.dispatch.clusters.get(name) != c}
+        for ctx in self.contexts:
+            ctx.pool.drain(changed)
         self.dispatch, self.reload_error = dispatch, ""
         inbound, outbound = self.contexts
         inbound.choose, outbound.choose = dispatch.inbound, dispatch.outbound
         inbound.telemetry = outbound.telemetry = Telemetry(snapshot, self.stats)
+        inbound.identity = outbound.identity = identity
         for ctx in self.contexts:
             ctx.routes.clear()
+
+    def load_identity(self, snapshot: Snapshot) -> Identity | None:
+        if self.cfg.certs is None:
+            return None
+        node = snapshot.node
+        return Identity(self.cfg.certs, spiffe_id(node.namespace, node.service_account))
 
     def _tick(self) -> None:
         """Publish live byte counts, close idle connections, flush the access log, watch the parent."""

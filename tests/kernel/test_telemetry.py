@@ -45,8 +45,9 @@ def test_the_server_sidecar_knows_its_meshed_client(lab: LabState) -> None:
     (labels, value), = [r for r in requests(lab, "productpage-v1") if r[0]["reporter"] == "destination"]
     assert value == REQUESTS
     assert (labels["source_workload"], labels["destination_workload"], labels["destination_service"],
-            labels["destination_version"], labels["connection_security_policy"]) == (
-        "client", "productpage-v1", "productpage.default.svc.cluster.local", "v1", "none")
+            labels["destination_version"], labels["connection_security_policy"], labels["source_principal"]) == (
+        "client", "productpage-v1", "productpage.default.svc.cluster.local", "v1", "mutual_tls",
+        "spiffe://cluster.local/ns/default/sa/default")  # auto mTLS between the two sidecars
 
 
 def test_the_client_sidecar_reports_where_each_request_went(lab: LabState) -> None:

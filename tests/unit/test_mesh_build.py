@@ -81,20 +81,36 @@ def test_a_client_sidecar_knows_every_service() -> None:
 
 
 def test_the_inbound_side_of_a_selected_pod() -> None:
+    """PERMISSIVE (no PeerAuthentication): mTLS chains by ALPN, the plaintext chains, the client's own TLS."""
     s = snap(lab(), "reviews-0")
-    assert chains(s, "virtualInbound") == [
-        ("virtualInbound-blackhole", "BlackHoleCluster"),
-        ("0.0.0.0_9080", "inbound|9080||"),  # three service ports target 9080: the first (tcp-reviews) decides
-        ("virtualInbound-catchall-http", "InboundPassthroughClusterIpv4"),  # 1.22: one per family still
-        ("virtualInbound", "InboundPassthroughClusterIpv4"),
+    assert tls_chains(s) == [
+        ("virtualInbound-blackhole", "", (), False, "BlackHoleCluster"),
+        # three service ports target 9080: the first (tcp-reviews) decides
+        ("0.0.0.0_9080", "tls", ("istio-peer-exchange", "istio"), True, "inbound|9080||"),
+        ("0.0.0.0_9080", "raw_buffer", (), False, "inbound|9080||"),
+        ("0.0.0.0_9080", "tls", (), False, "inbound|9080||"),
+        ("virtualInbound", "tls", ("istio-http/1.0", "istio-http/1.1", "istio-h2"), True,
+         "InboundPassthroughClusterIpv4"),  # 1.22: one per family still
+        ("virtualInbound", "tls", ("istio-peer-exchange", "istio"), True, "InboundPassthroughClusterIpv4"),
+        ("virtualInbound-catchall-http", "raw_buffer", ("http/1.1", "h2c"), False, "InboundPassthroughClusterIpv4"),
+        ("virtualInbound", "raw_buffer", (), False, "InboundPassthroughClusterIpv4"),
+        ("virtualInbound", "tls", (), False, "InboundPassthroughClusterIpv4"),
     ]
     inbound = s.cluster("inbound|9080||")
     assert inbound is not None and (inbound.type, inbound.upstream_bind) == ("ORIGINAL_DST", "127.0.0.6")
-    cart = snap(lab(), "shop/cart-v1")  # an unnamed port: sniffed, an HTTP chain and a TCP chain
-    assert chains(cart, "virtualInbound")[1:3] == [("0.0.0.0_9080", "inbound|9080||"),
-                                                   ("0.0.0.0_9080", "inbound|9080||")]
+    cart = snap(lab(), "shop/cart-v1")  # an unnamed port: sniffed, HTTP and TCP chains
+    assert [c[1:4] for c in tls_chains(cart) if c[0] == "0.0.0.0_9080"] == [
+        ("tls", ("istio-http/1.0", "istio-http/1.1", "istio-h2"), True),
+        ("tls", ("istio-peer-exchange", "istio"), True),
+        ("raw_buffer", ("http/1.1", "h2c"), False), ("raw_buffer", (), False), ("tls", (), False)]
     route = cart.route("inbound|9080||")
     assert route is not None and route.virtual_hosts[0].name == "inbound|http|9080"
+
+
+def tls_chains(s: Snapshot) -> list[tuple[str, str, tuple[str, ...], bool, str]]:
+    found = next(x for x in s.listeners if x.name == "virtualInbound")
+    return [(c.name, c.match.transport_protocol, c.match.application_protocols, c.tls, c.cluster or c.route)
+            for c in found.filter_chains]
 
 
 @pytest.mark.parametrize(("istio", "passthrough", "lb", "inbound_type", "domains_with_port"), [

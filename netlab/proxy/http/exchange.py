@@ -32,7 +32,8 @@ from netlab.proxy.http.upstream import Pool, PoolKey, UpstreamHttp
 from netlab.proxy.lb import Host
 from netlab.proxy.origdst import Addr
 from netlab.proxy.routes import Route
-from netlab.proxy.telemetry import PEER_HEADER, PEER_ID_HEADER, Telemetry
+from netlab.proxy.telemetry import PEER_HEADER, PEER_ID_HEADER, Security, Telemetry
+from netlab.proxy.tls import Identity, TlsFailed, open_tls
 from netlab.proxy.upstream import upstream_socket
 
 RETRY_BUFFER = 1024 * 1024  # request bytes kept for a retry (Envoy's per-connection buffer limit)
@@ -55,6 +56,7 @@ class HttpContext(Protocol):
     sessions: set[Any]
     libuv: bool
     telemetry: Telemetry
+    identity: Identity | None
 
 
 class Downstream(Protocol):
@@ -66,6 +68,7 @@ class Downstream(Protocol):
     orig: Addr
     outbound_side: bool
     close_after_response: bool
+    security: Security | None
 
     def write(self, data: bytes) -> None: ...
     def cork(self) -> None: ...
@@ -134,6 +137,7 @@ class Exchange:
         self.flags: list[str] = []
         self.details = "-"
         self.failure = "-"  # UPSTREAM_TRANSPORT_FAILURE_REASON
+        self.upstream_security: Security | None = None  # the mTLS of the upstream connection used
         self.timer: asyncio.TimerHandle | None = None  # the route timeout
         self.try_timer: asyncio.TimerHandle | None = None  # the per-try timeout
         self.pending: asyncio.Future[object] | asyncio.TimerHandle | None = None  # a connect, delay or back-off
@@ -374,11 +378,18 @@ class Exchange:
             row[base + st.CONNECT_FAIL] += 1
             ctx.pool.closed(key)
             return self.connect_failed(e.errno or errno.EIO)
+        host = self.host
+        identity = host.identity if target.sni and host is not None and ctx.identity is not None else ""
         try:
             await asyncio.wait_for(ctx.loop.sock_connect(sock, key[1]), timeout)
             local = sock.getsockname()
-            _, conn = await ctx.loop.create_connection(
-                lambda: UpstreamHttp(ctx.pool, key, row, base, local), sock=sock)
+            if identity:  # auto mTLS to a meshed endpoint
+                conn = await self.connect_tls(sock, key, local, identity, timeout)
+                if conn is None:
+                    return None
+            else:
+                _, conn = await ctx.loop.create_connection(
+                    lambda: UpstreamHttp(ctx.pool, key, row, base, local), sock=sock)
         except asyncio.CancelledError:
             sock.close()
             ctx.pool.closed(key)
@@ -397,10 +408,30 @@ class Exchange:
         else:
             self.attach(conn)
 
+    async def connect_tls(self, sock: Any, key: PoolKey, local: Addr, identity: str,
+                          timeout: float) -> UpstreamHttp | None:
+        """The TLS handshake on a connected socket; the server must present `identity` (its SPIFFE id). None when
+        it fails: the attempt ends with UF and Envoy's TLS_error reason."""
+        ctx = self.session.ctx
+        target = self.target
+        assert target is not None
+        try:
+            stream = await open_tls(ctx.loop, sock, ctx.identity.client_http, target.sni, identity, timeout)
+        except TlsFailed as failed:
+            ctx.stats.row[ctx.stats.base(target.cluster) + st.CONNECT_FAIL] += 1
+            ctx.pool.closed(key)
+            self.connect_failed(errno.ECONNRESET, failed.args[0])
+            return None
+        conn = UpstreamHttp(ctx.pool, key, ctx.stats.row, ctx.stats.base(target.cluster), local)
+        conn.security = Security("", stream.peer, ctx.identity.spiffe)
+        stream.start(conn)
+        return conn
+
     def attach(self, conn: UpstreamHttp) -> None:
         """Send the request on this connection: its head, and what of the body has arrived."""
         self.upstream = conn
         self.upstream_local = conn.local
+        self.upstream_security = conn.security
         conn.exchange = self
         if self.method == b"HEAD" or self.upgrade is not None:
             conn.reusable = False  # the parser cannot be told to skip a HEAD response's body
@@ -464,12 +495,16 @@ class Exchange:
         ceiling = min(BACKOFF_BASE * (2 ** self.attempt - 1), BACKOFF_MAX)
         self.pending = ctx.loop.call_later(random.uniform(0, ceiling), self.attempt_upstream)
 
-    def connect_failed(self, err: int) -> None:
+    def connect_failed(self, err: int, tls_error: str = "") -> None:
         self.pending = None
         if self.done:
             return
         self.end_attempt(503)
-        if err == errno.ETIMEDOUT:
+        if tls_error:
+            self.failure = tls_error
+            reason = f"remote connection failure, transport failure reason: {tls_error}"
+            details = f"remote_connection_failure,{tls_error}"
+        elif err == errno.ETIMEDOUT:
             reason, details = "connection timeout", "connection_timeout"
         else:
             self.failure = f"delayed_connect_error:_{err}"
@@ -704,7 +739,8 @@ class Exchange:
         peer = telemetry.peer(self.peer_metadata, self.cluster, upstream)
         telemetry.http(outbound, peer, self.cluster, self.route_name, self.authority, self.status,
                        ",".join(self.flags) or "-", duration,
-                       self.head_bytes + self.body_size, self.response_head_bytes + self.sent)
+                       self.head_bytes + self.body_size, self.response_head_bytes + self.sent,
+                       self.upstream_security if outbound else self.session.security)
 
     def log(self, duration: int) -> None:
         log = self.session.ctx.log
@@ -712,13 +748,14 @@ class Exchange:
             return
         session = self.session
         headers = dict(self.headers)
+        sni = session.security.sni if session.security is not None and session.security.sni else "-"
         log.log(Entry(
             self.start, self.cluster, session.orig, session.client, self.upstream_addr, self.upstream_local,
             ",".join(self.flags) or "-", self.body_size, self.sent, duration, "-",
             self.failure, self.method.decode("latin-1"), (self.original_path or self.path).decode("latin-1"),
             "HTTP/1.1", self.status, self.details, self.service_time,
             _text(headers.get(b"x-forwarded-for")), _text(headers.get(b"user-agent")),
-            self.request_id.decode("latin-1"), self.authority or "-", "-", self.route_name,
+            self.request_id.decode("latin-1"), self.authority or "-", sni, self.route_name,
         ))
 
 

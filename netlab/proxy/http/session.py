@@ -26,6 +26,7 @@ from netlab.proxy.http.router import HttpRouter
 from netlab.proxy.http.upstream import UpstreamHttp
 from netlab.proxy.origdst import Addr
 from netlab.proxy.routes import Route
+from netlab.proxy.telemetry import Security
 
 MAX_HEADERS_BYTES = 60 * 1024  # HCM max_request_headers_kb default (the URL counts)
 MAX_HEADERS_COUNT = 100  # HttpProtocolOptions max_headers_count default
@@ -60,6 +61,7 @@ class HttpSession(asyncio.Protocol):
         self.pauses = 0
         self.lost = False
         self.corked: list[bytes] | None = None  # writes held until uncork()
+        self.security: Security | None = None  # the client's mTLS, when the server sidecar terminated it
         self.tunnel_to: asyncio.Transport | None = None
         ctx.sessions.add(self)
 

@@ -12,6 +12,7 @@ import httptools
 
 from netlab.proxy import stats as st
 from netlab.proxy.origdst import Addr
+from netlab.proxy.telemetry import Security
 
 PoolKey = tuple[str, Addr, str]  # cluster, endpoint, source address ("" for the kernel's choice)
 
@@ -56,6 +57,8 @@ class UpstreamHttp(asyncio.Protocol):
         self.lost = False
         self.sent_any = False  # the current exchange's request has started going out on this connection
         self.served = 0  # requests answered on it
+        self.security: Security | None = None  # its mTLS (the server's identity), when it has one
+        self.generation = pool.generation.get(key[0], 0)  # the cluster's configuration it was made for
 
     # --- transport ---------------------------------------------------------------------------------------------
 
@@ -158,6 +161,15 @@ class Pool:
         self.idle: dict[PoolKey, list[UpstreamHttp]] = {}
         self.open: dict[str, int] = {}  # cluster -> connections open or opening
         self.waiting: dict[PoolKey, deque[Waiter]] = {}
+        self.generation: dict[str, int] = {}  # cluster -> how many times its configuration changed
+
+    def drain(self, clusters: set[str]) -> None:
+        """A reload changed these clusters (endpoints, TLS): their connections are not used for new requests."""
+        for cluster in clusters:
+            self.generation[cluster] = self.generation.get(cluster, 0) + 1
+        for key in [k for k in self.idle if k[0] in clusters]:
+            for conn in self.idle.pop(key):
+                conn.close()
 
     def take(self, key: PoolKey) -> UpstreamHttp | None:
         conns = self.idle.get(key)
@@ -204,7 +216,7 @@ class Pool:
         conn.served += 1
         if max_requests and conn.served >= max_requests:
             conn.reusable = False
-        if not conn.reusable or conn.lost:
+        if not conn.reusable or conn.lost or conn.generation != self.generation.get(conn.key[0], 0):
             conn.close()
             return
         waiter = self._next_waiter(conn.key)

@@ -1,0 +1,54 @@
+"""The server sidecar's side of mTLS: a connection whose ClientHello picked a terminating filter chain is handed
+here with the bytes read so far; once the handshake has verified the client's certificate against the mesh's root,
+the plaintext goes to the HTTP connection manager or to tcp_proxy, with the SNI and both identities for the access
+log and the metrics. A handshake that fails (another CA's certificate, none at all, garbage, a timeout) closes the
+connection and logs why."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+from netlab.proxy.accesslog import Entry
+from netlab.proxy.http.session import session_for
+from netlab.proxy.origdst import Addr
+from netlab.proxy.routes import TlsChain
+from netlab.proxy.stream import StreamRelay
+from netlab.proxy.telemetry import Security
+from netlab.proxy.tls import Hello, TlsStream, failure_reason
+
+
+def serve_tls(ctx: Any, transport: asyncio.Transport, sock: socket.socket, client: Addr, orig: Addr, start: float,
+              chain: TlsChain, hello: Hello, held: bytes) -> None:
+    start = start or time.time()
+
+    def ready(stream: TlsStream) -> None:
+        security = Security(hello.sni, stream.peer, ctx.identity.spiffe)
+        if chain.http is not None:
+            session = session_for(ctx, stream, sock, client, orig, chain.http, b"")
+            session.security = security
+            stream.start(session)
+            return
+        route = chain.route
+        assert route is not None
+        upstream, host = route.pick()
+        if upstream is None:
+            failed(stream, ConnectionAbortedError("no_healthy_upstream"))
+            return
+        StreamRelay(ctx, route, client, orig, start, stream, sock, upstream, host, security)
+
+    def failed(stream: TlsStream, error: BaseException) -> None:
+        stream.abort()
+        if ctx.libuv:
+            sock.detach()  # libuv closes the fd (see relay.Side.sock)
+        if ctx.log is not None:
+            cluster = chain.route.cluster if chain.route is not None else "-"
+            ctx.log.log(Entry(start, cluster, orig, client, termination_details=failure_reason(error).replace(
+                "TLS_error", "downstream_tls_error"), requested_server_name=hello.sni or "-",
+                duration_ms=int((time.time() - start) * 1000)))
+
+    stream = TlsStream(ctx.identity.server, True, None, ready, failed)
+    transport.set_protocol(stream)
+    stream.attach(transport, held)

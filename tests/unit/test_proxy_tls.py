@@ -1,0 +1,171 @@
+"""mTLS between two real sidecar workers over loopback, with certificates from the lab's CA: auto mTLS for HTTP and
+TCP (a half-close crossing as close_notify), PERMISSIVE and STRICT inbound chains, identities in the access log and
+metrics, and what must be refused without harming the worker: another CA's certificate, a wrong SAN, a garbage
+ClientHello, a handshake left hanging."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from http_support import FQDN, VIP, http_app
+from proxy_support import LOOPS, App, ProxyUnderTest, exchange
+from test_proxy_http import entries, get
+
+from netlab.mesh.build import ProxySpec, build_snapshot
+from netlab.mesh.registry import HTTP, TCP, MeshEndpoint, MeshPort, MeshService
+from netlab.mesh.workload import spiffe_id
+from netlab.model.loader import parse_resources
+from netlab.pki import LabCA
+from netlab.proxy.config import ProxyConfig
+from netlab.proxy.tls import CLIENT_ALPN_HTTP, Hello, client_hello
+
+STRICT = """
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: STRICT}}
+"""
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two workload certificates from one CA, and one from another CA."""
+    base = tmp_path_factory.mktemp("pki")
+    ca, other = LabCA(base / "ca"), LabCA(base / "other")
+    ca.create()
+    other.create()
+    uid, gid = __import__("os").getuid(), __import__("os").getgid()
+    return {"client": ca.issue(base / "client", "default", "client", uid, gid),
+            "web": ca.issue(base / "web", "default", "web", uid, gid),
+            "stranger": other.issue(base / "stranger", "default", "client", uid, gid)}
+
+
+def hello_bytes(sni: str, alpn: list[str]) -> bytes:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(alpn)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    with pytest.raises(ssl.SSLWantReadError):
+        context.wrap_bio(incoming, outgoing, server_hostname=sni).do_handshake()
+    return outgoing.read()
+
+
+def test_client_hello_gives_sni_and_alpn() -> None:
+    data = hello_bytes(f"outbound_.80_._.{FQDN}", CLIENT_ALPN_HTTP)
+    assert client_hello(data) == Hello(f"outbound_.80_._.{FQDN}", tuple(CLIENT_ALPN_HTTP))
+    assert client_hello(data[:20]) is None  # wait for the rest of the record
+    for garbage in (b"\x16\x03\x01\x00\x05hello", b"\x16\x03\x01\x00\x04\x01\x00\x00\xff", b"\x16\x03\x01\xff\xff"):
+        with pytest.raises(ValueError):
+            client_hello(garbage + b"x" * 70000)
+
+
+def server_config(app_port: int, protocol: str, certs: Path, resources: str = "") -> ProxyConfig:
+    spec = ProxySpec("web-0", "web-0", "default", "127.0.0.1", "1.23", service_account="web", workload="web",
+                     labels={"app": "web"})
+    parsed = parse_resources(list(yaml.safe_load_all(resources)), documents=True) if resources else []
+    return ProxyConfig(snapshot=build_snapshot(spec, [], {app_port: protocol}, resources=parsed), certs=str(certs))
+
+
+def client_config(protocol: str, endpoint: tuple[str, int], certs: Path, identity: str) -> ProxyConfig:
+    service = MeshService(FQDN, "default", (VIP,), (MeshPort(protocol.lower(), 80, protocol, endpoint[1]),),
+                          (MeshEndpoint(endpoint[0], {80: endpoint[1]}, {"app": "web"}, "web-0",
+                                        mtls_ports=frozenset({80}), identity=identity),))
+    spec = ProxySpec("client", "client", "default", "127.0.0.1", "1.23", service_account="client",
+                     workload="client", labels={"app": "client"})
+    return ProxyConfig(snapshot=build_snapshot(spec, [service], {}), certs=str(certs))
+
+
+@contextmanager
+def pair(pki: dict[str, Path], app_addr: tuple[str, int], protocol: str = HTTP, resources: str = "",
+         client_certs: str = "client", identity: str = spiffe_id("default", "web"), loop_name: str = "asyncio",
+         ) -> Iterator[tuple[ProxyUnderTest, ProxyUnderTest]]:
+    with ProxyUnderTest(server_config(app_addr[1], protocol, pki["web"], resources), loop_name) as server:
+        server.dst = app_addr
+        with ProxyUnderTest(client_config(protocol, server.inbound, pki[client_certs], identity),
+                            loop_name) as client:
+            client.dst = (VIP, 80)
+            yield client, server
+
+
+def metric_lines(p: ProxyUnderTest, name: str) -> list[str]:
+    text = urllib.request.urlopen(f"http://{p.stats_addr[0]}:{p.stats_addr[1]}/stats/prometheus", timeout=5).read()
+    return [line for line in text.decode().splitlines() if line.startswith(name + "{")]
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def loop_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def test_http_over_auto_mtls(pki: dict[str, Path], loop_name: str) -> None:
+    with http_app() as app, pair(pki, app.addr, loop_name=loop_name) as (client, server):
+        for _ in range(2):  # the second request reuses the pooled TLS connection
+            response, data = get(client.outbound, "/", headers={"Host": "web"})
+            assert response.status == 200 and json.loads(data)["peer"] == "127.0.0.6"  # from the server sidecar
+        (line, _) = entries(server, 2)
+        assert line["requested_server_name"] == f"outbound_.80_._.{FQDN}"
+        (inbound,) = metric_lines(server, "istio_requests_total")
+        (outbound,) = metric_lines(client, "istio_requests_total")
+    assert 'connection_security_policy="mutual_tls"' in inbound
+    assert 'source_principal="spiffe://cluster.local/ns/default/sa/client"' in inbound
+    assert 'destination_principal="spiffe://cluster.local/ns/default/sa/web"' in outbound
+
+
+def test_tcp_over_auto_mtls_keeps_the_half_close(pki: dict[str, Path], loop_name: str) -> None:
+    app = App("127.0.0.1", kind="count")  # reads to EOF, then answers: only a half-close that crossed ends it
+    try:
+        with pair(pki, app.addr, TCP, loop_name=loop_name) as (client, server):
+            assert exchange(client.outbound, b"x" * 100_000) == ("reply", b"got 100000")
+            (line,) = entries(server, 1)
+            assert (line["requested_server_name"], line["bytes_received"]) == (f"outbound_.80_._.{FQDN}", "100000")
+            (opened,) = metric_lines(server, "istio_tcp_connections_opened_total")
+            assert 'connection_security_policy="mutual_tls"' in opened
+            # Many short connections: each socket handed over to TLS is released exactly once (a stale socket
+            # object closing a reused fd number broke connections under uvloop).
+            for i in range(100):
+                assert exchange(client.outbound, b"%d" % i) == ("reply", b"got %d" % len(b"%d" % i))
+    finally:
+        app.close()
+
+
+def test_strict_resets_plaintext_with_no_filter_chain(pki: dict[str, Path]) -> None:
+    with http_app() as app, pair(pki, app.addr, resources=STRICT) as (client, server):
+        assert exchange(server.inbound, b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")[0] == "reset"
+        response, _ = get(client.outbound, "/", headers={"Host": "web"})  # mTLS still gets in
+        assert response.status == 200
+        refused, _ok = entries(server, 2)
+    assert (refused["cluster"], refused["response_flags"], refused["response_code_details"]) == (
+        "-", "NR", "filter_chain_not_found")
+
+
+@pytest.mark.parametrize(("client_certs", "identity", "reason"), [
+    ("stranger", spiffe_id("default", "web"), "TLS_error"),  # another CA: the server refuses the client
+    ("client", spiffe_id("default", "someone-else"), "TLS_error:_SAN_mismatch"),  # not the endpoint's identity
+])
+def test_a_bad_peer_fails_the_handshake(pki: dict[str, Path], client_certs: str, identity: str,
+                                        reason: str) -> None:
+    with http_app() as app, pair(pki, app.addr, client_certs=client_certs, identity=identity) as (client, _s):
+        response, body = get(client.outbound, "/", headers={"Host": "web"})
+        assert response.status == 503 and b"TLS_error" in body
+        (line,) = entries(client, 1)
+        assert line["upstream_transport_failure_reason"].startswith(reason) and "UF" in line["response_flags"]
+
+
+def test_garbage_and_hanging_handshakes_leave_the_worker_serving(pki: dict[str, Path]) -> None:
+    with http_app() as app, pair(pki, app.addr) as (client, server):
+        # A ClientHello that is not one, then a real one and nothing more: both closed, the worker unharmed.
+        assert exchange(server.inbound, b"\x16\x03\x01\x00\x10" + b"\xff" * 16, timeout=3)[0] in ("reset", "closed")
+        hanging = socket.create_connection(server.inbound)
+        hanging.sendall(hello_bytes("x", ["istio"]))
+        response, _ = get(client.outbound, "/", headers={"Host": "web"})
+        assert response.status == 200
+        hanging.close()
