@@ -268,9 +268,13 @@ def failure_text(line: LogLine, flags: str, details: str, facts: LabFacts, membe
         port = local[1] if local else 0
         policy = member.sidecar.mtls if member and member.sidecar else None
         source = policy.source(port) if policy is not None else "a PeerAuthentication"
+        remote = line.addr("downstream_remote")
+        client = facts.members.get(facts.member_at(remote[0]) or "") if remote else None
+        why = ("its sidecar sent plaintext: a DestinationRule with tls.mode DISABLE for this host turns its mTLS off"
+               if client is not None and client.sidecar is not None else "it has no sidecar")
         return (f"mTLS is STRICT on port {port} ({source}): the inbound listener has no filter chain for "
                 "plaintext, so the proxy reset the connection (NR filter_chain_not_found); only mTLS from a client "
-                "sidecar gets in, and this client sent plaintext (it has no sidecar)")
+                f"sidecar gets in, and this client sent plaintext ({why})")
     if flags == "NR":
         return f"refused ({details})"
     if flags.startswith("UF"):

@@ -113,7 +113,7 @@ def _merge(base: Any, override: Any) -> Any:
 
 
 def cluster_settings(policy: Any, default_lb: str) -> dict[str, Any]:
-    """Cluster fields from a traffic policy: lb_policy, hash_on, circuit breakers, outlier detection."""
+    """Cluster fields from a traffic policy: lb_policy, hash_on, circuit breakers, outlier detection, TLS."""
     if policy is None:
         return {"lb_policy": default_lb}
     found: dict[str, Any] = {"lb_policy": default_lb}
@@ -138,6 +138,12 @@ def cluster_settings(policy: Any, default_lb: str) -> dict[str, Any]:
         found["max_requests"] = pool.http.http2_max_requests or 0
         found["max_retries"] = pool.http.max_retries or 0
         found["max_requests_per_connection"] = pool.http.max_requests_per_connection or 0
+    tls = policy.tls
+    if tls is not None:  # ClientTLSSettings: DISABLE or ISTIO_MUTUAL (the model refuses SIMPLE and MUTUAL)
+        found["tls_mode"] = tls.mode
+        found["subject_alt_names"] = tuple(tls.subject_alt_names)
+        if tls.sni:
+            found["sni"] = tls.sni
     od = policy.outlier_detection
     if od is not None:
         five = od.consecutive_5xx_errors if od.consecutive_5xx_errors is not None else od.consecutive_errors

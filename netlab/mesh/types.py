@@ -202,6 +202,8 @@ class Cluster:
     hash_on: str = ""  # "header:NAME", "query:NAME" or "source_ip"
     service: str = ""  # the host of the service it is for (its metadata istio.services[0].host), "" for none
     sni: str = ""  # auto mTLS: endpoints with tls_mode "istio" get ISTIO_MUTUAL with this SNI, the others plaintext
+    tls_mode: str = ""  # a DestinationRule's trafficPolicy.tls.mode (DISABLE, ISTIO_MUTUAL); "": auto mTLS
+    subject_alt_names: tuple[str, ...] = ()  # its subjectAltNames: the identity the server must present
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +271,8 @@ def _chain(d: dict[str, Any]) -> FilterChain:
 def _cluster(d: dict[str, Any]) -> Cluster:
     outlier = d.get("outlier")
     return Cluster(**{**d, "endpoints": tuple(Endpoint(**e) for e in d["endpoints"]),
-                      "outlier": OutlierPolicy(**outlier) if outlier else None})
+                      "outlier": OutlierPolicy(**outlier) if outlier else None,
+                      "subject_alt_names": tuple(d.get("subject_alt_names", ()))})
 
 
 def _virtual_host(d: dict[str, Any]) -> VirtualHost:

@@ -426,19 +426,33 @@ class OutlierDetection(Strict):
     min_health_percent: int | None = Field(None, alias="minHealthPercent", ge=0, le=100)
 
 
+class ClientTlsSettings(Strict):
+    """destination_rule.proto ClientTLSSettings, for the mesh's own mTLS: DISABLE or ISTIO_MUTUAL."""
+
+    mode: Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]
+    sni: str | None = None
+    subject_alt_names: list[str] = Field(default_factory=list, alias="subjectAltNames")
+
+    @field_validator("mode")
+    @classmethod
+    def _mesh_modes(cls, value: str) -> str:
+        if value in ("SIMPLE", "MUTUAL"):
+            raise ValueError(f"tls.mode {value} (TLS origination to a server with its own certificates) is not "
+                             "modelled by netlab; use ISTIO_MUTUAL (the mesh's mTLS) or DISABLE")
+        return value
+
+
 class TrafficPolicy(Strict):
     load_balancer: LoadBalancerSettings | None = Field(None, alias="loadBalancer")
     connection_pool: ConnectionPoolSettings | None = Field(None, alias="connectionPool")
     outlier_detection: OutlierDetection | None = Field(None, alias="outlierDetection")
-    tls: Any = Field(None, description="client TLS: with the security work")
+    tls: ClientTlsSettings | None = None
     port_level_settings: Any = Field(None, alias="portLevelSettings", description="not modelled")
 
     @model_validator(mode="after")
     def _modelled(self) -> TrafficPolicy:
         if self.port_level_settings is not None:
             raise ValueError("portLevelSettings is not modelled by netlab; set the policy for every port")
-        if self.tls is not None:
-            raise ValueError("trafficPolicy.tls is not modelled yet (mTLS comes with the security work)")
         return self
 
 

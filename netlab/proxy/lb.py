@@ -25,7 +25,7 @@ import time
 import zlib
 from collections.abc import Sequence
 
-from netlab.mesh.types import HEALTHY, Cluster, OutlierPolicy
+from netlab.mesh.types import HEALTHY, Cluster, Endpoint, OutlierPolicy
 from netlab.proxy.origdst import Addr
 
 PANIC_THRESHOLD = 0.5
@@ -33,13 +33,15 @@ PANIC_THRESHOLD = 0.5
 
 class Host:
     __slots__ = ("active", "addr", "ejected_until", "ejections", "errors_5xx", "errors_gateway", "healthy", "identity",
-                 "pod")
+                 "mtls", "pod")
 
-    def __init__(self, addr: Addr, healthy: bool = True, pod: str = "", identity: str = "") -> None:
+    def __init__(self, addr: Addr, healthy: bool = True, pod: str = "", mtls: bool = False,
+                 identity: str = "") -> None:
         self.addr = addr
         self.healthy = healthy
         self.pod = pod
-        self.identity = identity  # the SPIFFE id of its sidecar when auto mTLS applies to it, else "" (plaintext)
+        self.mtls = mtls  # connections to it are Istio mTLS (ISTIO_MUTUAL), else plaintext
+        self.identity = identity  # the SPIFFE id its certificate must carry ("": any from the mesh's CA)
         self.active = 0  # connections (tcp_proxy) or requests (HTTP) open to it from this worker
         self.errors_5xx = self.errors_gateway = 0  # consecutive, for outlier detection
         self.ejections = 0
@@ -48,6 +50,16 @@ class Host:
     @property
     def ejected(self) -> bool:
         return self.ejected_until > 0
+
+
+def _mtls(cluster: Cluster, endpoint: Endpoint) -> tuple[bool, str]:
+    """(mTLS?, the identity to check) for an endpoint: the DestinationRule's tls.mode, else auto mTLS (endpoints
+    whose sidecar takes it). ISTIO_MUTUAL checks the DestinationRule's subjectAltNames when it gives some."""
+    if not cluster.sni or cluster.tls_mode == "DISABLE":
+        return False, ""
+    if cluster.tls_mode == "ISTIO_MUTUAL":
+        return True, cluster.subject_alt_names[0] if cluster.subject_alt_names else endpoint.identity
+    return endpoint.tls_mode == "istio", endpoint.identity
 
 
 class LoadBalancer:
@@ -66,8 +78,7 @@ class LoadBalancer:
 
     @classmethod
     def of(cls, cluster: Cluster) -> LoadBalancer:
-        return cls(cluster.lb_policy, [Host((e.address, e.port), e.health == HEALTHY, e.pod,
-                                            e.identity if cluster.sni and e.tls_mode == "istio" else "")
+        return cls(cluster.lb_policy, [Host((e.address, e.port), e.health == HEALTHY, e.pod, *_mtls(cluster, e))
                                        for e in cluster.endpoints], cluster.outlier)
 
     def refresh(self) -> None:

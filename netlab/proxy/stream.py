@@ -101,7 +101,7 @@ class StreamRelay:
 
     async def connect(self) -> None:
         ctx, route, host = self.ctx, self.route, self.host
-        tls = bool(route.sni and host is not None and host.identity)
+        tls = bool(route.sni and host is not None and host.mtls)
         try:
             sock = upstream_socket(route, self.client[0])
             try:

@@ -150,13 +150,14 @@ class TlsFailed(Exception):
 async def open_tls(loop: asyncio.AbstractEventLoop, sock: Any, context: ssl.SSLContext, sni: str, identity: str,
                    timeout: float) -> TlsStream:
     """mTLS on a connected socket, as a client sidecar: the server must present `identity` (a SPIFFE id, Istio's
-    subjectAltNames check). The stream is returned handshaken, its inner protocol not attached yet."""
+    subjectAltNames check; "" takes any certificate of the mesh's CA). The stream is returned handshaken, its
+    inner protocol not attached yet."""
     done: asyncio.Future[BaseException | None] = loop.create_future()
     stream = TlsStream(context, False, sni, lambda s: done.done() or done.set_result(None),
                        lambda s, e: done.done() or done.set_result(e))
     await loop.create_connection(lambda: stream, sock=sock)
     error = await asyncio.wait_for(done, timeout)
-    if error is None and stream.peer != identity:
+    if error is None and identity and stream.peer != identity:
         stream.abort()
         raise TlsFailed(f"TLS_error:_SAN_mismatch:{stream.peer or 'none'}")
     if error is not None:

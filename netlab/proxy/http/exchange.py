@@ -379,12 +379,13 @@ class Exchange:
             ctx.pool.closed(key)
             return self.connect_failed(e.errno or errno.EIO)
         host = self.host
-        identity = host.identity if target.sni and host is not None and ctx.identity is not None else ""
+        mtls = bool(target.sni and host is not None and host.mtls and ctx.identity is not None)
         try:
             await asyncio.wait_for(ctx.loop.sock_connect(sock, key[1]), timeout)
             local = sock.getsockname()
-            if identity:  # auto mTLS to a meshed endpoint
-                conn = await self.connect_tls(sock, key, local, identity, timeout)
+            if mtls:  # to a meshed endpoint (auto mTLS, or the DestinationRule's ISTIO_MUTUAL)
+                assert host is not None
+                conn = await self.connect_tls(sock, key, local, host.identity, timeout)
                 if conn is None:
                     return None
             else:
