@@ -7,13 +7,14 @@ Nothing here guesses an outcome: it narrates observations and names the facts th
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from netlab.http_reply import HttpReply, parse_response
 from netlab.model.schema import PodCheck, ProbeCheck, ProbeExpectReply
-from netlab.probe.facts import PASSTHROUGH_SOURCE, LabFacts, MemberFacts, Target
+from netlab.probe.facts import PASSTHROUGH_SOURCE, LabFacts, MemberFacts, SidecarFacts, Target
 from netlab.probe.observed import (
     LogLine,
     PodObservation,
@@ -231,6 +232,8 @@ def explain_line(line: LogLine, facts: LabFacts) -> tuple[str, str]:
         else:
             head = (f"{label} took it on {INBOUND_PORT} ({how}) and forwarded {line.get('downstream_local')} → "
                     f"{upstream} from {upstream_source(line, sidecar.mode if sidecar else 'REDIRECT')} ({cluster})")
+    if details.startswith("rbac_access_denied"):
+        return head, f"{line.pod}: {rbac_text(details, sidecar)}"
     if line.get("method") != "-":  # an HTTP request: the connection manager's view of it
         head += (f"; {line.get('method')} {line.get('path')} → {line.get('response_code')} "
                  f"({line.get('response_code_details')}), x-request-id {line.get('request_id')}")
@@ -239,6 +242,20 @@ def explain_line(line: LogLine, facts: LabFacts) -> tuple[str, str]:
     if flags == "-":
         return f"{head}; {line.get('bytes_received')} bytes in, {line.get('bytes_sent')} bytes out", ""
     return head, f"{line.pod}: {failure_text(line, flags, details, facts, member)}"
+
+
+def rbac_text(details: str, sidecar: SidecarFacts | None) -> str:
+    """Which AuthorizationPolicy denied: a DENY rule that matched, or no ALLOW rule that did."""
+    policies = sidecar.authz if sidecar is not None else ()
+    found = re.fullmatch(r"rbac_access_denied_matched_policy\[ns\[(.+)\]-policy\[(.+)\]-rule\[(\d+)\]\]", details)
+    if found is not None:
+        return (f"denied by rule {found[3]} of the DENY AuthorizationPolicy {found[1]}/{found[2]} "
+                f"(RBAC: access denied, {details})")
+    allow = [f"{p.namespace}/{p.name}" + (" (no rules: allow-nothing)" if not p.rules else "")
+             for p in policies if p.action == "ALLOW"]
+    return (f"no rule of its ALLOW AuthorizationPolicies ({', '.join(allow) or 'none known'}) matched this request, "
+            f"so the sidecar denied it (RBAC: access denied, {details}); principals and namespaces match only "
+            "over mTLS")
 
 
 def upstream_source(line: LogLine, mode: str) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from netlab.mesh.authz import authorization
 from netlab.mesh.registry import (
     AUTO,
     HTTP,
@@ -164,7 +165,8 @@ def build_snapshot(proxy: ProxySpec, services: Sequence[MeshService], inbound_po
                 PASSTHROUGH_BIND),
     ]
     return Snapshot(version, node, (*outbound, *inbound, *_admin_listeners()), (*routes, *inbound_routes),
-                    (*static_clusters, *clusters, *inbound_clusters))
+                    (*static_clusters, *clusters, *inbound_clusters),
+                    authorization(proxy.namespace, proxy.labels, resources))
 
 
 # --- scope: which hosts a proxy knows ---------------------------------------------------------------------------

@@ -221,6 +221,28 @@ class Node:
     workload: str = ""  # the Deployment the pod belongs to (WORKLOAD_NAME)
 
 
+Matchers = tuple[tuple[str, tuple[str, ...]], ...]  # (field, values) pairs: Istio's names, e.g. ("notPaths", (...))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzRule:
+    """One rule of an AuthorizationPolicy: any of its sources, any of its operations, all of its conditions."""
+
+    sources: tuple[Matchers, ...] = ()
+    operations: tuple[Matchers, ...] = ()
+    conditions: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()  # (key, values, notValues)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthzPolicy:
+    """An AuthorizationPolicy that applies to this sidecar's workload (the RBAC filters of its inbound chains)."""
+
+    name: str
+    namespace: str
+    action: str  # ALLOW, DENY, AUDIT
+    rules: tuple[AuthzRule, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     version: int
@@ -228,6 +250,7 @@ class Snapshot:
     listeners: tuple[Listener, ...]
     routes: tuple[RouteConfig, ...]
     clusters: tuple[Cluster, ...]
+    authorization: tuple[AuthzPolicy, ...] = ()
 
     def cluster(self, name: str) -> Cluster | None:
         return next((c for c in self.clusters if c.name == name), None)
@@ -254,7 +277,17 @@ def from_json(d: dict[str, Any]) -> Snapshot:
         listeners=tuple(_listener(x) for x in d["listeners"]),
         routes=tuple(RouteConfig(r["name"], tuple(_virtual_host(v) for v in r["virtual_hosts"])) for r in d["routes"]),
         clusters=tuple(_cluster(c) for c in d["clusters"]),
+        authorization=tuple(_policy(p) for p in d.get("authorization", ())),
     )
+
+
+def _policy(d: dict[str, Any]) -> AuthzPolicy:
+    def matchers(m: list[list[Any]]) -> Matchers:
+        return tuple((name, tuple(values)) for name, values in m)
+
+    rules = tuple(AuthzRule(tuple(matchers(s) for s in r["sources"]), tuple(matchers(o) for o in r["operations"]),
+                            tuple((k, tuple(v), tuple(n)) for k, v, n in r["conditions"])) for r in d["rules"])
+    return AuthzPolicy(d["name"], d["namespace"], d["action"], rules)
 
 
 def _listener(d: dict[str, Any]) -> Listener:

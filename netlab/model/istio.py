@@ -2,8 +2,8 @@
 
 Field names and enum values follow istio/api (networking/v1alpha3/service_entry.proto, sidecar.proto,
 virtual_service.proto, destination_rule.proto); a field netlab does not model is an error naming it, never
-silently ignored; PeerAuthentication follows security/v1beta1/peer_authentication.proto. Later kinds
-(AuthorizationPolicy, Gateway) join the `IstioResource` union.
+silently ignored; PeerAuthentication and AuthorizationPolicy follow security/v1beta1/peer_authentication.proto and
+authorization.proto. Later kinds (Gateway) join the `IstioResource` union.
 """
 
 from __future__ import annotations
@@ -515,7 +515,114 @@ class PeerAuthentication(_Resource):
     spec: PeerAuthenticationSpec = Field(default_factory=PeerAuthenticationSpec)
 
 
-KINDS = ("ServiceEntry", "Sidecar", "VirtualService", "DestinationRule", "PeerAuthentication")
+# --- AuthorizationPolicy (security/v1beta1/authorization.proto) --------------------------------------------------
+
+# The `when` keys a lab can evaluate (Istio's conditions reference); JWT claims (request.auth.*) are not modelled.
+CONDITION_KEYS = ("source.ip", "remote.ip", "source.namespace", "source.principal", "destination.ip",
+                  "destination.port", "connection.sni")
+HEADER_KEY = re.compile(r"request\.headers\[([^\]]+)\]")
+StringList = list[str]
+
+
+class AuthzSource(Strict):
+    principals: StringList = Field(default_factory=list)
+    not_principals: StringList = Field(default_factory=list, alias="notPrincipals")
+    namespaces: StringList = Field(default_factory=list)
+    not_namespaces: StringList = Field(default_factory=list, alias="notNamespaces")
+    ip_blocks: StringList = Field(default_factory=list, alias="ipBlocks")
+    not_ip_blocks: StringList = Field(default_factory=list, alias="notIpBlocks")
+    remote_ip_blocks: StringList = Field(default_factory=list, alias="remoteIpBlocks")
+    not_remote_ip_blocks: StringList = Field(default_factory=list, alias="notRemoteIpBlocks")
+    request_principals: Any = Field(None, alias="requestPrincipals", description="JWT: not modelled")
+    not_request_principals: Any = Field(None, alias="notRequestPrincipals", description="JWT: not modelled")
+
+    @model_validator(mode="after")
+    def _modelled(self) -> AuthzSource:
+        if self.request_principals is not None or self.not_request_principals is not None:
+            raise ValueError("requestPrincipals need RequestAuthentication (JWT), which netlab does not model")
+        for block in (*self.ip_blocks, *self.not_ip_blocks, *self.remote_ip_blocks, *self.not_remote_ip_blocks):
+            try:
+                ipaddress.ip_network(block, strict=False)
+            except ValueError:
+                raise ValueError(f"'{block}' is not an IP address or CIDR block (e.g. 10.244.0.0/16)") from None
+        return self
+
+
+class AuthzOperation(Strict):
+    hosts: StringList = Field(default_factory=list)
+    not_hosts: StringList = Field(default_factory=list, alias="notHosts")
+    ports: StringList = Field(default_factory=list)
+    not_ports: StringList = Field(default_factory=list, alias="notPorts")
+    methods: StringList = Field(default_factory=list)
+    not_methods: StringList = Field(default_factory=list, alias="notMethods")
+    paths: StringList = Field(default_factory=list)
+    not_paths: StringList = Field(default_factory=list, alias="notPaths")
+
+    @field_validator("ports", "not_ports", mode="before")
+    @classmethod
+    def _ports(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for port in value:
+                if not str(port).isdigit() or not 0 < int(str(port)) < 65536:
+                    raise ValueError(f"'{port}' is not a port number")
+            return [str(p) for p in value]
+        return value
+
+
+class AuthzFrom(Strict):
+    source: AuthzSource
+
+
+class AuthzTo(Strict):
+    operation: AuthzOperation
+
+
+class AuthzCondition(Strict):
+    key: str
+    values: StringList = Field(default_factory=list)
+    not_values: StringList = Field(default_factory=list, alias="notValues")
+
+    @field_validator("key")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in CONDITION_KEYS and not HEADER_KEY.fullmatch(value):
+            raise ValueError(f"condition key '{value}' is not one netlab evaluates; use request.headers[NAME], "
+                             + ", ".join(CONDITION_KEYS))
+        return value
+
+
+class AuthzRule(Strict):
+    from_: list[AuthzFrom] = Field(default_factory=list, alias="from")
+    to: list[AuthzTo] = Field(default_factory=list)
+    when: list[AuthzCondition] = Field(default_factory=list)
+
+
+class AuthorizationPolicySpec(Strict):
+    selector: PeerSelector | None = None
+    action: Literal["ALLOW", "DENY", "AUDIT", "CUSTOM"] = "ALLOW"
+    rules: list[AuthzRule] = Field(default_factory=list)
+    provider: Any = None
+    target_ref: Any = Field(None, alias="targetRef", description="gateways and waypoints: not modelled")
+    target_refs: Any = Field(None, alias="targetRefs", description="gateways and waypoints: not modelled")
+
+    @model_validator(mode="after")
+    def _modelled(self) -> AuthorizationPolicySpec:
+        if self.action == "CUSTOM" or self.provider is not None:
+            raise ValueError("action CUSTOM (an external authorizer, ext_authz) is not modelled by netlab; use "
+                             "ALLOW, DENY or AUDIT")
+        if self.target_ref is not None or self.target_refs is not None:
+            raise ValueError("targetRef(s) bind policies to gateways and waypoints, which netlab does not model; "
+                             "use selector")
+        return self
+
+
+class AuthorizationPolicy(_Resource):
+    api_version: SECURITY_VERSIONS = Field(alias="apiVersion")  # type: ignore[assignment]
+    kind: Literal["AuthorizationPolicy"]
+    spec: AuthorizationPolicySpec = Field(default_factory=AuthorizationPolicySpec)
+
+
+KINDS = ("ServiceEntry", "Sidecar", "VirtualService", "DestinationRule", "PeerAuthentication", "AuthorizationPolicy")
 
 
 def _kind_of(value: object) -> str | None:
@@ -528,10 +635,11 @@ def _kind_of(value: object) -> str | None:
 IstioResource = Annotated[
     Annotated[ServiceEntry, Tag("ServiceEntry")] | Annotated[Sidecar, Tag("Sidecar")]
     | Annotated[VirtualService, Tag("VirtualService")] | Annotated[DestinationRule, Tag("DestinationRule")]
-    | Annotated[PeerAuthentication, Tag("PeerAuthentication")],
+    | Annotated[PeerAuthentication, Tag("PeerAuthentication")]
+    | Annotated[AuthorizationPolicy, Tag("AuthorizationPolicy")],
     Discriminator(_kind_of),
 ]
-Resource = ServiceEntry | Sidecar | VirtualService | DestinationRule | PeerAuthentication
+Resource = ServiceEntry | Sidecar | VirtualService | DestinationRule | PeerAuthentication | AuthorizationPolicy
 
 
 def resource_key(resource: Resource) -> tuple[str, str, str]:

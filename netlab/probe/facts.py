@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netlab.hostport import split_host_port
+from netlab.mesh.authz import authorization
 from netlab.mesh.security import MtlsPolicy, mtls_policy
+from netlab.mesh.types import AuthzPolicy
 from netlab.model.base import DEFAULT_NAMESPACE
 from netlab.model.names import Names, member_key
 from netlab.model.schema import App
@@ -46,6 +48,7 @@ class SidecarFacts:
     declared_ports: tuple[int, ...]
     rule_edits: tuple[str, ...] = ()  # "delete nat/ISTIO_OUTPUT#1", ...
     mtls: MtlsPolicy = field(default_factory=MtlsPolicy)  # what its PeerAuthentications make of its inbound ports
+    authz: tuple[AuthzPolicy, ...] = ()  # the AuthorizationPolicies that apply to it
 
     @property
     def label(self) -> str:
@@ -167,7 +170,8 @@ def lab_facts(plan: LabPlan, members: dict[str, dict[str, Any]], resources: Sequ
             edits = tuple(f"delete {e.delete}" if e.delete else f"insert {e.insert} {e.rule}"
                           for e in pod.sidecar.rule_edits)
             sidecar = SidecarFacts(pod.sidecar.istio, pod.sidecar.interception, pod.sidecar.inbound_passthrough,
-                                   declared, edits, mtls_policy(pod.namespace, pod.labels, resources))
+                                   declared, edits, mtls_policy(pod.namespace, pod.labels, resources),
+                                   authorization(pod.namespace, pod.labels, resources))
         facts[key] = MemberFacts(key, "pod", ip, app_facts(pod.app, ip), sidecar)
     for name, ext in plan.externals.items():
         facts[name] = MemberFacts(name, "external", str(ext.ip), app_facts(ext.app, str(ext.ip)))

@@ -45,6 +45,7 @@ from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import cast
 
+from netlab.mesh.types import AuthzPolicy
 from netlab.proxy import stats as st
 from netlab.proxy.accesslog import AccessLog, Entry
 from netlab.proxy.http.session import HttpSession, session_for
@@ -52,6 +53,7 @@ from netlab.proxy.http.sniff import HTTP1, detect
 from netlab.proxy.http.upstream import Pool
 from netlab.proxy.lb import Host
 from netlab.proxy.origdst import Addr, Resolver
+from netlab.proxy.rbac import Attributes, decide
 from netlab.proxy.routes import Route, TlsChain, loop_reason, refused
 from netlab.proxy.secure import serve_tls
 from netlab.proxy.stream import StreamRelay
@@ -83,8 +85,8 @@ def errno_detail(prefix: str, err: int | None) -> str:
 class Context:
     """What a listener's connections share: routing, stats, log, the live connections."""
 
-    __slots__ = ("active", "capture_ports", "choose", "connect_timeout", "direction", "identity", "libuv", "log",
-                 "loop", "pool", "redirect_mode", "resolver", "routes", "sessions", "stats", "telemetry")
+    __slots__ = ("active", "authz", "capture_ports", "choose", "connect_timeout", "direction", "identity", "libuv",
+                 "log", "loop", "pool", "redirect_mode", "resolver", "routes", "sessions", "stats", "telemetry")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, direction: str, resolver: Resolver,
                  choose: Callable[[Addr], Route], stats: st.Stats, log: AccessLog | None,
@@ -98,6 +100,7 @@ class Context:
         self.stats = stats
         self.telemetry = telemetry  # replaced with the snapshot on a reload
         self.identity: Identity | None = None  # the workload certificate (mTLS), when the proxy has one
+        self.authz: tuple[AuthzPolicy, ...] = ()  # the AuthorizationPolicies of this workload (inbound RBAC)
         self.log = log
         self.connect_timeout = connect_timeout
         self.capture_ports = capture_ports
@@ -337,6 +340,11 @@ class Connection:
         if route.refused == "downstream_gone":  # reset before we got to it: not counted, as Envoy
             return self.fail("DC", route.refused)
         row[base + st.CX_TOTAL] += 1
+        if ctx.authz and ctx.direction == "inbound" and route.refused is None:  # the network RBAC filter
+            denied = decide(ctx.authz, Attributes("", self.client[0], *self.orig))
+            if denied is not None:
+                self.route = refused(ctx.direction, denied, route.cluster, "-")
+                return self.fail("-", denied)
         if route.refused is not None:
             if route.refused.startswith("loop_detected"):
                 row[base + st.LOOP] += 1

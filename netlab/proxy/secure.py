@@ -14,6 +14,7 @@ from typing import Any
 from netlab.proxy.accesslog import Entry
 from netlab.proxy.http.session import session_for
 from netlab.proxy.origdst import Addr
+from netlab.proxy.rbac import Attributes, decide, principal_of
 from netlab.proxy.routes import TlsChain
 from netlab.proxy.stream import StreamRelay
 from netlab.proxy.telemetry import Security
@@ -26,6 +27,10 @@ def serve_tls(ctx: Any, transport: asyncio.Transport, sock: socket.socket, clien
 
     def ready(stream: TlsStream) -> None:
         security = Security(hello.sni, stream.peer, ctx.identity.spiffe)
+        if chain.http is None and ctx.authz:  # the network RBAC filter, with the client's identity
+            denied = decide(ctx.authz, Attributes(principal_of(stream.peer), client[0], *orig, sni=hello.sni))
+            if denied is not None:
+                return failed(stream, PermissionError(denied))
         if chain.http is not None:
             session = session_for(ctx, stream, sock, client, orig, chain.http, b"")
             session.security = security
@@ -45,9 +50,10 @@ def serve_tls(ctx: Any, transport: asyncio.Transport, sock: socket.socket, clien
             sock.detach()  # libuv closes the fd (see relay.Side.sock)
         if ctx.log is not None:
             cluster = chain.route.cluster if chain.route is not None else "-"
-            ctx.log.log(Entry(start, cluster, orig, client, termination_details=failure_reason(error).replace(
-                "TLS_error", "downstream_tls_error"), requested_server_name=hello.sni or "-",
-                duration_ms=int((time.time() - start) * 1000)))
+            details = str(error) if isinstance(error, PermissionError) else failure_reason(error).replace(
+                "TLS_error", "downstream_tls_error")
+            ctx.log.log(Entry(start, cluster, orig, client, termination_details=details,
+                              requested_server_name=hello.sni or "-", duration_ms=int((time.time() - start) * 1000)))
 
     stream = TlsStream(ctx.identity.server, True, None, ready, failed)
     transport.set_protocol(stream)

@@ -108,6 +108,7 @@ class Worker:
                            cfg.connect_timeout, capture_ports, redirect, telemetry)
         self.contexts = [inbound, outbound]
         inbound.identity = outbound.identity = identity
+        inbound.authz = cfg.snapshot.authorization
         for ctx, sock in ((inbound, listeners.inbound), (outbound, listeners.outbound)):
             self.servers.append(await loop.create_server(ctx.accept, sock=sock, backlog=BACKLOG))
         if listeners.health is not None:
@@ -144,6 +145,7 @@ class Worker:
         inbound.choose, outbound.choose = dispatch.inbound, dispatch.outbound
         inbound.telemetry = outbound.telemetry = Telemetry(snapshot, self.stats)
         inbound.identity = outbound.identity = identity
+        inbound.authz = snapshot.authorization
         for ctx in self.contexts:
             ctx.routes.clear()
 

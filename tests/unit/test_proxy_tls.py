@@ -169,3 +169,24 @@ def test_garbage_and_hanging_handshakes_leave_the_worker_serving(pki: dict[str, 
         response, _ = get(client.outbound, "/", headers={"Host": "web"})
         assert response.status == 200
         hanging.close()
+
+
+ALLOW_NOTHING = """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-nothing, namespace: default}
+spec: {}
+"""
+
+
+def test_tcp_authorization_closes_mtls_and_plaintext_connections(pki: dict[str, Path]) -> None:
+    app = App("127.0.0.1", kind="count")
+    try:
+        with pair(pki, app.addr, TCP, resources=ALLOW_NOTHING) as (client, server):
+            assert exchange(client.outbound, b"over mTLS")[0] in ("reset", "closed")
+            assert exchange(server.inbound, b"in plaintext")[0] in ("reset", "closed")
+            lines = entries(server, 2)
+        assert [e["connection_termination_details"] for e in lines] == ["rbac_access_denied_matched_policy[none]"] * 2
+        assert app.peers == []  # nothing reached the app
+    finally:
+        app.close()

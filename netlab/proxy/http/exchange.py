@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from netlab.mesh.types import Cluster, HeaderOps, RetryPolicy
+from netlab.mesh.types import AuthzPolicy, Cluster, HeaderOps, RetryPolicy
 from netlab.mesh.types import Route as HttpRoute
 from netlab.proxy import stats as st
 from netlab.proxy.accesslog import AccessLog, Entry
@@ -31,6 +31,7 @@ from netlab.proxy.http.router import HttpRouter
 from netlab.proxy.http.upstream import Pool, PoolKey, UpstreamHttp
 from netlab.proxy.lb import Host
 from netlab.proxy.origdst import Addr
+from netlab.proxy.rbac import DENIED_BODY, Attributes, decide, principal_of
 from netlab.proxy.routes import Route
 from netlab.proxy.telemetry import PEER_HEADER, PEER_ID_HEADER, Security, Telemetry
 from netlab.proxy.tls import Identity, TlsFailed, open_tls
@@ -57,6 +58,7 @@ class HttpContext(Protocol):
     libuv: bool
     telemetry: Telemetry
     identity: Identity | None
+    authz: tuple[AuthzPolicy, ...]
 
 
 class Downstream(Protocol):
@@ -150,13 +152,20 @@ class Exchange:
     # --- routing, the fault filter ----------------------------------------------------------------------------
 
     def begin(self) -> None:
-        """Route the request (its head has arrived); the fault filter may delay or abort it."""
-        match = self.session.router.match(self.authority, self.path.decode("latin-1"), self.method.decode("latin-1"),
-                                          self.headers)
+        """Route the request (the route is resolved first, as the connection manager does, so a denial is logged
+        with its cluster), authorize it (inbound RBAC); the fault filter may delay or abort it."""
+        session = self.session
+        match = session.router.match(self.authority, self.path.decode("latin-1"), self.method.decode("latin-1"),
+                                     self.headers)
+        if match is not None:
+            self.cluster, self.route_name = match.route.cluster or "-", match.route.name or "-"
+        if session.ctx.authz and not session.outbound_side:
+            denied = self.authorize()
+            if denied is not None:  # no response flag: the details say it
+                return self.local_reply(403, DENIED_BODY, "", denied)
         if match is None:
             return self.local_reply(404, "", "NR", "route_not_found")
         self.route = route = match.route
-        self.route_name = route.name or "-"
         self.count_attempts = match.host.include_request_attempt_count
         if route.direct_response:
             return self.local_reply(route.direct_response, "", "", "direct_response")
@@ -168,6 +177,16 @@ class Exchange:
             self.pending = self.session.ctx.loop.call_later(fault.delay, self.route_request)
             return None
         return self.route_request()
+
+    def authorize(self) -> str | None:
+        """The RBAC filter's answer: None to go on, else the denial's details."""
+        session = self.session
+        security = session.security
+        return decide(session.ctx.authz, Attributes(
+            principal_of(security.peer) if security is not None else "", session.client[0], *session.orig,
+            sni=security.sni if security is not None else "", method=self.method.decode("latin-1"),
+            path=self.path.decode("latin-1"), host=self.authority,
+            headers={n.decode("latin-1"): v.decode("latin-1") for n, v in self.headers}))
 
     def route_request(self) -> None:
         """After the fault filter: an abort, else the destination, the header changes, the first attempt."""
