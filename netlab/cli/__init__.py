@@ -6,6 +6,7 @@ Errors derived from NetlabError are printed with their hint and turned into the 
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -32,6 +33,13 @@ from netlab.cli.common import err as _stderr
 from netlab.errors import EXIT_ENVIRONMENT, EXIT_USAGE, NetlabError
 
 
+def _signal_number(stop: BaseException) -> int:
+    """The signal behind an interrupt (signals.py names it), for the shell's 128+N exit status: 130 for Ctrl-C,
+    143 for SIGTERM, 129 for SIGHUP."""
+    name = stop.args[0] if stop.args and isinstance(stop.args[0], str) else "SIGINT"
+    return int(getattr(signal.Signals, name, signal.SIGINT))
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         result = app.main(args=argv, prog_name="netlab", standalone_mode=False)
@@ -49,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         _stderr.print(f"[bold red]error:[/] {err}", highlight=False)
         _stderr.print("[yellow]hint:[/] run `netlab doctor`", highlight=False)
         sys.exit(EXIT_ENVIRONMENT)
-    except (click.Abort, KeyboardInterrupt):
+    except (click.Abort, KeyboardInterrupt) as stop:
         _stderr.print("interrupted")
-        sys.exit(130)
+        sys.exit(128 + _signal_number(stop))
     sys.exit(result if isinstance(result, int) else 0)

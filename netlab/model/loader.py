@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from netlab.errors import UsageError
@@ -15,6 +14,7 @@ from netlab.model.crossref import lab_problems
 from netlab.model.istio import KINDS, IstioResource, describe, resource_key
 from netlab.model.problems import Problem, ScenarioError
 from netlab.model.schema import MeshStep, Scenario
+from netlab.model.yamlfile import MAX_BYTES, YamlProblem, load_documents
 
 
 def _scenario_dir() -> Path:
@@ -87,13 +87,15 @@ def with_step_files(scenario: Scenario, path: Path) -> Scenario:
 def read_documents(path: Path) -> list[Any]:
     """Every YAML document of a file (empty documents dropped)."""
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)  # enough to tell a file is too large, without reading all of it
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror}", hint="check the path and its permissions") from None
     try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as err:
-        raise UsageError(f"{path}: not valid YAML: {err}", hint="check indentation and quoting") from None
+        return load_documents(data, str(path))
+    except YamlProblem as problem:
+        raise UsageError(str(problem), hint="`netlab validate FILE` checks a scenario without touching the "
+                                            "kernel") from None
 
 
 def parse_scenario(data: Any, source: str = "scenario", documents_from: int | None = None) -> Scenario:
