@@ -23,6 +23,8 @@ from pydantic import (
 from netlab.errors import UsageError
 from netlab.hostport import split_host_port
 from netlab.istio_init.flags import parse_flags
+from netlab.istio_init.render import build_rules
+from netlab.istio_init.rules import Rule
 from netlab.istio_init.versions import parse_version
 from netlab.model.base import (
     DEFAULT_NAMESPACE,
@@ -147,6 +149,38 @@ class RuleEdit(Strict):
         return self
 
 
+_BUILTIN = {"nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+            "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+            "raw": ("PREROUTING", "OUTPUT"), "filter": ("INPUT", "FORWARD", "OUTPUT")}
+
+
+def _check_rule_edits(edits: list[RuleEdit], rules: tuple[Rule, ...], istio: str) -> None:
+    """Each edit against the chains istio-iptables installs (a fresh namespace has nothing else), in order: the
+    chain must exist, a deleted position must hold a rule, an inserted one may be one past the end."""
+    lengths: dict[tuple[str, str], int] = {(t, c): 0 for t, chains in _BUILTIN.items() for c in chains}
+    for rule in rules:
+        lengths[rule.table, rule.chain] = lengths.get((rule.table, rule.chain), 0) + 1
+        target = rule.args[rule.args.index("-j") + 1] if "-j" in rule.args else ""
+        if target.startswith("ISTIO_"):  # a chain jumped to (RETURN, REDIRECT, ... are targets)
+            lengths.setdefault((rule.table, target), 0)
+    for i, edit in enumerate(edits):
+        target = edit.delete or edit.insert or ""
+        table_chain, position = target.split("#")
+        table, chain = table_chain.split("/")
+        if (table, chain) not in lengths:
+            known = ", ".join(c for t, c in lengths if t == table)
+            raise ValueError(f"rule_edits.{i}: {table} has no chain {chain} in the rules istio-iptables {istio} "
+                             f"installs here; its chains: {known}")
+        length = lengths[table, chain]
+        if edit.delete and int(position) > length:
+            raise ValueError(f"rule_edits.{i}: delete {target}: {table}/{chain} has {length} rule(s) at that point "
+                             "(`netlab rules render` lists them)")
+        if edit.insert and int(position) > length + 1:
+            raise ValueError(f"rule_edits.{i}: insert {target}: {table}/{chain} has {length} rule(s) at that point; "
+                             f"insert at 1..{length + 1}")
+        lengths[table, chain] = length + (1 if edit.insert else -1)
+
+
 class Sidecar(Strict):
     """An Istio sidecar: istio-init's rules plus the proxy on 15001/15006."""
 
@@ -178,9 +212,11 @@ class Sidecar(Strict):
             raise ValueError("inbound_passthrough: false (PILOT_ENABLE_INBOUND_PASSTHROUGH) was removed in Istio "
                              "1.21; it applies to 1.10-1.20 only")
         try:
-            parse_flags(self.injector_flags(), self.istio, env=self.env)
+            cfg = parse_flags(self.injector_flags(), self.istio, env=self.env)
         except UsageError as err:
             raise ValueError(f"{err} ({err.hint})" if err.hint else str(err)) from None
+        if self.rule_edits:
+            _check_rule_edits(self.rule_edits, build_rules(cfg, self.istio).v4, self.istio)
         return self
 
     def injector_flags(self) -> list[str]:

@@ -51,3 +51,4 @@ def test_anchors_merge_keys_and_documents_still_work() -> None:
 @pytest.mark.parametrize(("args", "code"), [(("SIGTERM",), 143), (("SIGHUP",), 129), ((), 130), (("bogus",), 130)])
 def test_interrupt_exit_codes_are_128_plus_the_signal(args: tuple[str, ...], code: int) -> None:
     assert 128 + _signal_number(KeyboardInterrupt(*args)) == code
+
