@@ -40,6 +40,7 @@ def start_in_member(state: LabState, member: str, role: str, argv: list[str], ui
                     env: dict[str, str] | None = None) -> procs.Started:
     """Start a process in a pod or host as uid/gid, logging to <state>/logs/<member>.<role>.log."""
     log = state.member_file("logs", member, f"{role}.log")
+    env = {**(env or {}), procs.LAB_MARK: state.lab}
     with deferred():
         started = procs.start_in_netns(member, role, member_netns_path(state, member), argv, log, uid, gid, env)
         state.push("process", member=member, role=role, pid=started.pid, started=started.started,

@@ -9,7 +9,7 @@ from typing import Any
 
 from netlab.engine import require_root
 from netlab.engine.state import LabState, lab_dir, list_labs, load_state
-from netlab.kernel import holders, hosts
+from netlab.kernel import holders, hosts, procs
 from netlab.kernel.nsutil import netns_inode, start_time
 from netlab.plan import HOSTS_ROOT, NETNS_DIR, NETNS_PREFIX
 from netlab.signals import deferred
@@ -62,12 +62,25 @@ def down(lab: str) -> list[str]:
     if state.status == "corrupt":  # nothing to pop: fall back to the marks
         state.undo = [{"kind": "state_dir", "dir": lab_dir(lab)}]
     with deferred():
+        stop_unrecorded(lab, state)
         # Looked for before teardown: once the holders are gone, their namespace inode numbers can be reused.
         strays = _stragglers(state)
         problems = teardown(state)
     problems += [f"namespace {ns} stays alive: pid(s) {', '.join(map(str, pids))} netlab did not start are "
                  "inside it (a shell from `nsenter`?)" for ns, pids in strays.items()]
     return problems
+
+
+def stop_unrecorded(lab: str, state: LabState | None = None) -> list[int]:
+    """Stop the processes netlab started for the lab that its state does not record (a SIGKILL came between a
+    start and its record): they carry the lab's mark. Returns their PIDs."""
+    ours = {e["pid"] for e in state.undo if e["kind"] in ("process", "holder")} if state is not None else set()
+    stopped = []
+    for pid in procs.marked_processes(lab):
+        started = start_time(pid)
+        if pid not in ours and started is not None and holders.stop_pid(pid, started):
+            stopped.append(pid)
+    return stopped
 
 
 def _stragglers(state: LabState) -> dict[str, list[int]]:
@@ -111,6 +124,8 @@ def clean(only: str | None = None) -> CleanReport:
         if only in (None, lab):
             report.problems += down(lab)
             report.labs.append(lab)
+    if only is not None:  # a lab whose state was never written can still have marked processes
+        report.holders += [f"{only}: process pid {pid}" for pid in stop_unrecorded(only)]
     for pid, lab, member in holders.find_holders(only):
         started = start_time(pid)
         if started is not None and holders.stop_pid(pid, started):

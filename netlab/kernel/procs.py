@@ -9,6 +9,25 @@ from dataclasses import dataclass
 from netlab.errors import EnvironmentProblem
 from netlab.kernel.nsutil import start_time, unblock_signals
 
+# Every process netlab starts carries NETLAB_LAB=<lab> in its environment (its children inherit it), so that it is
+# recognised as netlab's even when a SIGKILL came between its start and its record in the lab state.
+LAB_MARK = "NETLAB_LAB"
+
+
+def marked_processes(lab: str) -> list[int]:
+    """PIDs whose environment carries the lab's mark."""
+    mark = f"\0{LAB_MARK}={lab}\0".encode()
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = b"\0" + f.read()
+        except OSError:  # gone, or a kernel thread
+            continue
+        if mark in environ + b"\0":
+            found.append(int(entry))
+    return found
+
 
 @dataclass(frozen=True)
 class Started:
