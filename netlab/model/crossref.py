@@ -12,8 +12,18 @@ from netlab.model.names import pod_instances, service_refs
 from netlab.model.problems import Problem, unknown
 from netlab.model.schema import SERVICE_CIDR, Scenario, split_key
 
+# What one machine builds in seconds; a lab over these is refused before anything is planned.
+LIMITS = {"pods": 500, "services": 500, "external": 100, "istio": 1000, "checks": 2000}
+
 
 def lab_problems(scenario: Scenario) -> list[Problem]:
+    sizes = {"pods": sum(p.replicas for p in scenario.pods.values()), "services": len(scenario.services),
+             "external": len(scenario.external), "istio": len(scenario.istio), "checks": len(scenario.checks)}
+    too_many = [Problem(section, f"{sizes[section]} entries (pods with their replicas); netlab builds labs of at "
+                                 f"most {limit}: split the experiment")
+                for section, limit in LIMITS.items() if sizes[section] > limit]
+    if too_many:
+        return too_many
     return [*_namespace_problems(scenario), *_pod_problems(scenario), *_service_problems(scenario),
             *_external_problems(scenario), *_istio_problems(scenario)]
 

@@ -251,7 +251,7 @@ class HTTPMatchRequest(Strict):
 
 class HTTPRouteDestination(Strict):
     destination: Destination
-    weight: int = Field(0, ge=0)
+    weight: int = Field(0, strict=True, ge=0)
     headers: Headers | None = None
 
 
@@ -260,7 +260,7 @@ class HTTPRedirect(Strict):
     authority: str | None = None
     port: Port | None = Field(None, strict=True)
     scheme: str | None = None
-    redirect_code: int = Field(301, alias="redirectCode", ge=300, le=399)
+    redirect_code: int = Field(301, strict=True, alias="redirectCode", ge=300, le=399)
 
 
 class HTTPRewrite(Strict):
@@ -269,7 +269,7 @@ class HTTPRewrite(Strict):
 
 
 class HTTPRetry(Strict):
-    attempts: int = Field(ge=0)
+    attempts: int = Field(strict=True, ge=0)
     per_try_timeout: Duration | None = Field(None, alias="perTryTimeout")
     retry_on: str | None = Field(None, alias="retryOn")
     retry_remote_localities: bool | None = Field(None, alias="retryRemoteLocalities")
@@ -282,7 +282,7 @@ class FaultDelay(Strict):
 
 
 class FaultAbort(Strict):
-    http_status: int = Field(alias="httpStatus", ge=200, le=599)
+    http_status: int = Field(strict=True, alias="httpStatus", ge=200, le=599)
     percentage: Percent | None = None
 
 
@@ -331,7 +331,7 @@ class L4MatchAttributes(Strict):
 
 class RouteDestination(Strict):
     destination: Destination
-    weight: int = Field(0, ge=0)
+    weight: int = Field(0, strict=True, ge=0)
 
 
 class TCPRoute(Strict):

@@ -77,12 +77,12 @@ class Listen(Strict):
 
 
 class AppFail(Strict):
-    status: int = Field(503, ge=200, le=599, description="the status of a failed request")
+    status: int = Field(503, strict=True, ge=200, le=599, description="the status of a failed request")
     share: float = Field(ge=0, le=1, description="share of requests that fail, 0..1")
 
 
 class AppDelay(Strict):
-    ms: int = Field(ge=1, le=600_000, description="milliseconds before the answer")
+    ms: int = Field(strict=True, ge=1, le=600_000, description="milliseconds before the answer")
     share: float = Field(1.0, ge=0, le=1, description="share of requests answered late, 0..1")
 
 
@@ -107,8 +107,8 @@ class App(Strict):
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"call '{target}' is not HOST:PORT/PATH, e.g. ratings:9080/ratings/0")
         return value
-    uid: int = Field(0, ge=0, description="numeric uid the app runs as (containers often run as root)")
-    gid: int = Field(0, ge=0)
+    uid: int = Field(0, ge=0, strict=True, description="numeric uid the app runs as (containers often run as root)")
+    gid: int = Field(0, ge=0, strict=True)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -427,7 +427,7 @@ class ProbeCheck(Strict):
     expect: ProbeExpect
     trace: bool = False
     hops: int | None = Field(None, ge=1, le=10)
-    samples: int = Field(1, ge=1, le=1000)
+    samples: int = Field(1, strict=True, ge=1, le=1000)
     timeout: float = Field(3.0, gt=0, le=30, description="seconds for connect and for the reply")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
