@@ -1,7 +1,7 @@
-"""A standing kill campaign: `netlab up` interrupted at random moments by SIGKILL, SIGTERM or SIGINT, then
-`netlab clean --lab`; nothing of the lab may remain (holders, namespaces, hosts files, state, and every process
-netlab started, recognised by its mark even when the kill came before its record). NETLAB_KILL_ROUNDS sets the
-number of rounds (12 by default, more for a long campaign)."""
+"""A standing kill campaign: `netlab up`, `run` and `down` interrupted at random moments by SIGKILL, SIGTERM or
+SIGINT, then `netlab clean --lab`; nothing of the lab may remain (holders, namespaces, hosts files, state, and every
+process netlab started, recognised by its mark even when the kill came before its record) and the root namespace
+is unchanged. NETLAB_KILL_ROUNDS sets the number of rounds (20 by default, 200 for a long campaign)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from labkit import leftovers, netlab, write_scenario
+from labkit import leftovers, netlab, snapshot_root_namespace, write_scenario
 
 from netlab.kernel.procs import marked_processes
 
@@ -31,28 +31,41 @@ services:
 SIGNALS = (signal.SIGKILL, signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 
 
-def test_interrupted_up_leaves_nothing_after_clean(tmp_path: Path) -> None:
-    rounds = int(os.environ.get("NETLAB_KILL_ROUNDS", "12"))
+PHASES = ("up", "run", "down")
+
+
+def test_interrupted_commands_leave_nothing_after_clean(tmp_path: Path) -> None:
+    rounds = int(os.environ.get("NETLAB_KILL_ROUNDS", "20"))
     rng = random.Random(int(os.environ.get("NETLAB_KILL_SEED", "1337")))
     kills: Counter[str] = Counter()
     left: list[str] = []
+    before = snapshot_root_namespace()
     for i in range(rounds):
         lab = f"kill-{i}"
         path = write_scenario(tmp_path, SCENARIO.format(name=lab))
         if i == 0:
             netlab("validate", path, check=True)  # a campaign against a refused file would prove nothing
-        proc = subprocess.Popen([sys.executable, "-m", "netlab", "up", path], stdout=subprocess.DEVNULL,
+        phase = PHASES[i % len(PHASES)]
+        if phase == "down":
+            netlab("up", path, check=True)
+            argv = ["down", lab]
+        else:
+            argv = [phase, path]
+        proc = subprocess.Popen([sys.executable, "-m", "netlab", *argv], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.05, 1.0))  # `up` takes about 1 s: most kills land during it
+        # up takes about 1 s, run (no checks) 1.5 s, down 0.3 s: most kills land while the command works
+        time.sleep(rng.uniform(0.05, {"up": 1.0, "run": 1.2, "down": 0.3}[phase]))
         sig = rng.choice(SIGNALS)
-        kills[f"{sig.name} {'during up' if proc.poll() is None else 'after up'}"] += 1
+        kills[f"{sig.name} during {phase}" if proc.poll() is None else f"{phase} done first"] += 1
         proc.send_signal(sig)
         proc.wait(30)
         netlab("clean", "--lab", lab, check=True)
         left += [f"{lab}: {item}" for item in leftovers(lab)]
         left += [f"{lab}: process {pid}" for pid in marked_processes(lab)]
-    print(f"\nkill campaign: {rounds} runs, {dict(kills)}, leftovers: {len(left)}")
-    assert left == []
+    changed = [name for name, text in snapshot_root_namespace().items() if before.get(name) != text]
+    print(f"\nkill campaign: {rounds} runs, {dict(sorted(kills.items()))}, leftovers: {len(left)}, "
+          f"root namespace changes: {changed or 'none'}")
+    assert left == [] and changed == []
 
 
 def test_a_process_started_but_not_recorded_is_still_removed(tmp_path: Path) -> None:
