@@ -5,12 +5,16 @@ ClientHello, a handshake left hanging."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import ssl
+import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -24,6 +28,7 @@ from netlab.mesh.registry import HTTP, TCP, MeshEndpoint, MeshPort, MeshService
 from netlab.mesh.workload import spiffe_id
 from netlab.model.loader import parse_resources
 from netlab.pki import LabCA
+from netlab.proxy import tls
 from netlab.proxy.config import ProxyConfig
 from netlab.proxy.tls import CLIENT_ALPN_HTTP, Hello, client_hello
 
@@ -42,7 +47,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ca, other = LabCA(base / "ca"), LabCA(base / "other")
     ca.create()
     other.create()
-    uid, gid = __import__("os").getuid(), __import__("os").getgid()
+    uid, gid = os.getuid(), os.getgid()
     return {"client": ca.issue(base / "client", "default", "client", uid, gid),
             "web": ca.issue(base / "web", "default", "web", uid, gid),
             "stranger": other.issue(base / "stranger", "default", "client", uid, gid)}
@@ -165,7 +170,7 @@ def test_garbage_and_hanging_handshakes_leave_the_worker_serving(pki: dict[str, 
         # A ClientHello that is not one, then a real one and nothing more: both closed, the worker unharmed.
         assert exchange(server.inbound, b"\x16\x03\x01\x00\x10" + b"\xff" * 16, timeout=3)[0] in ("reset", "closed")
         hanging = socket.create_connection(server.inbound)
-        hanging.sendall(hello_bytes("x", ["istio"]))
+        hanging.sendall(hello_bytes("x", ["istio-http/1.1"]))  # a handshake begun, never finished
         response, _ = get(client.outbound, "/", headers={"Host": "web"})
         assert response.status == 200
         hanging.close()
@@ -190,3 +195,29 @@ def test_tcp_authorization_closes_mtls_and_plaintext_connections(pki: dict[str, 
         assert app.peers == []  # nothing reached the app
     finally:
         app.close()
+
+
+def test_an_expired_client_certificate_is_refused(pki: dict[str, Path], tmp_path: Path) -> None:
+    ca = LabCA(pki["client"].parent / "ca")
+    expired = ca.issue(tmp_path / "expired", "default", "client", os.getuid(), os.getgid(), ttl=timedelta(seconds=1))
+    time.sleep(1.5)
+    with http_app() as app, pair({**pki, "expired": expired}, app.addr, client_certs="expired") as (client, server):
+        response, _ = get(client.outbound, "/", headers={"Host": "web"})
+        assert response.status == 503
+        (line,) = entries(server, 1)  # the server's side of the failed handshake says why
+        assert line["connection_termination_details"].startswith("downstream_tls_error:")
+
+
+def test_a_handshake_left_hanging_is_closed_by_the_timeout(pki: dict[str, Path],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tls, "HANDSHAKE_TIMEOUT", 0.5)
+    with http_app() as app, pair(pki, app.addr) as (_client, server):
+        with socket.create_connection(server.inbound, timeout=5) as hanging:
+            hanging.sendall(hello_bytes("x", ["istio-http/1.1"]))  # and never the rest of the handshake
+            started = time.monotonic()
+            with contextlib.suppress(ConnectionResetError):
+                while hanging.recv(65536):
+                    pass
+            assert time.monotonic() - started < 3
+        (line,) = entries(server, 1)
+        assert line["connection_termination_details"] == "downstream_tls_error:_TimeoutError"
