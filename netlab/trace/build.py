@@ -417,6 +417,10 @@ class _Builder:
             summary = (f"proxy accepted (original destination {line.get('downstream_local')}), {line.get('direction')}"
                        f" cluster {line.get('cluster')} → upstream {line.get('upstream_host')}"
                        + (f" from {line.get('upstream_local')}" if line.get("upstream_local") != "-" else ""))
+            sni = line.get("requested_server_name")
+            if sni != "-":  # Istio's mTLS, terminated here: the hop before it carried TLS records, not the payload
+                summary += (f"; mTLS terminated (SNI {sni}; the client sidecar's certificate verified against the "
+                            "mesh's root)")
             if flags != "-":
                 summary += f"; flags {flags} {line.reason()}"
             self.add(Step("proxy", member, actor, None, leg.index, tup, summary,

@@ -73,3 +73,13 @@ def test_graph_draws_the_bookinfo_calls(lab: LabState, tmp_path: Path) -> None:
     assert "productpage-v1 v1" in svg.read_text()
     table = netlab("graph", lab.lab, check=True).stdout
     assert "svc reviews" in table and "client" in table
+
+
+def test_trace_shows_the_mtls_hop(tmp_path_factory: pytest.TempPathFactory) -> None:
+    shipped = Path(__file__).parents[2] / "scenarios" / "mtls-strict.yaml"
+    text = shipped.read_text().replace("name: mtls-strict", f"name: tls-{secrets.token_hex(3)}", 1)
+    text = text[:text.index("\nchecks:")] + "\n"
+    with lab_up(write_scenario(tmp_path_factory.mktemp("tls"), text)) as state:
+        result = netlab("trace", state.lab, "--from", "productpage-v1", "--to", "ratings:9080", "--http",
+                        "/ratings/0", check=True)
+    assert "mTLS terminated (SNI outbound_.9080_._.ratings.default.svc.cluster.local" in result.stdout
