@@ -84,6 +84,7 @@ class StreamRelay:
         self.up_local: Addr | None = None
         self.idle_mark, self.idle_since = -1, 0.0
         self.closing = self.done = False
+        self.resumed = False  # the upstream TLS session was resumed (no full handshake)
         self.row, self.base = ctx.stats.row, ctx.stats.base(route.cluster)
         self.row[self.base + st.CX_TOTAL] += 1
         self.row[self.base + st.CX_ACTIVE] += 1
@@ -112,7 +113,7 @@ class StreamRelay:
                     return self.upstream_ready()
                 assert host is not None
                 stream = await open_tls(ctx.loop, sock, ctx.identity.client_tcp, route.sni, host.identity,
-                                        ctx.connect_timeout)
+                                        ctx.connect_timeout, ctx.identity.tcp_sessions)
             except TlsFailed as failed:
                 self.failure = failed.args[0]
                 return self.connect_failed(None)
@@ -120,6 +121,7 @@ class StreamRelay:
                 sock.close()
                 raise
             self.security = Security("", stream.peer, ctx.identity.spiffe)
+            self.resumed = stream.sslobj.session_reused
             stream.start(self.u)
             self.upstream_ready()
         except asyncio.CancelledError:

@@ -113,6 +113,9 @@ class Identity:
 
     def __init__(self, directory: str, spiffe: str) -> None:
         self.spiffe = spiffe
+        # Per client context and SNI: the last session, resumed by the next connection (no full handshake).
+        self.http_sessions: dict[str, ssl.SSLSession] = {}
+        self.tcp_sessions: dict[str, ssl.SSLSession] = {}
         chain, key, root = (os.path.join(directory, n) for n in ("cert-chain.pem", "key.pem", "root-cert.pem"))
         self.server = self._context(ssl.PROTOCOL_TLS_SERVER, chain, key, root)
         self.server.set_alpn_protocols([*sorted(ISTIO_HTTP_ALPN), *sorted(ISTIO_TCP_ALPN)])
@@ -148,13 +151,13 @@ class TlsFailed(Exception):
 
 
 async def open_tls(loop: asyncio.AbstractEventLoop, sock: Any, context: ssl.SSLContext, sni: str, identity: str,
-                   timeout: float) -> TlsStream:
+                   timeout: float, sessions: dict[str, ssl.SSLSession] | None = None) -> TlsStream:
     """mTLS on a connected socket, as a client sidecar: the server must present `identity` (a SPIFFE id, Istio's
     subjectAltNames check; "" takes any certificate of the mesh's CA). The stream is returned handshaken, its
     inner protocol not attached yet."""
     done: asyncio.Future[BaseException | None] = loop.create_future()
     stream = TlsStream(context, False, sni, lambda s: done.done() or done.set_result(None),
-                       lambda s, e: done.done() or done.set_result(e))
+                       lambda s, e: done.done() or done.set_result(e), sessions)
     await loop.create_connection(lambda: stream, sock=sock)
     error = await asyncio.wait_for(done, timeout)
     if error is None and identity and stream.peer != identity:
@@ -175,9 +178,13 @@ class TlsStream(asyncio.Protocol):
     when it fails or the connection ends first."""
 
     def __init__(self, context: ssl.SSLContext, server_side: bool, sni: str | None,
-                 ready: Callable[[TlsStream], None], failed: Callable[[TlsStream, BaseException], None]) -> None:
+                 ready: Callable[[TlsStream], None], failed: Callable[[TlsStream, BaseException], None],
+                 sessions: dict[str, ssl.SSLSession] | None = None) -> None:
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side, server_hostname=sni)
+        self.sessions = sessions if sni else None  # a client's session cache: resume, and keep the new ticket
+        session = self.sessions.get(sni) if self.sessions is not None and sni else None
+        self.sslobj = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side, server_hostname=sni,
+                                       session=session)
         self.ready_cb, self.failed_cb = ready, failed
         self.transport: asyncio.Transport | None = None
         self.inner: asyncio.Protocol | None = None
@@ -243,6 +250,9 @@ class TlsStream(asyncio.Protocol):
                     self.eof_seen = True
                     inner.eof_received()
                 break
+            if self.sessions is not None:  # TLS 1.3 tickets come after the handshake: kept once data flows
+                self.sessions[self.sslobj.server_hostname or ""] = self.sslobj.session  # type: ignore[assignment]
+                self.sessions = None
             inner.data_received(data)
         self._flush()
 

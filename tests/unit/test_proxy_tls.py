@@ -221,3 +221,20 @@ def test_a_handshake_left_hanging_is_closed_by_the_timeout(pki: dict[str, Path],
             assert time.monotonic() - started < 3
         (line,) = entries(server, 1)
         assert line["connection_termination_details"] == "downstream_tls_error:_TimeoutError"
+
+
+def test_client_sidecar_resumes_its_tls_sessions(pki: dict[str, Path]) -> None:
+    app = App("127.0.0.1", kind="count")
+    try:
+        with pair(pki, app.addr, TCP) as (client, _server):
+            resumed: list[bool] = []
+            for _ in range(3):
+                with socket.create_connection(client.outbound, timeout=5) as s:
+                    s.sendall(b"x")
+                    time.sleep(0.1)
+                    resumed += client.call(lambda: [c.resumed for c in client.worker.contexts[1].active])
+                    s.shutdown(socket.SHUT_WR)
+                    assert s.recv(100) == b"got 1"
+        assert resumed == [False, True, True]  # the first handshake is full, the next ones resume its session
+    finally:
+        app.close()

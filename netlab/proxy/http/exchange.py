@@ -436,7 +436,8 @@ class Exchange:
         target = self.target
         assert target is not None
         try:
-            stream = await open_tls(ctx.loop, sock, ctx.identity.client_http, target.sni, identity, timeout)
+            stream = await open_tls(ctx.loop, sock, ctx.identity.client_http, target.sni, identity, timeout,
+                                    ctx.identity.http_sessions)
         except TlsFailed as failed:
             ctx.stats.row[ctx.stats.base(target.cluster) + st.CONNECT_FAIL] += 1
             ctx.pool.closed(key)
