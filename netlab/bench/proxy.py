@@ -15,6 +15,10 @@ runs later. Two topologies, each with istio-init's real rules (Istio 1.10, the i
   parses, routes and re-frames each request (HTTP connection manager, access log, Istio metrics), HAProxy runs in
   `mode http` with `option forwardfor` and its HTTP log; 100 keep-alive connections, the proxy's memory sampled
   while they are open; no bulk run.
+- mtls (`--mtls`): client -> a Service's ClusterIP with one endpoint, a proxy on both sides with mutual TLS between
+  them: netlab's two sidecars (auto mTLS, certificates from the lab's CA, TLS 1.3, session resumption), or two
+  HAProxies (the client's originating TLS with the same certificates, the server's terminating it and asking for the
+  client's); TCP ports, so both relay bytes.
 Proxies get one worker/thread per core, `tune.bufsize 262144` for HAProxy, and run as uid/gid 1337 like Envoy.
 Load runs in the client pod: wrk for throughput, netlab.bench.loadgen for latency, iperf3 for bulk.
 Variants are interleaved (the order rotates every round) and the figures are medians over the rounds.
@@ -30,7 +34,7 @@ import shutil
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from netlab.bench.report import (
@@ -53,8 +57,9 @@ from netlab.istio_init.flags import parse_flags
 from netlab.kernel.iptables import apply_istio_init
 from netlab.kernel.nsutil import nsenter_run, write_sysctls
 from netlab.mesh.build import ProxySpec, build_snapshot
-from netlab.mesh.registry import HTTP, kubernetes_services
+from netlab.mesh.registry import HTTP, TCP, kubernetes_services
 from netlab.model.loader import parse_scenario
+from netlab.pki import LabCA
 
 ISTIO = "1.10"
 INJECTOR_FLAGS = ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*",
@@ -79,6 +84,21 @@ METRICS = [
     Metric("pss_mb", "proxy memory MB (PSS, all procs)", False, limit=30, proxy_only=True),
     Metric("rss_mb", "proxy RSS MB (largest proc)", False, limit=30, proxy_only=True),
 ]
+# The security issue's targets for two sidecars with mTLS between them, against two HAProxies doing the same.
+MTLS_METRICS = [
+    Metric("ka_rps", "keep-alive req/s", True, target=0.8),
+    Metric("nc_rps", "new-connection req/s", True, target=0.6),
+    Metric("open_us", "latency, open conn, µs", False, added=True),
+    Metric("new_us", "latency, new conn, µs", False, added=True),
+    Metric("p50_us", "p50 @1000 req/s, µs", False, added=True),
+    Metric("p90_us", "p90 @1000 req/s, µs", False, added=True),
+    Metric("p99_us", "p99 @1000 req/s, µs", False, added=True),
+    Metric("bulk_mbs", "bulk MB/s", True, target=0.8),
+    Metric("cpu_ms", "proxies' CPU ms per 1000 req", False, proxy_only=True),
+    Metric("pss_mb", "proxies' memory MB (PSS)", False, proxy_only=True),
+]
+ISTIO_P90_ADDED_MS = 2.65  # istio.io ops/deployment/performance-and-scalability (1.10-1.14): Envoy adds 2.65 ms
+TOPOLOGIES = ("inbound", "vip", "http", "mtls")
 # The HTTP issue's targets: req/s ≥ 0.5× HAProxy's, added p50/p99 ≤ 1.5×, ≤ 0.10 vCPU per 1000 req/s (100 ms of
 # CPU per 1000 requests; half of Envoy's published 0.20), RSS ≤ 60 MB with 100 keep-alive connections open.
 HTTP_METRICS = [
@@ -122,13 +142,11 @@ class BenchResult:
     plan: Plan
     workers: int
     problems: list[str]
-    vip: bool = False
-    http: bool = False
+    topology: str = "inbound"
 
     def as_json(self) -> dict[str, object]:
         return {
-            "cores": os.cpu_count(), "workers": self.workers,
-            "topology": "vip" if self.vip else "http" if self.http else "inbound",
+            "cores": os.cpu_count(), "workers": self.workers, "topology": self.topology,
             "plan": self.plan.__dict__, "rounds": self.rounds,
             "summary": [{"metric": r.metric.key, "label": r.metric.label, "median": r.values, "added": r.added,
                          "vs_none": r.vs_floor, "netlab_vs_haproxy": r.vs_haproxy, "target_met": r.ok}
@@ -237,39 +255,103 @@ def start_servers(state: LabState, workers: int, web: Sequence[str], bulk: str) 
     members.wait_listening(state, bulk, BULK_PORT, iperf)
 
 
-def start_proxy(state: LabState, variant: str, workers: int, access_log: bool, vip: bool, http: bool) -> int:
-    """istio-init's rules in the proxied pod (the server, or with --vip the client) and the variant's proxy;
-    returns its PID."""
-    pod = "client" if vip else "server"
-    netns = members.member_netns_path(state, pod)
-    apply_istio_init(netns, parse_flags(INJECTOR_FLAGS, ISTIO), ISTIO)
+def haproxy_mtls_confs(threads: int, certs: dict[str, str], server_ip: str) -> tuple[str, str]:
+    """(client's, server's) HAProxy: TLS origination with the client's certificate and the server's verified
+    against the root; TLS termination that asks for and verifies the client's. No SNI: with one, HAProxy checks
+    the server certificate's host name against it, and a workload certificate has only a URI SAN."""
+    tls = f"ssl crt {certs['client']} ca-file {certs['root']} verify required"
+    client = _haproxy_head(threads) + f"""frontend outbound
+    bind 0.0.0.0:{OUTBOUND_PORT}
+    use_backend bulk if {{ dst_port {BULK_PORT} }}
+    default_backend web
+backend web
+    server s {server_ip}:{HTTP_PORT} {tls}
+backend bulk
+    server b {server_ip}:{BULK_PORT} {tls}
+"""
+    server = _haproxy_head(threads) + f"""frontend inbound
+    bind 0.0.0.0:{INBOUND_PORT} ssl crt {certs['server']} ca-file {certs['root']} verify required
+    default_backend original_destination
+backend original_destination
+    source 127.0.0.6
+    server s 0.0.0.0:0
+"""
+    return client, server
+
+
+def proxied_pods(topology: str) -> tuple[str, ...]:
+    """The pods a variant puts a proxy in (istio-init's rules with it)."""
+    return {"vip": ("client",), "mtls": ("client", "server")}.get(topology, ("server",))
+
+
+def start_proxies(state: LabState, variant: str, workers: int, access_log: bool, topology: str) -> list[int]:
+    """istio-init's rules in each proxied pod and the variant's proxy there; returns the proxies' PIDs (and their
+    workers')."""
+    pods = proxied_pods(topology)
+    for pod in pods:
+        apply_istio_init(members.member_netns_path(state, pod), parse_flags(INJECTOR_FLAGS, ISTIO), ISTIO)
+    certs = issue_bench_certs(state) if topology == "mtls" else {}
     if variant == NETLAB:
-        log = state.member_file("logs", pod, "proxy-access.log") if access_log or http else None
-        if vip or http:
-            args = ["--config", sidecar_snapshot(state, pod, {HTTP_PORT: HTTP} if http else {})]
-        else:
-            args = ["--istio", ISTIO, "--declared-ports", str(HTTP_PORT)]
-        sidecar.start_proxy(state, pod, args, log, workers)()
-        return proxies(state)[pod]["pid"]
-    if vip:
+        found = []
+        for pod in pods:
+            log = state.member_file("logs", pod, "proxy-access.log") if access_log or topology == "http" else None
+            if topology == "inbound":
+                args = ["--istio", ISTIO, "--declared-ports", str(HTTP_PORT)]
+            else:
+                inbound = {HTTP_PORT: HTTP} if topology == "http" else {HTTP_PORT: TCP, BULK_PORT: TCP}
+                args = ["--config", sidecar_snapshot(state, pod, inbound if pod == "server" else {}, topology)]
+            if topology == "mtls":
+                args += ["--certs", certs[f"{pod}_dir"]]
+            sidecar.start_proxy(state, pod, args, log, workers)()
+            found += family(proxies(state)[pod]["pid"])
+        return found
+    if topology == "vip":
         endpoints = [state.members[f"server-{i}"]["ip"] for i in range(VIP_REPLICAS)]
-        conf, port = haproxy_vip_conf(workers, endpoints, state.members["bulk"]["ip"]), OUTBOUND_PORT
+        confs = {"client": (haproxy_vip_conf(workers, endpoints, state.members["bulk"]["ip"]), OUTBOUND_PORT)}
+    elif topology == "mtls":
+        client, server = haproxy_mtls_confs(workers, certs, state.members["server"]["ip"])
+        confs = {"client": (client, OUTBOUND_PORT), "server": (server, INBOUND_PORT)}
     else:
-        conf, port = (haproxy_http_conf if http else haproxy_conf)(workers), INBOUND_PORT
-    path = _write(os.path.join(state.directory, "haproxy.cfg"), conf)
-    proc = members.start_in_member(state, pod, "haproxy", ["haproxy", "-db", "-f", path],
-                                   uid=PROXY_UID, gid=PROXY_GID)
-    members.wait_listening(state, pod, port, proc)
-    return proc.pid
+        confs = {"server": ((haproxy_http_conf if topology == "http" else haproxy_conf)(workers), INBOUND_PORT)}
+    found = []
+    for pod, (conf, port) in confs.items():
+        path = _write(os.path.join(state.directory, f"haproxy-{pod}.cfg"), conf)
+        proc = members.start_in_member(state, pod, "haproxy", ["haproxy", "-db", "-f", path],
+                                       uid=PROXY_UID, gid=PROXY_GID)
+        members.wait_listening(state, pod, port, proc)
+        found += family(proc.pid)
+    return found
 
 
-def sidecar_snapshot(state: LabState, pod: str, inbound_ports: dict[int, str]) -> str:
-    """The pod's sidecar configuration as the lab's control plane makes it (the lab's services and their pods)."""
+def issue_bench_certs(state: LabState) -> dict[str, str]:
+    """Workload certificates for client and server from a CA of the lab's, owned by the proxies' uid: as
+    directories for netlab's proxies, as cert+key PEM files and the root for HAProxy."""
+    ca = LabCA(os.path.join(state.directory, "pki"))
+    ca.create()
+    found = {"root": str(ca.root_path)}
+    for pod in ("client", "server"):
+        directory = ca.issue(os.path.join(state.directory, "pki", pod), "default", "default", PROXY_UID, PROXY_GID)
+        found[f"{pod}_dir"] = str(directory)
+        found[pod] = _write(os.path.join(directory, "haproxy.pem"),
+                            (directory / "cert-chain.pem").read_text() + (directory / "key.pem").read_text())
+        os.chown(found[pod], PROXY_UID, PROXY_GID)
+        os.chmod(found[pod], 0o600)
+    return found
+
+
+def sidecar_snapshot(state: LabState, pod: str, inbound_ports: dict[int, str], topology: str) -> str:
+    """The pod's sidecar configuration as the lab's control plane makes it (the lab's services and their pods).
+    With mtls the server's endpoints are marked as having a sidecar that takes mTLS (the bench starts the proxies
+    itself, so the lab's plan does not know it)."""
     plan = state.lab_plan()
     member = plan.pods[pod]
     spec = ProxySpec(member.key, member.name, member.namespace, str(member.ip), ISTIO, labels=dict(member.labels),
                      workload=member.workload)
-    snapshot = build_snapshot(spec, kubernetes_services(plan), inbound_ports, version=1)
+    services = kubernetes_services(plan)
+    if topology == "mtls":
+        services = [replace(s, endpoints=tuple(replace(e, mtls_ports=frozenset(p.port for p in s.ports))
+                                               for e in s.endpoints)) for s in services]
+    snapshot = build_snapshot(spec, services, inbound_ports, version=1, mtls=topology == "mtls")
     path = mesh.config_path(state, pod)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Path(path).write_text(snapshot.dumps())
@@ -361,11 +443,16 @@ def iperf_mbs(state: LabState, host: str, seconds: int) -> float:
 # --- one variant in its own lab -----------------------------------------------------------------------------
 
 
-def bench_scenario(name: str, vip: bool, http: bool = False) -> dict[str, object]:
-    if http:
+def bench_scenario(name: str, topology: str) -> dict[str, object]:
+    if topology == "http":
         return {"name": name, "pods": {"client": {}, "server": {"labels": {"app": "web"}}},
                 "services": {"web": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": HTTP_PORT}]}}}
-    if not vip:
+    if topology == "mtls":
+        return {"name": name, "pods": {"client": {}, "server": {"labels": {"app": "web"}}},
+                "services": {"web": {"selector": {"app": "web"}, "ports": [{"name": "tcp-web", "port": HTTP_PORT}]},
+                             "iperf": {"selector": {"app": "web"},
+                                       "ports": [{"name": "tcp-bulk", "port": BULK_PORT}]}}}
+    if topology == "inbound":
         return {"name": name, "pods": {"client": {}, "server": {}}}
     return {"name": name,
             "pods": {"client": {}, "server": {"replicas": VIP_REPLICAS, "labels": {"app": "web"}},
@@ -374,20 +461,20 @@ def bench_scenario(name: str, vip: bool, http: bool = False) -> dict[str, object
                          "iperf": {"selector": {"app": "bulk"}, "ports": [{"name": "tcp-bulk", "port": BULK_PORT}]}}}
 
 
-def measure_variant(variant: str, plan: Plan, workers: int, access_log: bool = False, vip: bool = False,
-                    progress: Callable[[str], None] = lambda _m: None,
-                    http: bool = False) -> tuple[dict[str, float], list[str]]:
+def measure_variant(variant: str, plan: Plan, workers: int, access_log: bool = False, topology: str = "inbound",
+                    progress: Callable[[str], None] = lambda _m: None) -> tuple[dict[str, float], list[str]]:
     name = f"bench-px-{variant}-{secrets.token_hex(2)}"
-    state = build.up(parse_scenario(bench_scenario(name, vip, http), source="bench"), "<netlab bench proxy>", name)
+    state = build.up(parse_scenario(bench_scenario(name, topology), source="bench"), "<netlab bench proxy>", name)
+    vip, http = topology in ("vip", "mtls"), topology == "http"
     try:
-        servers = [f"server-{i}" for i in range(VIP_REPLICAS)] if vip else ["server"]
-        bulk = "bulk" if vip else "server"
+        servers = [f"server-{i}" for i in range(VIP_REPLICAS)] if topology == "vip" else ["server"]
+        bulk = "bulk" if topology == "vip" else "server"
         for pod in dict.fromkeys(("client", *servers, bulk)):
             write_sysctls(members.member_netns_path(state, pod), POD_SYSCTLS)
-        start_servers(state, 1 if vip else workers, servers, bulk)
+        start_servers(state, 1 if topology == "vip" else workers, servers, bulk)
         pids: list[int] = []
         if variant != FLOOR:
-            pids = family(start_proxy(state, variant, workers, access_log, vip, http))
+            pids = start_proxies(state, variant, workers, access_log, topology)
         server_ip = state.info["services"]["web"]["ip"] if vip else state.members["server"]["ip"]
         url, target = f"http://{server_ip}:{HTTP_PORT}/", f"{server_ip}:{HTTP_PORT}"
         m: dict[str, float] = {}
@@ -434,7 +521,7 @@ def order(round_index: int) -> list[str]:
 
 
 def run(repeat: int = 3, quick: bool = False, workers: int | None = None, access_log: bool = False,
-        vip: bool = False, progress: Callable[[str], None] = lambda _m: None, http: bool = False) -> BenchResult:
+        topology: str = "inbound", progress: Callable[[str], None] = lambda _m: None) -> BenchResult:
     require_root()
     check_tools()
     plan = QUICK if quick else FULL
@@ -447,26 +534,27 @@ def run(repeat: int = 3, quick: bool = False, workers: int | None = None, access
             def step(msg: str, variant: str = variant, r: int = r) -> None:
                 progress(f"round {r + 1}/{repeat}, {variant}: {msg}")
 
-            results[variant], found = measure_variant(variant, plan, workers, access_log, vip, step, http)
+            results[variant], found = measure_variant(variant, plan, workers, access_log, topology, step)
             problems += found
         rounds.append(results)
     typed: list[Round] = rounds
-    metrics = HTTP_METRICS if http else METRICS
-    return BenchResult(rounds, [compare(m, typed) for m in metrics], plan, workers, problems, vip, http)
+    metrics = {"http": HTTP_METRICS, "mtls": MTLS_METRICS}.get(topology, METRICS)
+    return BenchResult(rounds, [compare(m, typed) for m in metrics], plan, workers, problems, topology)
 
 
 def render(result: BenchResult) -> str:
     errors = {v: sum(int(r[v].get(k, 0)) for r in result.rounds for k in ("ka_errors", "nc_errors", "new_errors",
                                                                                "rate_errors"))
               for v in VARIANTS}
-    if result.http:
-        topology = ("HTTP: client -> server pod IP, port declared http, proxy in the server (inbound), "
-                    f"{result.plan.http_connections} keep-alive connections; netlab logs and counts each request, "
-                    "HAProxy in mode http with option forwardfor and httplog")
-    elif result.vip:
-        topology = f"client -> a service VIP with {VIP_REPLICAS} endpoints, proxy in the client (outbound)"
-    else:
-        topology = "client -> server pod IP, proxy in the server (inbound)"
+    topology = {
+        "http": ("HTTP: client -> server pod IP, port declared http, proxy in the server (inbound), "
+                 f"{result.plan.http_connections} keep-alive connections; netlab logs and counts each request, "
+                 "HAProxy in mode http with option forwardfor and httplog"),
+        "vip": f"client -> a service VIP with {VIP_REPLICAS} endpoints, proxy in the client (outbound)",
+        "mtls": ("client -> a service VIP, a proxy on both sides with mTLS (TLS 1.3, session resumption) between "
+                 f"them; Istio publishes {ISTIO_P90_ADDED_MS} ms added at p90 by Envoy at 1000 req/s (compare the "
+                 "p90 row's added latency)"),
+    }.get(result.topology, "client -> server pod IP, proxy in the server (inbound)")
     notes = [
         f"{topology}; {os.cpu_count()} cores; {result.workers} proxy worker(s)/thread(s); medians of "
         f"{len(result.rounds)} interleaved round(s), each variant in a fresh lab",

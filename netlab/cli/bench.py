@@ -63,9 +63,11 @@ def bench_lab(pods: str, repeat: int, as_json: bool) -> None:
               "picks the endpoint (default: the proxy in the server, inbound)")
 @click.option("--http", is_flag=True, help="port 8080 declared HTTP: netlab's HTTP path (access log and metrics on) "
               "against HAProxy in mode http, 100 keep-alive connections")
+@click.option("--mtls", is_flag=True, help="a proxy on both sides with mutual TLS between them: netlab's two sidecars "
+              "against two HAProxies originating and terminating TLS")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def bench_proxy(quick: bool, repeat: int | None, workers: int | None, access_log: bool, vip: bool, http: bool,
-                as_json: bool) -> None:
+                mtls: bool, as_json: bool) -> None:
     """Same load with no sidecar, through netlab's proxy and through HAProxy, each behind istio-init's rules.
 
     Reports keep-alive and new-connection req/s, added latency per hop, bulk MB/s, proxy CPU and memory, as
@@ -73,11 +75,13 @@ def bench_proxy(quick: bool, repeat: int | None, workers: int | None, access_log
     """
     from netlab.bench import proxy as proxy_bench
 
+    chosen = [name for name, on in (("vip", vip), ("http", http), ("mtls", mtls)) if on]
+    if len(chosen) > 1:
+        raise UsageError(f"--{' and --'.join(chosen)} are different topologies; give one of them")
     rounds = repeat if repeat is not None else (1 if quick else 3)
-    if http and vip:
-        raise UsageError("--http measures the inbound HTTP hop; give --http or --vip, not both")
     with interrupts_as_keyboard_interrupt(), progress_line("netlab bench proxy", quiet=as_json) as step:
-        result = proxy_bench.run(rounds, quick, workers, access_log, vip, progress=step, http=http)
+        result = proxy_bench.run(rounds, quick, workers, access_log, chosen[0] if chosen else "inbound",
+                                 progress=step)
     if as_json:
         print_json(result.as_json())
         return
