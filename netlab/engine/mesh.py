@@ -8,6 +8,7 @@ xDS and `istioctl proxy-status` showing SYNCED.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from netlab.kernel.nsutil import is_same_process, run_in_netns
 from netlab.mesh.build import snapshots
 from netlab.model.istio import IstioResource, describe, resource_key
 from netlab.model.loader import parse_resources
-from netlab.pki import LabCA
+from netlab.pki import CERT_CHAIN, WORKLOAD_TTL, LabCA
 
 SYNC_TIMEOUT = 5.0
 PROXY_UID = 1337
@@ -63,15 +64,21 @@ def certs_dir(state: LabState, member: str) -> str:
 
 
 def issue_certificates(state: LabState) -> None:
-    """istiod's CA at work: the lab's root (made once), and a fresh workload certificate for every sidecar (at
-    `up`, and again at every push: the rotation), owned by the user its proxy runs as."""
+    """istiod's CA at work: the lab's root (made once), and a workload certificate for every sidecar, owned by the
+    user its proxy runs as: at `up`, and at a push once half of its lifetime has passed (istio-agent rotates at
+    50% of the TTL); the proxies load a new one when they reload."""
     ca = LabCA(os.path.join(state.directory, "pki"))
     if not ca.root_path.exists():
         ca.create()
     for pod in state.lab_plan().pods.values():
-        if pod.sidecar is not None:
-            uid = 0 if pod.sidecar.interception == "TPROXY" else PROXY_UID
-            ca.issue(certs_dir(state, pod.key), pod.namespace, pod.service_account, uid, PROXY_UID)
+        if pod.sidecar is None:
+            continue
+        directory = certs_dir(state, pod.key)
+        with contextlib.suppress(OSError):
+            if time.time() - os.stat(os.path.join(directory, CERT_CHAIN)).st_mtime < WORKLOAD_TTL.total_seconds() / 2:
+                continue
+        uid = 0 if pod.sidecar.interception == "TPROXY" else PROXY_UID
+        ca.issue(directory, pod.namespace, pod.service_account, uid, PROXY_UID)
 
 
 def write_snapshots(state: LabState, resources: Sequence[IstioResource],

@@ -17,10 +17,12 @@ import sys
 import time
 
 from netlab.mesh.types import loads
+from netlab.mesh.workload import spiffe_id
 from netlab.proxy.accesslog import AccessLog
 from netlab.proxy.config import ProxyConfig
 from netlab.proxy.privileges import drop
 from netlab.proxy.stats import Stats
+from netlab.proxy.tls import Identity
 from netlab.proxy.worker import Listeners, Worker, bind_listeners
 
 try:
@@ -54,6 +56,8 @@ def run(cfg: ProxyConfig) -> int:
     if sets is None:
         sets = bind_all()
     stats = Stats(cfg.workers)
+    node = cfg.snapshot.node
+    identity = Identity(cfg.certs, spiffe_id(node.namespace, node.service_account)) if cfg.certs else None
 
     parent = os.getpid()
     children: list[int] = []
@@ -68,7 +72,7 @@ def run(cfg: ProxyConfig) -> int:
                 if ready_fd is not None:
                     os.close(ready_fd)
                 stats.use_row(i)
-                code = _serve(cfg, sets[i], stats, log, parent_pid=parent)
+                code = _serve(cfg, sets[i], stats, log, parent_pid=parent, identity=identity)
             finally:
                 os._exit(code)
         children.append(pid)
@@ -83,16 +87,17 @@ def run(cfg: ProxyConfig) -> int:
         sys.stdout.flush()
 
     try:
-        return _serve(cfg, sets[0], stats, log, on_ready=announce, children=children)
+        return _serve(cfg, sets[0], stats, log, on_ready=announce, children=children, identity=identity)
     finally:
         _stop_children(children)
 
 
 def _serve(cfg: ProxyConfig, listeners: Listeners, stats: Stats, log: AccessLog | None,
-           parent_pid: int | None = None, on_ready: object = None, children: list[int] | None = None) -> int:
+           parent_pid: int | None = None, on_ready: object = None, children: list[int] | None = None,
+           identity: Identity | None = None) -> int:
     loop = new_loop()
     asyncio.set_event_loop(loop)
-    worker = Worker(cfg, stats, log, parent_pid=parent_pid)
+    worker = Worker(cfg, stats, log, parent_pid=parent_pid, identity=identity)
 
     def reload() -> None:
         for pid in children or ():

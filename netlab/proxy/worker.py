@@ -73,10 +73,19 @@ def bind_listeners(cfg: ProxyConfig, admin: bool, reuseport: bool) -> Listeners:
     )
 
 
+def _stamp(directory: str | None) -> tuple[int, int] | None:
+    """When the certificate was last written (a rotation replaces it)."""
+    try:
+        info = os.stat(os.path.join(directory or "", "cert-chain.pem"))
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
 class Worker:
     def __init__(self, cfg: ProxyConfig, stats: Stats, log: AccessLog | None,
                  inbound_resolver: Resolver | None = None, outbound_resolver: Resolver | None = None,
-                 parent_pid: int | None = None) -> None:
+                 parent_pid: int | None = None, identity: Identity | None = None) -> None:
         self.cfg = cfg
         self.stats = stats
         self.log = log
@@ -84,6 +93,10 @@ class Worker:
         # Outbound capture is a nat REDIRECT to 15001 in both modes.
         self.outbound_resolver = outbound_resolver or redirect_original_dst
         self.parent_pid = parent_pid  # children stop when the parent (worker 0) is gone
+        # Loaded before the workers fork, it is one SSLContext for all: a session ticket one worker issued is
+        # resumed by another. Kept across reloads while the certificate files stay the same.
+        self.identity = identity
+        self.certs_stamp = _stamp(cfg.certs) if identity is not None else None
         self.dispatch = Dispatch(cfg.snapshot)
         self.reload_error = ""  # why the last reload was refused ("" when it went well)
         stats.register(c.name for c in cfg.snapshot.clusters)
@@ -152,8 +165,12 @@ class Worker:
     def load_identity(self, snapshot: Snapshot) -> Identity | None:
         if self.cfg.certs is None:
             return None
-        node = snapshot.node
-        return Identity(self.cfg.certs, spiffe_id(node.namespace, node.service_account))
+        stamp = _stamp(self.cfg.certs)
+        if self.identity is None or stamp != self.certs_stamp:
+            node = snapshot.node
+            self.identity = Identity(self.cfg.certs, spiffe_id(node.namespace, node.service_account))
+            self.certs_stamp = stamp
+        return self.identity
 
     def _tick(self) -> None:
         """Publish live byte counts, close idle connections, flush the access log, watch the parent."""
