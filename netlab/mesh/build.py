@@ -297,9 +297,11 @@ def _outbound_cluster(name: str, service: MeshService, port: MeshPort, settings:
                       if subset_labels is None or all(e.labels.get(k) == v for k, v in subset_labels.items()))
     kind = "STRICT_DNS" if service.resolution == "DNS" else "EDS"
     subset = name.split("|")[2]
+    # Istio's mTLS SNI (BuildDNSSrvSubsetKey); TLS origination (SIMPLE, MUTUAL) presents the host unless told.
+    originating = settings.get("tls_mode") in ("SIMPLE", "MUTUAL")
+    sni = service.hostname if originating else f"outbound_.{port.port}_.{subset}_.{service.hostname}"
     return Cluster(name, kind, endpoints=endpoints, destination_rule=rule, service=service.hostname,
-                   sni=f"outbound_.{port.port}_.{subset}_.{service.hostname}",  # BuildDNSSrvSubsetKey
-                   **{"connect_timeout": CONNECT_TIMEOUT, **settings})
+                   **{"connect_timeout": CONNECT_TIMEOUT, "sni": sni, **settings})
 
 
 def _domains(service: MeshService, port: int, namespace: str, traits: MeshTraits) -> tuple[str, ...]:

@@ -139,11 +139,13 @@ def cluster_settings(policy: Any, default_lb: str) -> dict[str, Any]:
         found["max_retries"] = pool.http.max_retries or 0
         found["max_requests_per_connection"] = pool.http.max_requests_per_connection or 0
     tls = policy.tls
-    if tls is not None:  # ClientTLSSettings: DISABLE or ISTIO_MUTUAL (the model refuses SIMPLE and MUTUAL)
+    if tls is not None:  # ClientTLSSettings
         found["tls_mode"] = tls.mode
         found["subject_alt_names"] = tuple(tls.subject_alt_names)
         if tls.sni:
             found["sni"] = tls.sni
+        found["tls_files"] = (tls.ca_certificates or "", tls.client_certificate or "", tls.private_key or "")
+        found["tls_skip_verify"] = bool(tls.insecure_skip_verify)
     od = policy.outlier_detection
     if od is not None:
         five = od.consecutive_5xx_errors if od.consecutive_5xx_errors is not None else od.consecutive_errors

@@ -204,6 +204,8 @@ class Cluster:
     sni: str = ""  # auto mTLS: endpoints with tls_mode "istio" get ISTIO_MUTUAL with this SNI, the others plaintext
     tls_mode: str = ""  # a DestinationRule's trafficPolicy.tls.mode (DISABLE, ISTIO_MUTUAL); "": auto mTLS
     subject_alt_names: tuple[str, ...] = ()  # its subjectAltNames: the identity the server must present
+    tls_files: tuple[str, str, str] = ("", "", "")  # SIMPLE/MUTUAL: caCertificates, clientCertificate, privateKey
+    tls_skip_verify: bool = False  # insecureSkipVerify
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +307,8 @@ def _cluster(d: dict[str, Any]) -> Cluster:
     outlier = d.get("outlier")
     return Cluster(**{**d, "endpoints": tuple(Endpoint(**e) for e in d["endpoints"]),
                       "outlier": OutlierPolicy(**outlier) if outlier else None,
-                      "subject_alt_names": tuple(d.get("subject_alt_names", ()))})
+                      "subject_alt_names": tuple(d.get("subject_alt_names", ())),
+                      "tls_files": tuple(d.get("tls_files", ("", "", "")))})
 
 
 def _virtual_host(d: dict[str, Any]) -> VirtualHost:

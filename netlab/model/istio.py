@@ -427,19 +427,30 @@ class OutlierDetection(Strict):
 
 
 class ClientTlsSettings(Strict):
-    """destination_rule.proto ClientTLSSettings, for the mesh's own mTLS: DISABLE or ISTIO_MUTUAL."""
+    """destination_rule.proto ClientTLSSettings: the mesh's mTLS (ISTIO_MUTUAL), none (DISABLE), or TLS
+    origination to a server with its own certificate (SIMPLE), presenting a client certificate (MUTUAL). Files are
+    paths on the lab's machine (a cluster mounts them into the sidecar)."""
 
     mode: Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]
     sni: str | None = None
     subject_alt_names: list[str] = Field(default_factory=list, alias="subjectAltNames")
+    ca_certificates: str | None = Field(None, alias="caCertificates")
+    client_certificate: str | None = Field(None, alias="clientCertificate")
+    private_key: str | None = Field(None, alias="privateKey")
+    insecure_skip_verify: bool | None = Field(None, alias="insecureSkipVerify")
+    credential_name: str | None = Field(None, alias="credentialName")
 
-    @field_validator("mode")
-    @classmethod
-    def _mesh_modes(cls, value: str) -> str:
-        if value in ("SIMPLE", "MUTUAL"):
-            raise ValueError(f"tls.mode {value} (TLS origination to a server with its own certificates) is not "
-                             "modelled by netlab; use ISTIO_MUTUAL (the mesh's mTLS) or DISABLE")
-        return value
+    @model_validator(mode="after")
+    def _files(self) -> ClientTlsSettings:
+        if self.credential_name is not None:
+            raise ValueError("credentialName names a Kubernetes secret, which a lab does not have; give "
+                             "caCertificates, clientCertificate and privateKey as file paths")
+        if self.mode == "MUTUAL" and not (self.client_certificate and self.private_key):
+            raise ValueError("tls.mode MUTUAL needs clientCertificate and privateKey (file paths)")
+        for path in (self.ca_certificates, self.client_certificate, self.private_key):
+            if path is not None and not path.startswith("/"):
+                raise ValueError(f"'{path}' is not an absolute file path")
+        return self
 
 
 class TrafficPolicy(Strict):

@@ -20,6 +20,7 @@ from netlab.proxy.http.router import HttpRouter
 from netlab.proxy.lb import LoadBalancer
 from netlab.proxy.origdst import Addr
 from netlab.proxy.routes import BLACKHOLE, Route, TlsChain, refused
+from netlab.proxy.tls import origination_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,9 @@ class Dispatch:
         self.clusters = {c.name: c for c in snapshot.clusters}
         self.balancers = {c.name: LoadBalancer.of(c) for c in snapshot.clusters
                           if c.type in ("EDS", "STATIC", "STRICT_DNS") and c.endpoints}
+        # SIMPLE/MUTUAL TLS origination; files that cannot be loaded refuse the reload (OSError, ssl.SSLError).
+        self.originations = {c.name: origination_context(c.tls_files, c.sni, c.tls_skip_verify)
+                             for c in snapshot.clusters if c.tls_mode in ("SIMPLE", "MUTUAL")}
         self.route_configs = {r.name: r for r in snapshot.routes}
         self.by_address: dict[Addr, Chains] = {}
         self.by_port: dict[int, Chains] = {}
@@ -146,4 +150,4 @@ class Dispatch:
             return refused(direction, "no_healthy_upstream", name, "UH")
         transparent = direction == "inbound" and self.transparent
         return Route(direction, name, lb=balancer, bind_ip=cluster.upstream_bind or None, transparent=transparent,
-                     sni=cluster.sni)
+                     sni=cluster.sni, origination=self.originations.get(name))

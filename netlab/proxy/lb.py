@@ -57,6 +57,8 @@ def _mtls(cluster: Cluster, endpoint: Endpoint) -> tuple[bool, str]:
     whose sidecar takes it). ISTIO_MUTUAL checks the DestinationRule's subjectAltNames when it gives some."""
     if not cluster.sni or cluster.tls_mode == "DISABLE":
         return False, ""
+    if cluster.tls_mode in ("SIMPLE", "MUTUAL"):  # the server's own certificate: no SPIFFE id to check
+        return True, ""
     if cluster.tls_mode == "ISTIO_MUTUAL":
         return True, cluster.subject_alt_names[0] if cluster.subject_alt_names else endpoint.identity
     return endpoint.tls_mode == "istio", endpoint.identity

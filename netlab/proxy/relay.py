@@ -354,7 +354,7 @@ class Connection:
         if upstream is None:  # every endpoint gone
             self.route = refused(route.direction, "no_healthy_upstream", route.cluster, "UH")
             return self.fail("UH", "-")
-        if route.sni and host is not None and host.mtls and ctx.identity is not None:  # mTLS to the endpoint
+        if route.sni and host is not None and host.mtls and (ctx.identity is not None or route.origination):
             row[base + st.CX_TOTAL] -= 1  # the stream relay counts it
             d = self.d
             held = b"".join(self.held or ())

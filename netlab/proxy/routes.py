@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from netlab.proxy.http.router import HttpRouter
 from netlab.proxy.lb import Host, LoadBalancer
@@ -31,6 +32,7 @@ class Route:
     sni: str = ""  # auto mTLS: the SNI for endpoints whose sidecar takes mTLS (Host.identity set)
     tls: tuple[TlsChain, ...] = ()  # an inbound port's TLS chains: the first bytes decide (tls_inspector)
     plaintext: bool = True  # a raw_buffer chain exists (not under STRICT)
+    origination: Any = None  # a DestinationRule's SIMPLE/MUTUAL TLS: its client SSLContext (else the mesh's mTLS)
 
     def pick(self, key: str | None = None) -> tuple[Addr | None, Host | None]:
         """The upstream address for a new connection or request, and the endpoint it counts against (None: no

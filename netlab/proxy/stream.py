@@ -112,15 +112,19 @@ class StreamRelay:
                     await ctx.loop.create_connection(lambda: self.u, sock=sock)
                     return self.upstream_ready()
                 assert host is not None
-                stream = await open_tls(ctx.loop, sock, ctx.identity.client_tcp, route.sni, host.identity,
-                                        ctx.connect_timeout, ctx.identity.tcp_sessions)
+                if route.origination is not None:
+                    stream = await open_tls(ctx.loop, sock, route.origination, route.sni, "", ctx.connect_timeout)
+                else:
+                    stream = await open_tls(ctx.loop, sock, ctx.identity.client_tcp, route.sni, host.identity,
+                                            ctx.connect_timeout, ctx.identity.tcp_sessions)
             except TlsFailed as failed:
                 self.failure = failed.args[0]
                 return self.connect_failed(None)
             except BaseException:
                 sock.close()
                 raise
-            self.security = Security("", stream.peer, ctx.identity.spiffe)
+            if route.origination is None:
+                self.security = Security("", stream.peer, ctx.identity.spiffe)
             self.resumed = stream.sslobj.session_reused
             stream.start(self.u)
             self.upstream_ready()

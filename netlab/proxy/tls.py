@@ -135,6 +135,24 @@ class Identity:
         return context
 
 
+def origination_context(files: tuple[str, str, str], verify_host: str, skip_verify: bool) -> ssl.SSLContext:
+    """A DestinationRule's SIMPLE or MUTUAL TLS: the server checked against caCertificates (its name against the
+    SNI), a client certificate when one is given; without caCertificates (or with insecureSkipVerify) the server
+    is not checked, as Envoy without a validation context."""
+    ca, cert, key = files
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca and not skip_verify:
+        context.load_verify_locations(ca)
+        context.check_hostname = bool(verify_host)
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert:
+        context.load_cert_chain(cert, key or None)
+    return context
+
+
 def peer_spiffe(sslobj: ssl.SSLObject) -> str:
     cert = sslobj.getpeercert() or {}
     return next((value for kind, value in cert.get("subjectAltName", ()) if kind == "URI"), "")

@@ -143,11 +143,11 @@ class Worker:
             self.reload_error = (f"version {snapshot.version} refused: interception mode {snapshot.node.mode} "
                                  f"differs from the running {self.cfg.mode} (restart the proxy to change it)")
             return
-        dispatch = Dispatch(snapshot)
         try:
+            dispatch = Dispatch(snapshot)  # loads the files of TLS origination (SIMPLE, MUTUAL)
             identity = self.load_identity(snapshot)  # a rotated certificate is taken with the new version
         except (OSError, ValueError) as err:
-            self.reload_error = f"version {snapshot.version} refused: cannot load the certificate: {err}"
+            self.reload_error = f"version {snapshot.version} refused: cannot load a certificate: {err}"
             return
         self.stats.register(c.name for c in snapshot.clusters)
         changed = {name for name, c in dispatch.clusters.items() if self.dispatch.clusters.get(name) != c}

@@ -238,3 +238,61 @@ def test_client_sidecar_resumes_its_tls_sessions(pki: dict[str, Path]) -> None:
         assert resumed == [False, True, True]  # the first handshake is full, the next ones resume its session
     finally:
         app.close()
+
+
+def server_certificate(ca_dir: Path, host: str, out: Path) -> tuple[str, str]:
+    """A server certificate for `host` (DNS SAN) signed by the lab CA in ca_dir: (cert, key) paths."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    root = x509.load_pem_x509_certificate((ca_dir / "root-cert.pem").read_bytes())
+    root_key = serialization.load_pem_private_key((ca_dir / "root-key.pem").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(root.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=True)
+            .sign(root_key, hashes.SHA256()))  # type: ignore[arg-type]
+    out.mkdir(exist_ok=True)
+    (out / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (out / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    return str(out / "cert.pem"), str(out / "key.pem")
+
+
+@pytest.mark.parametrize("mode", ["SIMPLE", "MUTUAL"])
+def test_destination_rule_originates_tls(pki: dict[str, Path], tmp_path: Path, mode: str) -> None:
+    """The app speaks plain HTTP to its sidecar; a DestinationRule has the sidecar originate TLS to an HTTPS
+    server (its name checked against the SNI), with the client certificate under MUTUAL."""
+    ca_dir = pki["client"].parent / "ca"
+    cert, key = server_certificate(ca_dir, "api.example.com", tmp_path / "server")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    if mode == "MUTUAL":
+        context.load_verify_locations(str(ca_dir / "root-cert.pem"))
+        context.verify_mode = ssl.CERT_REQUIRED
+    client_files = (f"clientCertificate: {pki['client']}/cert-chain.pem, privateKey: {pki['client']}/key.pem, "
+                    if mode == "MUTUAL" else "")
+    rule = f"""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: api.example.com
+  trafficPolicy: {{tls: {{mode: {mode}, {client_files}caCertificates: {ca_dir}/root-cert.pem}}}}
+"""
+    with http_app() as app:
+        app.socket = context.wrap_socket(app.socket, server_side=True)
+        service = MeshService("api.example.com", "default", ("10.96.0.99",), (MeshPort("http", 80, HTTP, 0),),
+                              (MeshEndpoint(app.addr[0], {80: app.addr[1]}),), external=True)
+        spec = ProxySpec("client", "client", "default", "127.0.0.1", "1.23")
+        resources = parse_resources(list(yaml.safe_load_all(rule)), documents=True)
+        with ProxyUnderTest(ProxyConfig(snapshot=build_snapshot(spec, [service], {}, resources=resources),
+                                        certs=str(pki["client"]))) as client:
+            client.dst = ("10.96.0.99", 80)
+            response, data = get(client.outbound, "/", headers={"Host": "api.example.com"})
+    assert response.status == 200 and json.loads(data)["method"] == "GET"

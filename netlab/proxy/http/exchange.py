@@ -398,7 +398,7 @@ class Exchange:
             ctx.pool.closed(key)
             return self.connect_failed(e.errno or errno.EIO)
         host = self.host
-        mtls = bool(target.sni and host is not None and host.mtls and ctx.identity is not None)
+        mtls = bool(target.sni and host is not None and host.mtls and (ctx.identity is not None or target.origination))
         try:
             await asyncio.wait_for(ctx.loop.sock_connect(sock, key[1]), timeout)
             local = sock.getsockname()
@@ -436,15 +436,19 @@ class Exchange:
         target = self.target
         assert target is not None
         try:
-            stream = await open_tls(ctx.loop, sock, ctx.identity.client_http, target.sni, identity, timeout,
-                                    ctx.identity.http_sessions)
+            if target.origination is not None:
+                stream = await open_tls(ctx.loop, sock, target.origination, target.sni, "", timeout)
+            else:
+                stream = await open_tls(ctx.loop, sock, ctx.identity.client_http, target.sni, identity, timeout,
+                                        ctx.identity.http_sessions)
         except TlsFailed as failed:
             ctx.stats.row[ctx.stats.base(target.cluster) + st.CONNECT_FAIL] += 1
             ctx.pool.closed(key)
             self.connect_failed(errno.ECONNRESET, failed.args[0])
             return None
         conn = UpstreamHttp(ctx.pool, key, ctx.stats.row, ctx.stats.base(target.cluster), local)
-        conn.security = Security("", stream.peer, ctx.identity.spiffe)
+        if target.origination is None:
+            conn.security = Security("", stream.peer, ctx.identity.spiffe)
         stream.start(conn)
         return conn
 
