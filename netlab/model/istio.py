@@ -520,8 +520,11 @@ class PeerAuthenticationSpec(Strict):
         return self
 
 
-class PeerAuthentication(_Resource):
+class _SecurityResource(_Resource):
     api_version: SECURITY_VERSIONS = Field(alias="apiVersion")  # type: ignore[assignment]
+
+
+class PeerAuthentication(_SecurityResource):
     kind: Literal["PeerAuthentication"]
     spec: PeerAuthenticationSpec = Field(default_factory=PeerAuthenticationSpec)
 
@@ -627,8 +630,7 @@ class AuthorizationPolicySpec(Strict):
         return self
 
 
-class AuthorizationPolicy(_Resource):
-    api_version: SECURITY_VERSIONS = Field(alias="apiVersion")  # type: ignore[assignment]
+class AuthorizationPolicy(_SecurityResource):
     kind: Literal["AuthorizationPolicy"]
     spec: AuthorizationPolicySpec = Field(default_factory=AuthorizationPolicySpec)
 

@@ -355,12 +355,11 @@ class Connection:
             self.route = refused(route.direction, "no_healthy_upstream", route.cluster, "UH")
             return self.fail("UH", "-")
         if route.sni and host is not None and host.mtls and (ctx.identity is not None or route.origination):
-            row[base + st.CX_TOTAL] -= 1  # the stream relay counts it
             d = self.d
             held = b"".join(self.held or ())
             self.held = None
             StreamRelay(ctx, route, self.client, self.orig, self.start or time.time(), d.transport, d.sock,
-                        upstream, host, held=held)
+                        upstream, host, held=held, counted=True)
             del d.conn, d.peer
             return None
         self.upstream = upstream

@@ -71,7 +71,8 @@ class _End(asyncio.Protocol):
 class StreamRelay:
     def __init__(self, ctx: StreamContext, route: Route, client: Addr, orig: Addr, start: float,
                  downstream: Any, sock: socket.socket, upstream: Addr, host: Host | None = None,
-                 security: Security | None = None, held: bytes = b"") -> None:
+                 security: Security | None = None, held: bytes = b"", counted: bool = False) -> None:
+        """`counted`: the connection is already in the cluster's upstream_cx_total (handed over by the relay)."""
         self.ctx, self.route, self.client, self.orig, self.start = ctx, route, client, orig, start
         self.sock = sock  # the client's socket (for a reset)
         self.upstream, self.host = upstream, host
@@ -86,7 +87,8 @@ class StreamRelay:
         self.closing = self.done = False
         self.resumed = False  # the upstream TLS session was resumed (no full handshake)
         self.row, self.base = ctx.stats.row, ctx.stats.base(route.cluster)
-        self.row[self.base + st.CX_TOTAL] += 1
+        if not counted:
+            self.row[self.base + st.CX_TOTAL] += 1
         self.row[self.base + st.CX_ACTIVE] += 1
         if host is not None:
             host.active += 1
