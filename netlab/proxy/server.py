@@ -11,6 +11,7 @@ import contextlib
 # it lazily after the drop silently fell back to the stdlib loop (ImportError), and warming only uvloop made every
 # upstream connect fail with "unknown encoding: idna".
 import encodings.idna  # noqa: F401
+import gc
 import os
 import signal
 import sys
@@ -59,6 +60,10 @@ def run(cfg: ProxyConfig) -> int:
     node = cfg.snapshot.node
     identity = Identity(cfg.certs, spiffe_id(node.namespace, node.service_account)) if cfg.certs else None
 
+    # Everything imported and built so far is shared with the workers: frozen, the cycle collector leaves it
+    # alone, so its passes do not write to (and copy) the shared pages in every worker.
+    gc.collect()
+    gc.freeze()
     parent = os.getpid()
     children: list[int] = []
     for i in range(1, cfg.workers):
