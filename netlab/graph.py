@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from netlab.proxy.telemetry import NAMED_CLUSTERS
+
 UNKNOWN = "unknown"
 
 
@@ -103,8 +105,7 @@ def _workload(labels: dict[str, str], side: str) -> Node:
 def _service(labels: dict[str, str]) -> Node:
     host = labels.get("destination_service", UNKNOWN)
     name = labels.get("destination_service_name", host)
-    if name in ("PassthroughCluster", "BlackHoleCluster", "InboundPassthroughCluster",
-                "InboundPassthroughClusterIpv4", "InboundPassthroughClusterIpv6"):
+    if name in NAMED_CLUSTERS:  # the catch-all clusters stand for the service they name
         host = name
     return Node(f"service:{host}", "service", name, labels.get("destination_service_namespace", ""))
 

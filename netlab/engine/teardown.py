@@ -124,7 +124,7 @@ def clean(only: str | None = None) -> CleanReport:
         if only in (None, lab):
             report.problems += down(lab)
             report.labs.append(lab)
-    if only is not None:  # a lab whose state was never written can still have marked processes
+    if only is not None and only not in report.labs:  # no state was written, yet it may have marked processes
         report.holders += [f"{only}: process pid {pid}" for pid in stop_unrecorded(only)]
     for pid, lab, member in holders.find_holders(only):
         started = start_time(pid)

@@ -28,5 +28,11 @@ def spiffe_id(namespace: str, service_account: str) -> str:
     return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
 
 
+def namespace_of(principal: str) -> str:
+    """The namespace in a SPIFFE id or principal (.../ns/NS/sa/SA), "" when there is none."""
+    _, found, rest = principal.partition("/ns/")
+    return rest.split("/", 1)[0] if found else ""
+
+
 def endpoint_metadata(workload: str, namespace: str, labels: dict[str, str]) -> str:
     return ";".join((workload, namespace, *canonical_service(labels, workload), CLUSTER_ID))

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from netlab.mesh.types import AuthzPolicy, AuthzRule, Matchers
+from netlab.mesh.workload import namespace_of
 
 _HTTP_FIELDS = frozenset(("methods", "notMethods", "paths", "notPaths", "hosts", "notHosts"))
 DENIED_BODY = "RBAC: access denied"
@@ -37,8 +38,7 @@ class Attributes:
 
     @property
     def namespace(self) -> str:
-        _, found, rest = self.principal.partition("/ns/")
-        return rest.split("/", 1)[0] if found else ""
+        return namespace_of(self.principal)
 
 
 def principal_of(spiffe: str) -> str:

@@ -58,7 +58,7 @@ from netlab.proxy.routes import Route, TlsChain, loop_reason, refused
 from netlab.proxy.secure import serve_tls
 from netlab.proxy.stream import StreamRelay
 from netlab.proxy.telemetry import Telemetry
-from netlab.proxy.tls import Hello, Identity, client_hello, is_tls
+from netlab.proxy.tls import Hello, Identity, client_hello, is_tls, upstream_tls
 from netlab.proxy.upstream import open_upstream
 
 HIGH_WATER = 256 * 1024  # unsent bytes per transport before its peer stops reading (low-water: a quarter)
@@ -354,12 +354,14 @@ class Connection:
         if upstream is None:  # every endpoint gone
             self.route = refused(route.direction, "no_healthy_upstream", route.cluster, "UH")
             return self.fail("UH", "-")
-        if route.sni and host is not None and host.mtls and (ctx.identity is not None or route.origination):
+        tls = upstream_tls(route.sni, route.origination, host.mtls, host.identity, ctx.identity, http=False) \
+            if host is not None else None
+        if tls is not None:  # TLS to the endpoint: the TLS-aware relay takes the connection
             d = self.d
             held = b"".join(self.held or ())
             self.held = None
             StreamRelay(ctx, route, self.client, self.orig, self.start or time.time(), d.transport, d.sock,
-                        upstream, host, held=held, counted=True)
+                        upstream, host, held=held, counted=True, upstream_tls=tls)
             del d.conn, d.peer
             return None
         self.upstream = upstream

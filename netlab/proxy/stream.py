@@ -18,7 +18,7 @@ from netlab.proxy.lb import Host
 from netlab.proxy.origdst import Addr
 from netlab.proxy.routes import Route
 from netlab.proxy.telemetry import Security
-from netlab.proxy.tls import TlsFailed, TlsStream, open_tls
+from netlab.proxy.tls import TlsFailed, TlsStream, UpstreamTls, open_tls
 from netlab.proxy.upstream import upstream_socket
 
 _LINGER_RST = b"\1\0\0\0\0\0\0\0"
@@ -32,7 +32,6 @@ class StreamContext(Protocol):
     stats: st.Stats
     log: Any
     telemetry: Any
-    identity: Any
     connect_timeout: float
     active: set[Any]
     libuv: bool
@@ -71,8 +70,11 @@ class _End(asyncio.Protocol):
 class StreamRelay:
     def __init__(self, ctx: StreamContext, route: Route, client: Addr, orig: Addr, start: float,
                  downstream: Any, sock: socket.socket, upstream: Addr, host: Host | None = None,
-                 security: Security | None = None, held: bytes = b"", counted: bool = False) -> None:
-        """`counted`: the connection is already in the cluster's upstream_cx_total (handed over by the relay)."""
+                 security: Security | None = None, held: bytes = b"", counted: bool = False,
+                 upstream_tls: UpstreamTls | None = None) -> None:
+        """`counted`: the connection is already in the cluster's upstream_cx_total (handed over by the relay).
+        `upstream_tls`: how to speak TLS to the upstream (None: plaintext)."""
+        self.upstream_tls = upstream_tls
         self.ctx, self.route, self.client, self.orig, self.start = ctx, route, client, orig, start
         self.sock = sock  # the client's socket (for a reset)
         self.upstream, self.host = upstream, host
@@ -103,30 +105,24 @@ class StreamRelay:
     # --- the upstream ---
 
     async def connect(self) -> None:
-        ctx, route, host = self.ctx, self.route, self.host
-        tls = bool(route.sni and host is not None and host.mtls)
+        ctx, route, tls = self.ctx, self.route, self.upstream_tls
         try:
             sock = upstream_socket(route, self.client[0])
             try:
                 await asyncio.wait_for(ctx.loop.sock_connect(sock, self.upstream), ctx.connect_timeout)
                 self.up_local = sock.getsockname()
-                if not tls:
+                if tls is None:
                     await ctx.loop.create_connection(lambda: self.u, sock=sock)
                     return self.upstream_ready()
-                assert host is not None
-                if route.origination is not None:
-                    stream = await open_tls(ctx.loop, sock, route.origination, route.sni, "", ctx.connect_timeout)
-                else:
-                    stream = await open_tls(ctx.loop, sock, ctx.identity.client_tcp, route.sni, host.identity,
-                                            ctx.connect_timeout, ctx.identity.tcp_sessions)
+                stream = await open_tls(ctx.loop, sock, tls, ctx.connect_timeout)
             except TlsFailed as failed:
                 self.failure = failed.args[0]
                 return self.connect_failed(None)
             except BaseException:
                 sock.close()
                 raise
-            if route.origination is None:
-                self.security = Security("", stream.peer, ctx.identity.spiffe)
+            if tls.local:
+                self.security = Security("", stream.peer, tls.local)
             self.resumed = stream.sslobj.session_reused
             stream.start(self.u)
             self.upstream_ready()

@@ -24,13 +24,13 @@ import json
 from dataclasses import dataclass
 
 from netlab.mesh.types import Node, Snapshot
-from netlab.mesh.workload import CLUSTER_ID, canonical_service
+from netlab.mesh.workload import CLUSTER_ID, canonical_service, namespace_of
 from netlab.proxy.stats import Stats
 
 PEER_ID_HEADER, PEER_HEADER = b"x-envoy-peer-metadata-id", b"x-envoy-peer-metadata"
 UNKNOWN = "unknown"
 # Clusters that name the destination service themselves (populatePeerInfo), and the routes that stand for them.
-_NAMED_CLUSTERS = frozenset(("BlackHoleCluster", "PassthroughCluster", "InboundPassthroughCluster",
+NAMED_CLUSTERS = frozenset(("BlackHoleCluster", "PassthroughCluster", "InboundPassthroughCluster",
                              "InboundPassthroughClusterIpv4", "InboundPassthroughClusterIpv6"))
 _NAMED_ROUTES = {"block_all": "BlackHoleCluster", "allow_any": "PassthroughCluster"}
 _CACHE = 256  # decoded peers kept
@@ -63,17 +63,11 @@ class Peer:
     def as_source(self, principal: str) -> tuple[str, ...]:
         """source_workload … source_cluster, unknown where the peer did not say."""
         return (self.workload or UNKNOWN, self.canonical_service or UNKNOWN, self.canonical_revision or "latest",
-                _namespace_of(principal) or self.namespace or UNKNOWN, principal or UNKNOWN, self.app or UNKNOWN,
+                namespace_of(principal) or self.namespace or UNKNOWN, principal or UNKNOWN, self.app or UNKNOWN,
                 self.version or UNKNOWN, self.cluster or UNKNOWN)
 
 
 NOBODY = Peer("", "", "", "")
-
-
-def _namespace_of(principal: str) -> str:
-    """The namespace in a SPIFFE id (spiffe://DOMAIN/ns/NS/sa/SA): the filter's fallback for a peer's namespace."""
-    _, found, rest = principal.partition("/ns/")
-    return rest.split("/", 1)[0] if found else ""
 
 
 def node_metadata(node: Node) -> dict[str, object]:
@@ -107,7 +101,7 @@ def service_of(cluster: str, route_name: str, service_host: str, authority: str)
     host = name = authority
     if route_name in _NAMED_ROUTES:
         name = _NAMED_ROUTES[route_name]
-    elif cluster in _NAMED_CLUSTERS:
+    elif cluster in NAMED_CLUSTERS:
         name = cluster
     elif service_host:
         host = service_host
@@ -153,7 +147,7 @@ class Telemetry:
         peer_id = security.peer if security is not None else ""
         local_id = (security.local if security is not None else "") or UNKNOWN
         if outbound:
-            namespace = _namespace_of(peer_id) or peer.namespace or UNKNOWN
+            namespace = namespace_of(peer_id) or peer.namespace or UNKNOWN
             return (*self._source, local_id, *self._source_rest, peer.workload or UNKNOWN, namespace,
                     peer_id or UNKNOWN, peer.app or UNKNOWN, peer.version or UNKNOWN, host or UNKNOWN,
                     peer.canonical_service or UNKNOWN, peer.canonical_revision or "latest", name or UNKNOWN,

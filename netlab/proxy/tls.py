@@ -168,16 +168,43 @@ class TlsFailed(Exception):
     """The upstream handshake failed, or the server is not who the endpoint says: args[0] is the reason."""
 
 
-async def open_tls(loop: asyncio.AbstractEventLoop, sock: Any, context: ssl.SSLContext, sni: str, identity: str,
-                   timeout: float, sessions: dict[str, ssl.SSLSession] | None = None) -> TlsStream:
-    """mTLS on a connected socket, as a client sidecar: the server must present `identity` (a SPIFFE id, Istio's
-    subjectAltNames check; "" takes any certificate of the mesh's CA). The stream is returned handshaken, its
-    inner protocol not attached yet."""
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """How a client sidecar speaks TLS to one endpoint: its context and SNI, the identity the server must present
+    ("" for any), the session cache, and this sidecar's own SPIFFE id ("" when originating TLS to a server outside
+    the mesh, which is no mTLS in Istio's metrics)."""
+
+    context: ssl.SSLContext
+    sni: str
+    peer: str
+    sessions: dict[str, ssl.SSLSession] | None
+    local: str
+
+
+def upstream_tls(sni: str, origination: ssl.SSLContext | None, mtls: bool, peer: str, identity: Identity | None,
+                 http: bool) -> UpstreamTls | None:
+    """TLS towards an endpoint (a route's SNI and origination, its host's mtls and identity), or None for plaintext:
+    a DestinationRule's SIMPLE/MUTUAL origination, else the mesh's mTLS when this proxy has a certificate."""
+    if not (sni and mtls):
+        return None
+    if origination is not None:
+        return UpstreamTls(origination, sni, "", None, "")
+    if identity is None:
+        return None
+    if http:
+        return UpstreamTls(identity.client_http, sni, peer, identity.http_sessions, identity.spiffe)
+    return UpstreamTls(identity.client_tcp, sni, peer, identity.tcp_sessions, identity.spiffe)
+
+
+async def open_tls(loop: asyncio.AbstractEventLoop, sock: Any, tls: UpstreamTls, timeout: float) -> TlsStream:
+    """TLS on a connected socket, as a client sidecar: the server must present `tls.peer` (a SPIFFE id, Istio's
+    subjectAltNames check). The stream is returned handshaken, its inner protocol not attached yet."""
     done: asyncio.Future[BaseException | None] = loop.create_future()
-    stream = TlsStream(context, False, sni, lambda s: done.done() or done.set_result(None),
-                       lambda s, e: done.done() or done.set_result(e), sessions)
+    stream = TlsStream(tls.context, False, tls.sni, lambda s: done.done() or done.set_result(None),
+                       lambda s, e: done.done() or done.set_result(e), tls.sessions)
     await loop.create_connection(lambda: stream, sock=sock)
     error = await asyncio.wait_for(done, timeout)
+    identity = tls.peer
     if error is None and identity and stream.peer != identity:
         stream.abort()
         raise TlsFailed(f"TLS_error:_SAN_mismatch:{stream.peer or 'none'}")

@@ -114,14 +114,12 @@ class Worker:
         if self.log is not None:
             self.log.defer = loop.call_soon
         telemetry = Telemetry(cfg.snapshot, self.stats)
-        identity = self.load_identity(cfg.snapshot)
         inbound = Context(loop, "inbound", self.inbound_resolver, self.dispatch.inbound, self.stats,
                           self.log, cfg.connect_timeout, capture_ports, redirect, telemetry)
         outbound = Context(loop, "outbound", self.outbound_resolver, self.dispatch.outbound, self.stats, self.log,
                            cfg.connect_timeout, capture_ports, redirect, telemetry)
         self.contexts = [inbound, outbound]
-        inbound.identity = outbound.identity = identity
-        inbound.authz = cfg.snapshot.authorization
+        self.configure(cfg.snapshot, self.dispatch, self.load_identity(cfg.snapshot), telemetry)
         for ctx, sock in ((inbound, listeners.inbound), (outbound, listeners.outbound)):
             self.servers.append(await loop.create_server(ctx.accept, sock=sock, backlog=BACKLOG))
         if listeners.health is not None:
@@ -154,9 +152,14 @@ class Worker:
         for ctx in self.contexts:
             ctx.pool.drain(changed)
         self.dispatch, self.reload_error = dispatch, ""
+        self.configure(snapshot, dispatch, identity, Telemetry(snapshot, self.stats))
+
+    def configure(self, snapshot: Snapshot, dispatch: Dispatch, identity: Identity | None,
+                  telemetry: Telemetry) -> None:
+        """What a snapshot decides for new connections: routing, telemetry, certificate, authorization."""
         inbound, outbound = self.contexts
         inbound.choose, outbound.choose = dispatch.inbound, dispatch.outbound
-        inbound.telemetry = outbound.telemetry = Telemetry(snapshot, self.stats)
+        inbound.telemetry = outbound.telemetry = telemetry
         inbound.identity = outbound.identity = identity
         inbound.authz = snapshot.authorization
         for ctx in self.contexts:

@@ -34,7 +34,7 @@ from netlab.proxy.origdst import Addr
 from netlab.proxy.rbac import DENIED_BODY, Attributes, decide, principal_of
 from netlab.proxy.routes import Route
 from netlab.proxy.telemetry import PEER_HEADER, PEER_ID_HEADER, Security, Telemetry
-from netlab.proxy.tls import Identity, TlsFailed, open_tls
+from netlab.proxy.tls import Identity, TlsFailed, UpstreamTls, open_tls, upstream_tls
 from netlab.proxy.upstream import upstream_socket
 
 RETRY_BUFFER = 1024 * 1024  # request bytes kept for a retry (Envoy's per-connection buffer limit)
@@ -398,13 +398,13 @@ class Exchange:
             ctx.pool.closed(key)
             return self.connect_failed(e.errno or errno.EIO)
         host = self.host
-        mtls = bool(target.sni and host is not None and host.mtls and (ctx.identity is not None or target.origination))
+        tls = upstream_tls(target.sni, target.origination, host.mtls, host.identity, ctx.identity, http=True) \
+            if host is not None else None
         try:
             await asyncio.wait_for(ctx.loop.sock_connect(sock, key[1]), timeout)
             local = sock.getsockname()
-            if mtls:  # to a meshed endpoint (auto mTLS, or the DestinationRule's ISTIO_MUTUAL)
-                assert host is not None
-                conn = await self.connect_tls(sock, key, local, host.identity, timeout)
+            if tls is not None:
+                conn = await self.connect_tls(sock, key, local, tls, timeout)
                 if conn is None:
                     return None
             else:
@@ -428,27 +428,23 @@ class Exchange:
         else:
             self.attach(conn)
 
-    async def connect_tls(self, sock: Any, key: PoolKey, local: Addr, identity: str,
+    async def connect_tls(self, sock: Any, key: PoolKey, local: Addr, tls: UpstreamTls,
                           timeout: float) -> UpstreamHttp | None:
-        """The TLS handshake on a connected socket; the server must present `identity` (its SPIFFE id). None when
-        it fails: the attempt ends with UF and Envoy's TLS_error reason."""
+        """The TLS handshake on a connected socket. None when it fails: the attempt ends with UF and Envoy's
+        TLS_error reason."""
         ctx = self.session.ctx
         target = self.target
         assert target is not None
         try:
-            if target.origination is not None:
-                stream = await open_tls(ctx.loop, sock, target.origination, target.sni, "", timeout)
-            else:
-                stream = await open_tls(ctx.loop, sock, ctx.identity.client_http, target.sni, identity, timeout,
-                                        ctx.identity.http_sessions)
+            stream = await open_tls(ctx.loop, sock, tls, timeout)
         except TlsFailed as failed:
             ctx.stats.row[ctx.stats.base(target.cluster) + st.CONNECT_FAIL] += 1
             ctx.pool.closed(key)
             self.connect_failed(errno.ECONNRESET, failed.args[0])
             return None
         conn = UpstreamHttp(ctx.pool, key, ctx.stats.row, ctx.stats.base(target.cluster), local)
-        if target.origination is None:
-            conn.security = Security("", stream.peer, ctx.identity.spiffe)
+        if tls.local:
+            conn.security = Security("", stream.peer, tls.local)
         stream.start(conn)
         return conn
 
