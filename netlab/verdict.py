@@ -178,9 +178,11 @@ def judge_probe(check: ProbeCheck, obs: ProbeObservation, facts: LabFacts) -> Ve
 
 def explain_path(lines: list[LogLine], target: Target, facts: LabFacts, source: str) -> list[str]:
     """Each proxy hop in path order, the node's service DNAT where it happens, then failures unwinding back."""
-    dnat = ""
+    dnat = target.nat
     if target.kind == "service" and target.member:
-        dnat = f"the node DNATs {target.ip}:{target.port} to {facts.members[target.member].ip}:{target.member_port}"
+        node = facts.members[source].node if source in facts.members else None
+        dnat = (f"{f'{node} (its node)' if node else 'the node'} DNATs {target.ip}:{target.port} to "
+                f"{facts.members[target.member].ip}:{target.member_port}")
     steps: list[str] = []
     failures: list[str] = []
     outbound_first = bool(lines) and lines[0].get("direction") == "outbound" and lines[0].pod == source
@@ -319,7 +321,7 @@ def no_proxy_line(check: ProbeCheck, target: Target, facts: LabFacts) -> str:
     if source and source.sidecar:
         parts.append(f"no outbound access-log line in {check.from_}: its sidecar did not handle the connection")
     dest = facts.members.get(target.member or "")
-    if dest is None:
+    if dest is None or dest.kind == "node":
         return "; ".join(parts) or "no sidecar on the path: the connection went straight to its destination"
     if dest.sidecar is None:
         parts.append(f"{dest.name} has no sidecar: the connection went straight to its app")
@@ -411,6 +413,9 @@ def judge_peer(expected: str, obs: PodObservation, facts: LabFacts) -> tuple[boo
     elif sidecar and sidecar.mode == "TPROXY" and facts.member_at(peer_ip):
         why += ": with TPROXY the sidecar connects with the client's own address (IP_TRANSPARENT), so the app " \
                "sees the real client"
+    elif peer_ip in facts.node_addresses and member is not None and member.kind == "pod":
+        why += (": a node port with externalTrafficPolicy Cluster masquerades the client to the node's address "
+                "(Local keeps the client's own)")
     elif peer_ip in facts.node_addresses:
         why += ": the node masquerades pod traffic leaving for external hosts"
     elif sidecar is None and facts.member_at(peer_ip):

@@ -12,6 +12,7 @@ from netlab.cli.app import app
 from netlab.cli.common import out, pick_pod, print_json
 from netlab.engine.mesh import proxy_status
 from netlab.engine.state import LabState, list_labs, load_state
+from netlab.errors import UsageError
 from netlab.kernel.nsutil import is_same_process
 
 
@@ -26,7 +27,10 @@ def describe(state: LabState) -> dict[str, Any]:
         for e in state.undo if e["kind"] == "process"
     ]
     mesh = state.info.get("mesh", {})
-    return {"lab": state.lab, "status": state.status, "scenario": state.scenario, "members": members,
+    plan = state.lab_plan()
+    nodes = {n.name: {"ip": str(n.ip) if n.ip else None, "pod_cidr": str(n.pod_cidr),
+                      "pods": [p.key for p in plan.pods.values() if p.node == n.name]} for n in plan.nodes.values()}
+    return {"lab": state.lab, "status": state.status, "scenario": state.scenario, "nodes": nodes, "members": members,
             "processes": processes, "services": state.info.get("services", {}),
             "sidecars": sidecars(state, processes), "config_version": mesh.get("version"),
             "istio_resources": [f"{r['kind']} {r['metadata'].get('namespace', 'default')}/{r['metadata']['name']}"
@@ -60,19 +64,29 @@ def print_lab(state: LabState) -> None:
     table = Table(title=f"lab {state.lab} ({state.status})", title_justify="left",
                   caption="ip netns exec NETNS CMD  ·  nsenter -t PID -n CMD", caption_justify="left")
     # Names and PIDs are what users copy into `ip netns exec` and `nsenter -t`: never shorten them.
-    for column in ("member", "kind", "IP", "netns", "PID"):
+    multi_node = len(info["nodes"]) > 1
+    columns = ("member", "kind", "IP", "node", "netns", "PID") if multi_node else ("member", "kind", "IP", "netns",
+                                                                                   "PID")
+    for column in columns:
         table.add_column(column, no_wrap=True)
     table.add_column("processes", overflow="fold")
+    node_of = {pod: node for node, n in info["nodes"].items() for pod in n["pods"]}
     for name, m in info["members"].items():
         procs = " ".join(f"{p['role']}:{p['pid']}" + ("" if p["alive"] else "(dead)")
                           for p in info["processes"] if p["member"] == name)
         pid = str(m["pid"]) + ("" if m["alive"] else " (gone)")
-        table.add_row(name, m["kind"], m["ip"] or "", m["netns"], pid, procs)
+        where = [node_of.get(name, "")] if multi_node else []
+        table.add_row(name, m["kind"], m["ip"] or "", *where, m["netns"], pid, procs)
     out.print(table)
+    if multi_node:
+        for name, node in info["nodes"].items():
+            out.print(f"node {name}: {node['ip']}, pods {node['pod_cidr']}: {', '.join(node['pods']) or '(none)'}")
     for name, svc in info["services"].items():
         for port in svc["ports"]:
             targets = ", ".join(f"{pod}:{port['target_port']}" for pod in svc["endpoints"]) or "(no endpoints)"
-            out.print(f"service {name}: {svc['ip']}:{port['port']} -> {targets}")
+            node_port = (f"; NodePort {port['node_port']} on every node (externalTrafficPolicy "
+                         f"{svc.get('externalTrafficPolicy', 'Cluster')})" if port.get("node_port") else "")
+            out.print(f"service {name}: {svc['ip']}:{port['port']} -> {targets}{node_port}")
     for name, sidecar in info["sidecars"].items():
         version = f"config v{sidecar['config_version']}" if sidecar["config_version"] is not None else "config ?"
         out.print(f"sidecar {name}: Istio {sidecar['istio']} {sidecar['interception']}, iptables {sidecar['iptables']}"
@@ -92,10 +106,12 @@ def status(lab: str | None, as_json: bool, pid_of: str | None) -> None:
         click.echo(state.members[member]["pid"])
         return
     states = [s for s in (load_state(name) for name in ([lab] if lab else list_labs())) if s is not None]
+    if lab is not None and not states:
+        raise UsageError(f"no lab named '{lab}' is up", hint=f"labs that are up: {', '.join(list_labs()) or 'none'}")
     if as_json:
         print_json({"labs": [describe(s) for s in states]})
         return
     if not states:
-        out.print("no lab is up" if lab is None else f"no lab named '{lab}' is up")
+        out.print("no lab is up")
     for state in states:
         print_lab(state)

@@ -21,7 +21,7 @@ from netlab.errors import UsageError
 from netlab.kernel import holders, hosts, links, node_nat
 from netlab.kernel.nsutil import netns_inode, write_sysctls
 from netlab.model.schema import Scenario
-from netlab.plan import NODE, STATE_ROOT, LabPlan, make_plan
+from netlab.plan import NODE, ROUTER, ROUTER_ADDRESS, STATE_ROOT, LabPlan, make_plan
 from netlab.signals import deferred
 
 Progress = Callable[[str], None]
@@ -64,29 +64,48 @@ def up(scenario: Scenario, scenario_path: Path | str, lab: str | None = None,
 
 def _build(plan: LabPlan, scenario: Scenario, state: LabState, progress: Progress) -> None:
     state.plan = plan.to_json()
-    progress("node namespace")
-    node = _member(state, plan, NODE, plan.node_netns, kind="node", ip=None)
-    write_sysctls(node.netns_path, links.NODE_SYSCTLS)
-    links.setup_node(node.netns_path)
+    router_path = None
+    if plan.multi_node:
+        assert plan.router_netns is not None
+        progress("node LAN")
+        router_path = _member(state, plan, ROUTER, plan.router_netns, kind="network", ip=str(ROUTER_ADDRESS)).netns_path
+        write_sysctls(router_path, links.NODE_SYSCTLS)
+        links.create_external_bridge(router_path, plan)
+    node_paths = {}
+    for node in plan.nodes.values():
+        progress(f"node {node.name}")
+        holder = _member(state, plan, node.name, node.netns, kind="node", ip=str(node.ip) if node.ip else None)
+        write_sysctls(holder.netns_path, links.NODE_SYSCTLS)
+        links.setup_node(holder.netns_path)
+        if router_path is not None:
+            links.connect_node(router_path, plan, node, holder.pid)
+            _write_hosts(state, node.netns, plan.hosts_file())
+        node_paths[node.name] = holder.netns_path
+    if router_path is not None:
+        for node in plan.nodes.values():
+            links.route_pod_cidrs(node_paths[node.name], plan, node)
     state.info["services"] = {
         key: {"namespace": s.namespace, "ip": str(s.ip), "ports": [p.model_dump() for p in s.ports],
-              "endpoints": list(s.endpoints)}
+              "endpoints": list(s.endpoints), "type": s.type,
+              "externalTrafficPolicy": s.external_traffic_policy}
         for key, s in plan.services.items()
     }
     for pod in plan.pods.values():
         progress(f"pod {pod.key}")
         holder = _member(state, plan, pod.key, pod.netns, kind="pod", ip=str(pod.ip))
-        links.connect_pod(node.netns_path, plan.lab, pod, holder.pid)
+        links.connect_pod(node_paths[pod.node], plan.lab, pod, holder.pid)
         _write_hosts(state, pod.netns, plan.hosts_file(pod.namespace))
-    if plan.externals:
-        links.create_external_bridge(node.netns_path, plan)
+    external_path = router_path or node_paths[NODE]
+    if plan.externals and router_path is None:
+        links.create_external_bridge(external_path, plan)
     for ext in plan.externals.values():
         progress(f"external host {ext.name}")
         holder = _member(state, plan, ext.name, ext.netns, kind="external", ip=str(ext.ip))
-        links.connect_external(node.netns_path, plan, ext, holder.pid)
+        links.connect_external(external_path, plan, ext, holder.pid)
         _write_hosts(state, ext.netns, plan.hosts_file())
     progress("node nat: services and masquerade")
-    node_nat.install_node_nat(node.netns_path, plan)
+    for node in plan.nodes.values():
+        node_nat.install_node_nat(node_paths[node.name], plan, node.name)
     progress("control plane: a configuration snapshot per sidecar")
     write_snapshots(state, scenario.istio)
     # Start every proxy and app first, then wait for them all: their interpreters start up in parallel.

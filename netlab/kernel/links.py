@@ -20,7 +20,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from netlab.errors import KernelError
 from netlab.kernel.nsutil import run_in_netns
-from netlab.plan import POD_GATEWAY, ExternalPlan, LabPlan, PodPlan
+from netlab.model.schema import NODE_LAN
+from netlab.plan import POD_GATEWAY, ROUTER_ADDRESS, ExternalPlan, LabPlan, NodePlan, PodPlan
 
 NODE_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
@@ -56,11 +57,12 @@ def _index(ipr: IPRoute, ifname: str) -> int:
 
 
 def setup_node(netns_path: str) -> None:
-    """lo up and the pods' gateway address on it (Calico answers for 169.254.1.1 the same way, by ARP)."""
+    """lo up and the pods' gateway address on it (Calico answers for 169.254.1.1 the same way, by ARP). Scope link,
+    so that a masquerade toward a pod's veth (which has no address) takes the node's own address, not this one."""
     with netlink(netns_path) as ipr:
         lo = _index(ipr, "lo")
         ipr.link("set", index=lo, state="up")
-        ipr.addr("add", index=lo, address=str(POD_GATEWAY), prefixlen=32)
+        ipr.addr("add", index=lo, address=str(POD_GATEWAY), prefixlen=32, scope=253)
 
 
 def _veth_into(node: IPRoute, node_end: str, far_end: str, far_pid: int, mark: str) -> None:
@@ -82,6 +84,26 @@ def _configure_eth0(far_netns_path: str, temp_name: str, address: ipaddress.IPv4
             ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
 
 
+def connect_node(router_netns_path: str, plan: LabPlan, node: NodePlan, node_pid: int) -> None:
+    """veth router<->node on the LAN bridge: the node's eth0 has its LAN address and a default route via the
+    router (.1), like a VM's NIC on the notes' 192.168.10.0/24."""
+    assert node.ip is not None
+    with netlink(router_netns_path) as router:
+        _veth_into(router, node.lan_veth, node.temp_peer, node_pid, f"netlab:{plan.lab}:{node.name}")
+        router.link("set", index=_index(router, node.lan_veth), master=_index(router, plan.external_bridge))
+    _configure_eth0(f"/proc/{node_pid}/ns/net", node.temp_peer,
+                    ipaddress.IPv4Interface(f"{node.ip}/{NODE_LAN.prefixlen}"), ROUTER_ADDRESS)
+
+
+def route_pod_cidrs(node_netns_path: str, plan: LabPlan, node: NodePlan) -> None:
+    """host-gw: every other node's pod CIDR via that node's LAN address (`ip route` on a node lists them)."""
+    with netlink(node_netns_path) as ipr:
+        eth0 = _index(ipr, "eth0")
+        for other in plan.nodes.values():
+            if other.name != node.name:
+                ipr.route("add", dst=str(other.pod_cidr), gateway=str(other.ip), oif=eth0)
+
+
 def connect_pod(node_netns_path: str, lab: str, pod: PodPlan, pod_pid: int) -> None:
     """veth node<->pod: pod eth0 has podIP/32 and a default route via 169.254.1.1; the node routes podIP to it."""
     with netlink(node_netns_path) as node:
@@ -90,19 +112,26 @@ def connect_pod(node_netns_path: str, lab: str, pod: PodPlan, pod_pid: int) -> N
     _configure_eth0(f"/proc/{pod_pid}/ns/net", pod.temp_peer, ipaddress.IPv4Interface(f"{pod.ip}/32"), POD_GATEWAY)
 
 
-def create_external_bridge(node_netns_path: str, plan: LabPlan) -> None:
-    with netlink(node_netns_path) as node:
-        node.link("add", ifname=plan.external_bridge, kind="bridge")
-        index = _index(node, plan.external_bridge)
-        node.link("set", index=index, ifalias=f"netlab:{plan.lab}:external", state="up")
-        for addr in plan.node_external_addresses:
-            node.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+def create_external_bridge(netns_path: str, plan: LabPlan) -> None:
+    """The bridge external hosts (and, in a multi-node lab, the nodes) attach to, carrying the TEST-NET .1
+    addresses (and the LAN's router address .1)."""
+    addresses = [*plan.node_external_addresses]
+    if plan.multi_node:
+        addresses.append(ipaddress.IPv4Interface(f"{ROUTER_ADDRESS}/{NODE_LAN.prefixlen}"))
+    with netlink(netns_path) as ipr:
+        ipr.link("add", ifname=plan.external_bridge, kind="bridge")
+        index = _index(ipr, plan.external_bridge)
+        ipr.link("set", index=index, ifalias=f"netlab:{plan.lab}:external", state="up")
+        for addr in addresses:
+            ipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
 
 
-def connect_external(node_netns_path: str, plan: LabPlan, ext: ExternalPlan, ext_pid: int) -> None:
-    """veth from the node's external bridge to the host; the host needs no route: the node is on-link."""
-    with netlink(node_netns_path) as node:
-        _veth_into(node, ext.node_veth, ext.temp_peer, ext_pid, f"netlab:{plan.lab}:{ext.name}")
-        node.link("set", index=_index(node, ext.node_veth), master=_index(node, plan.external_bridge))
-    _configure_eth0(f"/proc/{ext_pid}/ns/net", ext.temp_peer,
-                    ipaddress.IPv4Interface(f"{ext.ip}/{ext.prefixlen}"), None)
+def connect_external(netns_path: str, plan: LabPlan, ext: ExternalPlan, ext_pid: int) -> None:
+    """veth from the external bridge to the host. In a one-node lab the host needs no route: the node is on-link
+    and masquerades pods to its TEST-NET address; behind a multi-node lab's router it routes via its net's .1."""
+    with netlink(netns_path) as ipr:
+        _veth_into(ipr, ext.node_veth, ext.temp_peer, ext_pid, f"netlab:{plan.lab}:{ext.name}")
+        ipr.link("set", index=_index(ipr, ext.node_veth), master=_index(ipr, plan.external_bridge))
+    address = ipaddress.IPv4Interface(f"{ext.ip}/{ext.prefixlen}")
+    _configure_eth0(f"/proc/{ext_pid}/ns/net", ext.temp_peer, address,
+                    address.network.network_address + 1 if plan.multi_node else None)

@@ -28,20 +28,23 @@ def check_problems(scenario: Scenario) -> list[Problem]:
                     if key not in pods and key not in workloads:
                         problems.append(Problem(f"checks.{i}.expect.spread", unknown(
                             "pod or Deployment", key, set(pods) | workloads)))
-            try:
-                source = pods[names.pod(check.from_)]
-            except LookupError as err:
-                problems.append(Problem(f"checks.{i}.from", str(err)))
-                source = None
+            namespace: str | None = DEFAULT_NAMESPACE  # an external host calls from outside: default's view
+            if check.from_ not in scenario.external:
+                try:
+                    namespace = pods[names.pod(check.from_)].namespace
+                except LookupError as err:
+                    problems.append(Problem(f"checks.{i}.from", str(err)))
+                    namespace = None
             try:
                 host, _port = split_host_port(check.to)
             except ValueError as err:
                 problems.append(Problem(f"checks.{i}.to", str(err)))
                 continue
-            if source is not None and names.host(host, source.namespace) is None and not is_ipv4(host):
-                where = "" if source.namespace == DEFAULT_NAMESPACE else f" (from namespace '{source.namespace}')"
-                problems.append(Problem(f"checks.{i}.to", unknown(f"pod, service or external host{where}", host,
-                                                                  set(names.known_hosts(source.namespace)))))
+            if namespace is not None and names.host(host, namespace) is None and not is_ipv4(host):
+                where = "" if namespace == DEFAULT_NAMESPACE else f" (from namespace '{namespace}')"
+                kinds = "pod, service, external host or node" if scenario.nodes else "pod, service or external host"
+                problems.append(Problem(f"checks.{i}.to", unknown(f"{kinds}{where}", host,
+                                                                  set(names.known_hosts(namespace)))))
             continue
         expect = check.expect
         app: App | None

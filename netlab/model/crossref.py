@@ -8,9 +8,9 @@ from __future__ import annotations
 from netlab.mesh.types import ROOT_NAMESPACE
 from netlab.model.base import DEFAULT_NAMESPACE
 from netlab.model.istio import describe, resource_key
-from netlab.model.names import pod_instances, service_refs
+from netlab.model.names import MAX_PODS_PER_NODE, placement, pod_instances, service_refs
 from netlab.model.problems import Problem, unknown
-from netlab.model.schema import SERVICE_CIDR, Scenario, split_key
+from netlab.model.schema import NODE_LAN, SERVICE_CIDR, Scenario, split_key
 
 # What one machine builds in seconds; a lab over these is refused before anything is planned.
 LIMITS = {"pods": 500, "services": 500, "external": 100, "istio": 1000, "checks": 2000}
@@ -25,7 +25,7 @@ def lab_problems(scenario: Scenario) -> list[Problem]:
     if too_many:
         return too_many
     return [*_namespace_problems(scenario), *_pod_problems(scenario), *_service_problems(scenario),
-            *_external_problems(scenario), *_istio_problems(scenario)]
+            *_external_problems(scenario), *_node_problems(scenario), *_istio_problems(scenario)]
 
 
 def _declared(scenario: Scenario) -> set[str]:
@@ -119,6 +119,46 @@ def _external_problems(scenario: Scenario) -> list[Problem]:
         if ext.address in seen:
             problems.append(Problem(f"external.{name}.address", f"{ext.address} is also '{seen[ext.address]}'"))
         seen.setdefault(ext.address, name)
+    return problems
+
+
+def _node_problems(scenario: Scenario) -> list[Problem]:
+    """Pods name declared nodes; node names are lab member names too; a node's /24 holds its pods; node ports are
+    unique in the lab (kube-apiserver refuses a second service on one)."""
+    problems = []
+    taken = {p.key for p in pod_instances(scenario)} | set(scenario.external)
+    for name in scenario.nodes:
+        if name in taken:
+            problems.append(Problem(f"nodes.{name}", f"'{name}' is already a pod or external host name"))
+    counts = {name: 0 for name in scenario.nodes}
+    for key, pod in scenario.pods.items():
+        if pod.node is None:
+            continue
+        if not scenario.nodes:
+            problems.append(Problem(f"pods.{key}.node", f"node '{pod.node}' is not declared; a multi-node lab lists "
+                                    "its nodes: `nodes: {node-1: {}, node-2: {}}`"))
+        elif pod.node not in scenario.nodes:
+            problems.append(Problem(f"pods.{key}.node", unknown("node", pod.node, set(scenario.nodes))))
+    for node in placement(scenario).values():
+        counts[node] = counts.get(node, 0) + 1
+    for node, count in counts.items():
+        if scenario.nodes and count > MAX_PODS_PER_NODE:
+            problems.append(Problem(f"nodes.{node}", f"{count} pods; a node's /24 holds {MAX_PODS_PER_NODE}: "
+                                    "add nodes or place pods elsewhere"))
+    seen: dict[int, str] = {}
+    for key, svc in scenario.services.items():
+        for port in svc.service_ports():
+            if port.node_port is None:
+                continue
+            if port.node_port in seen:
+                problems.append(Problem(f"services.{key}", f"nodePort {port.node_port} is also service "
+                                        f"'{seen[port.node_port]}'; node ports are unique in a cluster"))
+            seen.setdefault(port.node_port, key)
+    for name, ext in scenario.external.items():
+        if ext.address in NODE_LAN and not scenario.nodes:
+            problems.append(Problem(f"external.{name}.address", f"{ext.address} is on the node LAN, which only "
+                                    "multi-node labs have (declare `nodes:`); use a TEST-NET address such as "
+                                    "198.51.100.20"))
     return problems
 
 

@@ -50,6 +50,19 @@ def pod_instances(scenario: Scenario) -> list[PodInstance]:
     return found
 
 
+SINGLE_NODE = "_node"  # the member name of the node of a lab that declares no nodes
+MAX_PODS_PER_NODE = 240  # a node's /24, numbered from .10
+
+
+def placement(scenario: Scenario) -> dict[str, str]:
+    """pod key -> its node: the one it names, else the declared nodes in turn (a scheduler spreading pods)."""
+    nodes = list(scenario.nodes) or [SINGLE_NODE]
+    placed = {}
+    for i, pod in enumerate(pod_instances(scenario)):
+        placed[pod.key] = pod.spec.node if pod.spec.node in scenario.nodes else nodes[i % len(nodes)]
+    return placed
+
+
 def service_refs(scenario: Scenario) -> list[ServiceRef]:
     refs = []
     for key, svc in scenario.services.items():
@@ -79,15 +92,18 @@ class Named:
 class Names:
     """Name lookups over a lab's pods, services and external hosts (of a scenario, or of a running lab's plan)."""
 
-    def __init__(self, pods: list[Named], services: list[Named], externals: set[str]) -> None:
+    def __init__(self, pods: list[Named], services: list[Named], externals: set[str],
+                 nodes: set[str] | frozenset[str] = frozenset()) -> None:
         self.pods = {p.key: p for p in pods}
         self.services = {(s.namespace, s.name): s for s in services}
         self.externals = externals
+        self.nodes = nodes
 
     @classmethod
     def of_scenario(cls, scenario: Scenario) -> Names:
         return cls([Named(p.key, p.name, p.namespace) for p in pod_instances(scenario)],
-                   [Named(s.key, s.name, s.namespace) for s in service_refs(scenario)], set(scenario.external))
+                   [Named(s.key, s.name, s.namespace) for s in service_refs(scenario)], set(scenario.external),
+                   set(scenario.nodes))
 
     def pod(self, ref: str, namespace: str | None = None) -> str:
         """The key of a pod given as POD (unambiguous across namespaces), NAMESPACE/POD, or POD with a namespace;
@@ -126,8 +142,8 @@ class Names:
         return None
 
     def host(self, host: str, namespace: str) -> tuple[str, str] | None:
-        """What a host name (or NAMESPACE/POD) reached from `namespace` is: ("service", key), ("pod", key) or
-        ("external", name); None when nothing in the lab has that name."""
+        """What a host name (or NAMESPACE/POD) reached from `namespace` is: ("service", key), ("pod", key),
+        ("external", name) or ("node", name); None when nothing in the lab has that name."""
         if "/" in host:
             key = member_key(*host.split("/", 1))
             return ("pod", key) if key in self.pods else None
@@ -139,9 +155,11 @@ class Names:
             return "pod", key
         if host in self.externals:
             return "external", host
+        if host in self.nodes:
+            return "node", host
         return None
 
     def known_hosts(self, namespace: str) -> list[str]:
         names = [s.name if s.namespace == namespace else f"{s.name}.{s.namespace}" for s in self.services.values()]
         names += [p.name for p in self.pods.values() if p.namespace == namespace]
-        return sorted(names) + sorted(self.externals)
+        return sorted(names) + sorted(self.externals) + sorted(self.nodes)

@@ -45,6 +45,12 @@ from netlab.model.istio import IstioResource, OutboundTrafficPolicy
 # and sandboxes use it for their real uplink.
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")  # ClusterIPs, as kubeadm's default
 EXTERNAL_NETS = (ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("203.0.113.0/24"))
+# The LAN of a multi-node lab (the study notes' 192.168.10.0/24): the router .1, nodes from .10, external hosts on the
+# LAN (the notes' test PC is 192.168.10.254) from .100.
+NODE_LAN = ipaddress.ip_network("192.168.10.0/24")
+FIRST_LAN_HOST = 100
+MAX_NODES = 16
+NODE_PORTS = (30000, 32767)  # kube-apiserver's default --service-node-port-range
 
 
 T = TypeVar("T")
@@ -231,6 +237,13 @@ class Namespace(Strict):
     labels: Labels
 
 
+class Node(Strict):
+    """A Kubernetes node: its own namespace holding its pods' veths, a /24 of the pod CIDR, an address on the lab's
+    node LAN, and kube-proxy's tables."""
+
+    labels: Labels
+
+
 class Pod(Strict):
     """A pod, or with `replicas` a Deployment's pods NAME-0 … NAME-(N-1)."""
 
@@ -238,6 +251,7 @@ class Pod(Strict):
     labels: Labels
     service_account: str = Field("default", alias="serviceAccount")
     replicas: int = Field(1, ge=1, le=MAX_REPLICAS, strict=True)
+    node: str | None = Field(None, description="the node it runs on (default: spread over the nodes in turn)")
     sidecar: Sidecar | None = None
     app: App | None = None
 
@@ -256,6 +270,8 @@ class ServicePort(Strict):
     port: Port = Field(strict=True)
     target_port: Port | None = Field(None, alias="targetPort", strict=True)
     app_protocol: str | None = Field(None, alias="appProtocol")
+    node_port: int | None = Field(None, alias="nodePort", strict=True, ge=NODE_PORTS[0], le=NODE_PORTS[1],
+                                  description="type NodePort: the port on every node (default: allocated)")
     protocol: Literal["TCP"] = Field("TCP", description="UDP and SCTP are not modelled (Istio does not proxy UDP)")
 
     @field_validator("name")
@@ -271,17 +287,23 @@ class ServicePort(Strict):
 
 
 class Service(Strict):
-    """A ClusterIP service: kube-proxy-style DNAT in the node, and every sidecar's view of the mesh.
+    """A ClusterIP (or NodePort) service: kube-proxy-style DNAT in every node, and every sidecar's view of the mesh.
 
     `selector` is a label map (the pods of the service's namespace whose labels include it) or, as before, the name
-    of one pod (all its replicas). `ports` lists named ports; the short form `port` (+ `target_port`) is one
-    unnamed port.
+    of one pod (all its replicas). `ports` lists named ports; the short form `port` (+ `target_port`, `node_port`)
+    is one unnamed port.
     """
 
     namespace: str | None = None
+    type: Literal["ClusterIP", "NodePort"] = "ClusterIP"
+    external_traffic_policy: Literal["Cluster", "Local"] = Field(
+        "Cluster", alias="externalTrafficPolicy",
+        description="NodePort: Cluster (any node answers, the client is SNATed to the node) or Local (only nodes "
+                    "with an endpoint answer, the client IP is kept)")
     selector: str | dict[str, str]
     port: Port | None = Field(None, strict=True)
     target_port: Port | None = Field(None, strict=True)
+    node_port: int | None = Field(None, strict=True, ge=NODE_PORTS[0], le=NODE_PORTS[1])
     ports: list[ServicePort] | None = None
     ip: ipaddress.IPv4Address | None = None
 
@@ -295,13 +317,23 @@ class Service(Strict):
         return value
 
     @model_validator(mode="after")
+    def _node_ports(self) -> Service:
+        if self.type == "ClusterIP":
+            if self.node_port is not None or any(p.node_port is not None for p in self.ports or []):
+                raise ValueError("a nodePort needs 'type: NodePort'")
+            if self.external_traffic_policy != "Cluster":
+                raise ValueError("externalTrafficPolicy applies to 'type: NodePort' services only")
+        return self
+
+    @model_validator(mode="after")
     def _one_port_form(self) -> Service:
         if (self.port is None) == (self.ports is None):
             raise ValueError("give either 'port: N' (one unnamed port) or 'ports: [{name: http, port: 80, "
                              "targetPort: 8080}]'")
         if self.ports is not None:
-            if self.target_port is not None:
-                raise ValueError("'target_port' goes with 'port'; in 'ports' each entry has its own targetPort")
+            if self.target_port is not None or self.node_port is not None:
+                raise ValueError("'target_port' and 'node_port' go with 'port'; in 'ports' each entry has its own "
+                                 "targetPort and nodePort")
             if not self.ports:
                 raise ValueError("'ports' is empty: list at least one port")
             numbers = [p.port for p in self.ports]
@@ -316,11 +348,12 @@ class Service(Strict):
         if self.ports is not None:
             return list(self.ports)
         assert self.port is not None
-        return [ServicePort(port=self.port, target_port=self.target_port)]
+        return [ServicePort(port=self.port, target_port=self.target_port, node_port=self.node_port)]
 
 
 class External(Strict):
-    """A host outside the cluster, in TEST-NET, reachable through the node (which masquerades pods)."""
+    """A host outside the cluster, in TEST-NET behind the lab's router (the node, in a one-node lab), or on the node
+    LAN of a multi-node lab; pods reach it masqueraded to their node's address."""
 
     address: ipaddress.IPv4Address
     app: App | None = None
@@ -328,11 +361,16 @@ class External(Strict):
     @field_validator("address")
     @classmethod
     def _test_net(cls, value: ipaddress.IPv4Address) -> ipaddress.IPv4Address:
+        if value in NODE_LAN:
+            if int(value) & 0xFF < FIRST_LAN_HOST or int(value) & 0xFF == 255:
+                raise ValueError(f"{value}: on the node LAN {NODE_LAN}, .1 is the router and .10-.99 are nodes; "
+                                 f"external hosts use .{FIRST_LAN_HOST} to .254")
+            return value
         net = next((n for n in EXTERNAL_NETS if value in n), None)
         if net is None:
             raise ValueError(
-                f"{value} is not in 198.51.100.0/24 or 203.0.113.0/24; external hosts use TEST-NET addresses "
-                "(192.0.2.0/24 is avoided: some CI hosts use it for their real uplink)"
+                f"{value} is not in 198.51.100.0/24 or 203.0.113.0/24 (or the node LAN {NODE_LAN}); external hosts "
+                "use TEST-NET addresses (192.0.2.0/24 is avoided: some CI hosts use it for their real uplink)"
             )
         if int(value) & 0xFF in (0, 1, 255):
             raise ValueError(f"{value}: .0, .1 (the node's address) and .255 are reserved; use .2 to .254")
@@ -556,6 +594,7 @@ class Scenario(Strict):
     description: str = ""
     iptables: Literal["auto", "legacy", "nft"] = "auto"
     namespaces: dict[str, Namespace] = Field(default_factory=dict)
+    nodes: dict[str, Node] = Field(default_factory=dict, description="default: one node (`_node`)")
     mesh_config: MeshConfig = Field(default_factory=MeshConfig, alias="meshConfig")
     pods: dict[str, Pod]
     services: dict[str, Service] = Field(default_factory=dict)
@@ -574,6 +613,13 @@ class Scenario(Strict):
     @classmethod
     def _namespace_names(cls, value: dict[str, Namespace]) -> dict[str, Namespace]:
         return _names_match(value, NAMESPACE_NAME, "namespace name '{}' must be a DNS label (a-z, 0-9, '-')")
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_names(cls, value: dict[str, Node]) -> dict[str, Node]:
+        if len(value) > MAX_NODES:
+            raise ValueError(f"{len(value)} nodes; a lab has at most {MAX_NODES}")
+        return _names_match(value, POD_NAME, "node name '{}' must be 1-40 of a-z, 0-9 and '-', e.g. node-1")
 
     @field_validator("pods")
     @classmethod

@@ -58,10 +58,11 @@ class SidecarFacts:
 @dataclass(frozen=True)
 class MemberFacts:
     name: str
-    kind: str  # pod / external
+    kind: str  # pod / external / node
     ip: str
     app: AppFacts | None = None
     sidecar: SidecarFacts | None = None
+    node: str | None = None  # a pod's node, in a multi-node lab
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class ServiceFacts:
     ip: str
     ports: dict[int, int]  # service port -> target port
     endpoints: tuple[str, ...]  # the selected pods
+    node_ports: dict[int, int] = field(default_factory=dict)  # node port -> service port
+    external_traffic_policy: str = "Cluster"
 
     def target_port(self, port: int) -> int:
         return self.ports.get(port, port)
@@ -84,10 +87,13 @@ class Target:
     member: str | None  # the pod or external host the connection ends at (a service's only endpoint)
     member_port: int | None
     endpoints: tuple[str, ...] = ()  # a service's pods, one of which the connection ends at
+    nat: str = ""  # a node port: what the node does with the connection
 
     def describe(self) -> str:
         if self.kind == "service" and self.member:
             return f"service {self.text} ({self.ip}:{self.port} → {self.member}:{self.member_port})"
+        if self.kind == "nodeport":
+            return f"node port {self.text} ({self.ip}:{self.port})"
         if self.kind in ("pod", "external"):
             return f"{self.kind} {self.text} ({self.ip}:{self.port})"
         return f"{self.ip}:{self.port}" + (f" ({self.member})" if self.member else "")
@@ -121,6 +127,8 @@ class LabFacts:
             s = self.services[found[1]]
             only = s.endpoints[0] if len(s.endpoints) == 1 else None
             return Target(to, "service", s.ip, port, only, s.target_port(port), s.endpoints)
+        if found is not None and found[0] == "node":
+            return self.node_port(to, found[1], port)
         if found is not None:
             m = self.members[found[1]]
             return Target(to, m.kind, m.ip, port, found[1], port)
@@ -130,6 +138,28 @@ class LabFacts:
                 return Target(to, "ip", host, port, only, s.target_port(port), s.endpoints)
         member = self.member_at(host)
         return Target(to, "ip", host, port, member, port if member else None)
+
+    def node_port(self, to: str, node: str, port: int) -> Target:
+        """NODE:PORT: the service whose node port it is, and what kube-proxy's rules on that node do with it."""
+        ip = self.members[node].ip
+        svc = next((s for s in self.services.values() if port in s.node_ports), None)
+        if svc is None:
+            return Target(to, "node", ip, port, node, port, nat=f"{node} has no node port {port}")
+        endpoints = svc.endpoints
+        if svc.external_traffic_policy == "Local":
+            endpoints = tuple(e for e in endpoints if self.members[e].node == node)
+            how = "keeping the client's address (externalTrafficPolicy: Local: only its own endpoints)"
+            if not endpoints:
+                return Target(to, "nodeport", ip, port, None, None, nat=(
+                    f"{node} has no endpoint of service {svc.name} and externalTrafficPolicy is Local: kube-proxy's "
+                    "rules drop the connection (no answer) — call a node that runs one"))
+        else:
+            how = "masquerading the client to the node's own address (externalTrafficPolicy: Cluster)"
+        target_port = svc.target_port(svc.node_ports[port])
+        only = endpoints[0] if len(endpoints) == 1 else None
+        where = f"{self.members[only].ip}:{target_port} ({only})" if only else f"one of {', '.join(endpoints)}"
+        return Target(to, "nodeport", ip, port, only, target_port, endpoints,
+                      nat=f"{node} DNATs node port {port} of service {svc.name} to {where}, {how}")
 
     def member_at(self, ip: str) -> str | None:
         return next((m.name for m in self.members.values() if m.ip == ip), None)
@@ -141,6 +171,9 @@ class LabFacts:
         if ip == "127.0.0.1":
             return "127.0.0.1 (loopback: the sidecar connected to localhost)"
         if ip in self.node_addresses:
+            node = self.member_at(ip)
+            if node:
+                return f"{ip} ({node}'s address)"
             return f"{ip} (the node's address: pods are masqueraded on the way out)"
         member = self.member_at(ip)
         if member:
@@ -172,12 +205,18 @@ def lab_facts(plan: LabPlan, members: dict[str, dict[str, Any]], resources: Sequ
             sidecar = SidecarFacts(pod.sidecar.istio, pod.sidecar.interception, pod.sidecar.inbound_passthrough,
                                    declared, edits, mtls_policy(pod.namespace, pod.labels, resources),
                                    authorization(pod.namespace, pod.labels, resources))
-        facts[key] = MemberFacts(key, "pod", ip, app_facts(pod.app, ip), sidecar)
+        facts[key] = MemberFacts(key, "pod", ip, app_facts(pod.app, ip), sidecar,
+                                 pod.node if plan.multi_node else None)
     for name, ext in plan.externals.items():
         facts[name] = MemberFacts(name, "external", str(ext.ip), app_facts(ext.app, str(ext.ip)))
-    services = {k: ServiceFacts(k, str(s.ip), {p.port: p.target_port for p in s.ports}, s.endpoints)
+    for name, node in plan.nodes.items():
+        if node.ip is not None:
+            facts[name] = MemberFacts(name, "node", str(node.ip))
+    services = {k: ServiceFacts(k, str(s.ip), {p.port: p.target_port for p in s.ports}, s.endpoints,
+                                {p.node_port: p.port for p in s.ports if p.node_port}, s.external_traffic_policy)
                 for k, s in plan.services.items()}
-    node = tuple(str(i.ip) for i in plan.node_external_addresses)
+    node = tuple(str(i.ip) for i in plan.node_external_addresses) if not plan.multi_node else ()
+    node += tuple(str(n.ip) for n in plan.nodes.values() if n.ip is not None)
     workloads = {k: member_key(p.namespace, p.workload) for k, p in plan.pods.items()}
     return LabFacts(plan.lab, facts, services, node, plan.names(), {k: p.namespace for k, p in plan.pods.items()},
                     workloads)
