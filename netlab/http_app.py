@@ -122,9 +122,11 @@ class HttpApp(asyncio.Protocol):
             answer["calls"] = calls
         body = json.dumps(answer).encode() + b"\n"
         self.send(status, body, close=not keep_alive, head=method == "HEAD")
+        # nginx's "combined" format plus "$http_x_forwarded_for", as the study notes' nginx logs it.
         stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z")
         print(f'{self.peer[0]} - - [{stamp}] "{method} {path} HTTP/1.1" {status} {len(body)} '
-              f'"{headers.get("user-agent", "-")}"', flush=True)
+              f'"{headers.get("referer", "-")}" "{headers.get("user-agent", "-")}" '
+              f'"{headers.get("x-forwarded-for", "-")}"', flush=True)
         self.pending.remove(asyncio.current_task())  # type: ignore[arg-type]
 
     def send(self, status: int, body: bytes, close: bool, head: bool = False) -> None:

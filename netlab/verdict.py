@@ -21,6 +21,7 @@ from netlab.probe.observed import (
     ProbeObservation,
     fmt_addr,
     parse_addr,
+    parse_app_log_line,
 )
 from netlab.proxy.config import HEALTH_PORT, INBOUND_PORT, OUTBOUND_PORT, STATS_PORT
 
@@ -207,7 +208,14 @@ def explain_line(line: LogLine, facts: LabFacts) -> tuple[str, str]:
     label = f"{sidecar.label} in {line.pod}" if sidecar else f"sidecar in {line.pod}"
     cluster, flags, details = line.get("cluster"), line.get("flags"), line.get("details")
     upstream = line.get("upstream_host")
-    if line.get("direction") == "outbound":
+    if sidecar is not None and sidecar.router:
+        xff = line.get("x_forwarded_for")
+        head = (f"the {sidecar.istio} gateway {line.pod} took it on its listener {line.get('downstream_local')} "
+                f"(from {line.get('downstream_remote')}; no capture: the gateway's own port), appended the peer "
+                f"address to x-forwarded-for ({xff}) and routed it by its Gateway and VirtualService to {cluster}")
+        if upstream != "-":
+            head += f": the endpoint {upstream} itself (the node's service DNAT is not used)"
+    elif line.get("direction") == "outbound":
         how = f"captured the app's connection to {line.get('downstream_local')} on {OUTBOUND_PORT} " \
               "(OUTPUT → ISTIO_OUTPUT → ISTIO_REDIRECT)"
         head = f"{label} {how} and forwarded it to {upstream} ({cluster})"
@@ -380,8 +388,12 @@ def judge_pod(check: PodCheck, obs: PodObservation, facts: LabFacts) -> Verdict:
     if exp.proxy_log is not None:
         parts.append(judge_fields("proxy_log", exp.proxy_log, [(ln.fields, ln.raw) for ln in obs.lines],
                                   obs.pod, lambda _f: ""))
+    if exp.app_log is not None:
+        lines = [(fields, line) for line in obs.app_lines if (fields := parse_app_log_line(line)) is not None]
+        parts.append(judge_fields("app_log", exp.app_log, lines, obs.pod, app_log_meaning))
     ok = all(p[0] for p in parts)
     details: dict[str, Any] = {
+        "app_log": obs.app_lines,
         "peers": obs.peers if obs.probe_index is not None else ([obs.last_peer] if obs.last_peer else []),
         "rules": {r.ref: r.packets for r in obs.rules.values()},
         "conntrack": [e.raw for e in obs.conntrack],
@@ -450,7 +462,7 @@ def judge_fields(kind: str, wanted: dict[str, str | int], candidates: list[tuple
                  pod: str, meaning: Any) -> tuple[bool, str, str, str]:
     expected = f"{kind} " + " ".join(f"{k}={v}" for k, v in wanted.items())
     if not candidates:
-        what = "conntrack entry" if kind == "conntrack" else "access-log line"
+        what = {"conntrack": "conntrack entry", "app_log": "app access-log line"}.get(kind, "access-log line")
         return False, expected, f"{kind} (none)", f"no {what} of the probe's connection in {pod}"
     for fields, text in candidates:
         if all(value_matches(v, fields.get(k)) for k, v in wanted.items()):
@@ -460,6 +472,16 @@ def judge_fields(kind: str, wanted: dict[str, str | int], candidates: list[tuple
     observed = f"{kind} " + " ".join(f"{k}={first.get(k, '-')}" for k in wanted)
     listing = "; ".join(text for _f, text in candidates)
     return False, expected, observed, f"{pod} has no {kind} record with {expected.split(' ', 1)[1]}: {listing}"
+
+
+def app_log_meaning(wanted: dict[str, str | int]) -> str:
+    notes: list[str] = []
+    if str(wanted.get("remote_addr")) == PASSTHROUGH_SOURCE:
+        notes.append("the app sees its sidecar's upstream source 127.0.0.6, not the client")
+    if any(k in wanted for k in ("x_forwarded_for", "http_x_forwarded_for")):
+        notes.append("x-forwarded-for is what the gateway appended (use_remote_address): the client's address, or "
+                     "the node's when a node port masqueraded it (externalTrafficPolicy Cluster)")
+    return (" — " + "; ".join(notes)) if notes else ""
 
 
 def conntrack_meaning(wanted: dict[str, str | int]) -> str:

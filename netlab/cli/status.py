@@ -54,7 +54,9 @@ def sidecars(state: LabState, processes: list[dict[str, Any]]) -> dict[str, dict
             status = proxy_status(state, member)
             version = status.version
             sync = "SYNCED" if version == pushed else (f"STALE ({status.error})" if status.error else "STALE")
-        found[member] = {"istio": sidecar["istio"], "interception": sidecar["mode"], "iptables": sidecar["backend"],
+        router = sidecar.get("type") == "router"
+        found[member] = {"istio": sidecar["istio"], "interception": "none (router)" if router else sidecar["mode"],
+                         "iptables": sidecar["backend"] or "-",
                          "config_version": version, "status": sync}
     return found
 

@@ -1,4 +1,5 @@
-"""A pod's sidecar: istio-init's rules (plus the scenario's rule edits), then the proxy as UID/GID 1337.
+"""A pod's sidecar: istio-init's rules (plus the scenario's rule edits), then the proxy as UID/GID 1337; for a
+gateway (`mode: router`) the proxy alone.
 
 Both live inside the pod's namespace, so they need no undo of their own: the rules die with the namespace and the
 proxy is a recorded process that teardown stops by PID.
@@ -25,12 +26,15 @@ def install_sidecar(state: LabState, pod: str, sidecar: Sidecar, config: str,
     """Apply the rules and start the proxy on its snapshot `config`; returns a function that waits until the proxy
     is ready."""
     netns = member_netns_path(state, pod)
-    cfg = parse_flags(sidecar.injector_flags(), sidecar.istio, env=sidecar.env)
-    backend = apply_istio_init(netns, cfg, sidecar.istio, None if iptables == "auto" else iptables)
-    for edit in sidecar.rule_edits:
-        apply_rule_edit(netns, edit, backend)
+    backend = None  # a router (gateway) captures nothing: no istio-init
+    if sidecar.mode == "sidecar":
+        cfg = parse_flags(sidecar.injector_flags(), sidecar.istio, env=sidecar.env)
+        backend = apply_istio_init(netns, cfg, sidecar.istio, None if iptables == "auto" else iptables)
+        for edit in sidecar.rule_edits:
+            apply_rule_edit(netns, edit, backend)
     access_log = state.member_file("logs", pod, "access.log")
     state.members[pod]["sidecar"] = {"istio": sidecar.istio, "mode": sidecar.interception, "backend": backend,
+                                     "type": sidecar.mode,
                                      "access_log": access_log, "config": config,
                                      "rule_edits": [e.model_dump(exclude_none=True) for e in sidecar.rule_edits]}
     return start_proxy(state, pod, ["--config", config, "--certs", certs_dir(state, pod)], access_log)

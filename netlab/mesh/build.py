@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from netlab.mesh.authz import authorization
+from netlab.mesh.gateway import router_snapshot
 from netlab.mesh.registry import (
     AUTO,
     HTTP,
@@ -122,6 +123,12 @@ def snapshots(plan: LabPlan, resources: Sequence[Resource], version: int,
             if key in svc.endpoints:
                 for p in svc.ports:
                     ports.setdefault(p.target_port, protocol_of(p.port, p.name, p.app_protocol))
+        if pod.sidecar.mode == "router":  # a gateway: Sidecar resources and inbound ports do not apply
+            base = build_snapshot(ProxySpec.of(pod), services, {}, version=version, resources=resources)
+            served = {p.port: p.target_port for s in plan.services.values() if key in s.endpoints for p in s.ports}
+            found[key] = router_snapshot(base, served, services, resources, mesh_traits(pod.sidecar.istio).retry_503,
+                                         outbound_cluster_name)
+            continue
         scope = sidecar_scope(pod.namespace, pod.labels, resources)
         mode = plan.mesh_config.outbound_traffic_policy.mode
         if scope is not None and scope.spec.outbound_traffic_policy is not None:

@@ -98,7 +98,7 @@ def kubernetes_services(plan: LabPlan, ready: frozenset[str] | None = None,
                 continue
             pod = plan.pods[key]
             mtls: frozenset[int] = frozenset()
-            if pod.sidecar is not None:
+            if pod.sidecar is not None and pod.sidecar.mode == "sidecar":  # a gateway's listeners take plaintext
                 policy = mtls_policy(pod.namespace, pod.labels, resources)
                 mtls = frozenset(p.port for p in ports if policy.for_port(p.target_port) != DISABLE)
             endpoints.append(MeshEndpoint(str(pod.ip), {p.port: p.target_port for p in ports}, dict(pod.labels),

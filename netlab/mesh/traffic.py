@@ -17,7 +17,7 @@ imports netlab.mesh without pydantic).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from netlab.duration import seconds
@@ -161,45 +161,59 @@ def cluster_settings(policy: Any, default_lb: str) -> dict[str, Any]:
 # --- VirtualService → routes --------------------------------------------------------------------------------------
 
 
-def http_routes(vs: VirtualService, port: int, service_ports: Sequence[int], proxy_namespace: str,
-                proxy_labels: dict[str, str], retry_503: bool,
-                cluster_name: Any) -> tuple[Route, ...]:
+def http_routes(vs: VirtualService, port: int, service_ports: Sequence[int] | Callable[[str], Sequence[int]],
+                proxy_namespace: str, proxy_labels: dict[str, str], retry_503: bool,
+                cluster_name: Any, gateway: str = "mesh") -> tuple[Route, ...]:
     """The routes of a VirtualService for one service port, as a sidecar in `proxy_namespace` with `proxy_labels`
-    gets them. `cluster_name(port, hostname, subset)` names a destination's cluster."""
+    gets them (or a gateway, `gateway` being its NAMESPACE/NAME, for one of its server ports). `cluster_name(port,
+    hostname, subset)` names a destination's cluster; `service_ports`: the service's ports, or for a gateway the
+    ports of each destination host."""
     namespace = vs.metadata.namespace
     owner = f"{vs.metadata.name}.{namespace}"
     routes: list[Route] = []
     for http in vs.spec.http:
         matches = http.match or [None]
         for match in matches:
-            if match is not None and not _match_applies(match, port, proxy_namespace, proxy_labels):
+            if match is not None and not _match_applies(match, port, proxy_namespace, proxy_labels, gateway,
+                                                        namespace):
                 continue
             name = ".".join(n for n in (http.name, match.name if match else None) if n)
             routes.append(_route(http, match, name, owner, namespace, port, service_ports, retry_503, cluster_name))
     return tuple(routes)
 
 
-def _match_applies(match: Any, port: int, proxy_namespace: str, proxy_labels: dict[str, str]) -> bool:
+def gateway_names(names: Sequence[str], namespace: str) -> set[str]:
+    """A VirtualService's gateways as NAMESPACE/NAME ("mesh" stays "mesh"; NAME is in the VirtualService's own
+    namespace)."""
+    return {n if n == "mesh" or "/" in n else f"{namespace}/{n}" for n in names}
+
+
+def _match_applies(match: Any, port: int, proxy_namespace: str, proxy_labels: dict[str, str],
+                   gateway: str = "mesh", vs_namespace: str = "") -> bool:
     """Parts of a match istiod evaluates when it builds a proxy's routes, not per request."""
     if match.port is not None and match.port != port:
         return False
-    if match.gateways and "mesh" not in match.gateways:
+    if match.gateways and gateway not in gateway_names(match.gateways, vs_namespace):
         return False
+    if gateway != "mesh":  # sourceLabels and sourceNamespace select sidecars
+        return not match.source_labels and match.source_namespace is None
     if match.source_namespace is not None and match.source_namespace != proxy_namespace:
         return False
     return all(proxy_labels.get(k) == v for k, v in match.source_labels.items())
 
 
-def _destination_cluster(dest: Any, namespace: str, port: int, service_ports: Sequence[int],
-                         cluster_name: Any) -> str:
+def _destination_cluster(dest: Any, namespace: str, port: int,
+                         service_ports: Sequence[int] | Callable[[str], Sequence[int]], cluster_name: Any) -> str:
     """GetDestinationCluster: the destination's port, else the service's only port, else the listener's."""
     host = fqdn(dest.host, namespace)
+    if callable(service_ports):
+        service_ports = service_ports(host)
     number = dest.port.number if dest.port else (service_ports[0] if len(service_ports) == 1 else port)
     return cluster_name(number, host, dest.subset or "")
 
 
-def _route(http: Any, match: Any, name: str, owner: str, namespace: str, port: int, service_ports: Sequence[int],
-           retry_503: bool, cluster_name: Any) -> Route:
+def _route(http: Any, match: Any, name: str, owner: str, namespace: str, port: int,
+           service_ports: Sequence[int] | Callable[[str], Sequence[int]], retry_503: bool, cluster_name: Any) -> Route:
     cluster, weighted = "", ()
     if http.route:
         if len(http.route) == 1 and http.route[0].headers is None:

@@ -46,7 +46,7 @@ class Listener:
     name: str
     address: str
     port: int
-    direction: str  # "outbound", "inbound" or "" (admin listeners)
+    direction: str  # "outbound", "inbound", "gateway" (a router's listeners) or "" (admin listeners)
     filter_chains: tuple[FilterChain, ...]
     bind_to_port: bool = True
     use_original_dst: bool = False
@@ -221,6 +221,7 @@ class Node:
     service_account: str = "default"
     labels: dict[str, str] = field(default_factory=dict)
     workload: str = ""  # the Deployment the pod belongs to (WORKLOAD_NAME)
+    type: str = "sidecar"  # or "router": a gateway (no capture; listeners on its Gateway servers' ports)
 
 
 Matchers = tuple[tuple[str, tuple[str, ...]], ...]  # (field, values) pairs: Istio's names, e.g. ("notPaths", (...))

@@ -32,6 +32,9 @@ class MeshTraits:
     inbound_retry: bool = False
     # A Zipkin tracer in the bootstrap until 1.21: requests carry the route's x-envoy-decorator-operation.
     default_tracer: bool = True
+    # Envoy counts RFC 1918 peers as internal (a gateway sends x-envoy-internal: true for them) until Envoy 1.33,
+    # which Istio 1.25 ships (Envoy's v1.33.0 changelog; MESH-FACTS §4).
+    private_is_internal: bool = True
 
 
 CHANGES: tuple[tuple[int, dict[str, Any]], ...] = (
@@ -43,6 +46,7 @@ CHANGES: tuple[tuple[int, dict[str, Any]], ...] = (
     (22, {"default_tracer": False}),
     (23, {"inbound_passthrough_cluster": "InboundPassthroughCluster"}),
     (24, {"retry_503": False, "inbound_retry": True}),
+    (25, {"private_is_internal": False}),
 )
 
 

@@ -62,6 +62,11 @@ def check_problems(scenario: Scenario) -> list[Problem]:
         if expect.app_peer is not None and (app is None or app.kind == "command"):
             problems.append(Problem(f"checks.{i}.expect.app_peer",
                                     f"'{check.pod}' runs no built-in app (pong, echo, http) that records its peers"))
+        if expect.app_log is not None and (app is None or app.kind in ("pong", "echo")):
+            problems.append(Problem(f"checks.{i}.expect.app_log",
+                                    f"'{check.pod}' runs no app that writes an access log: the http app writes "
+                                    "nginx's combined format with x-forwarded-for, a command app (nginx) may print "
+                                    "one to stdout"))
         if expect.needs_probe and not seen_probe:
             problems.append(Problem(f"checks.{i}.expect",
                                     "rules_hit, rules_not_hit, conntrack and proxy_log describe the probe before "

@@ -3,7 +3,7 @@
 Field names and enum values follow istio/api (networking/v1alpha3/service_entry.proto, sidecar.proto,
 virtual_service.proto, destination_rule.proto); a field netlab does not model is an error naming it, never
 silently ignored; PeerAuthentication and AuthorizationPolicy follow security/v1beta1/peer_authentication.proto and
-authorization.proto. Later kinds (Gateway) join the `IstioResource` union.
+authorization.proto; Gateway networking/v1alpha3/gateway.proto.
 """
 
 from __future__ import annotations
@@ -368,6 +368,54 @@ class VirtualService(_Resource):
     spec: VirtualServiceSpec
 
 
+# --- Gateway (networking/v1alpha3/gateway.proto) -----------------------------------------------------------------
+
+GATEWAY_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")  # served by netlab's router; HTTPS, TLS and TCP servers are not modelled
+
+
+class GatewayPort(Strict):
+    number: Port = Field(strict=True)
+    name: str | None = None
+    protocol: str
+    target_port: Port | None = Field(None, alias="targetPort", strict=True)
+
+    @field_validator("protocol")
+    @classmethod
+    def _served(cls, value: str) -> str:
+        if value.upper() not in GATEWAY_PROTOCOLS:
+            raise ValueError(f"protocol {value}: netlab's gateway serves {', '.join(GATEWAY_PROTOCOLS)} servers "
+                             "(HTTPS, TLS and TCP servers are not modelled yet)")
+        return value.upper()
+
+
+class GatewayServer(Strict):
+    port: GatewayPort
+    hosts: list[str] = Field(min_length=1, description="HOST or NAMESPACE/HOST; '*' for every host")
+    name: str | None = None
+    bind: str | None = None
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            namespace, _, host = entry.rpartition("/")
+            if namespace not in ("", "*", ".") and not NAMESPACE_NAME.fullmatch(namespace):
+                raise ValueError(f"'{entry}': '{namespace}' is not a namespace (NAMESPACE/HOST, '.' or '*')")
+            if not HOST.fullmatch(host):
+                raise ValueError(HOST_PROBLEM.format(host))
+        return value
+
+
+class GatewaySpec(Strict):
+    selector: Labels
+    servers: list[GatewayServer] = Field(min_length=1)
+
+
+class Gateway(_Resource):
+    kind: Literal["Gateway"]
+    spec: GatewaySpec
+
+
 # --- DestinationRule ------------------------------------------------------------------------------------------
 
 
@@ -635,7 +683,8 @@ class AuthorizationPolicy(_SecurityResource):
     spec: AuthorizationPolicySpec = Field(default_factory=AuthorizationPolicySpec)
 
 
-KINDS = ("ServiceEntry", "Sidecar", "VirtualService", "DestinationRule", "PeerAuthentication", "AuthorizationPolicy")
+KINDS = ("ServiceEntry", "Sidecar", "VirtualService", "DestinationRule", "Gateway", "PeerAuthentication",
+         "AuthorizationPolicy")
 
 
 def _kind_of(value: object) -> str | None:
@@ -648,11 +697,12 @@ def _kind_of(value: object) -> str | None:
 IstioResource = Annotated[
     Annotated[ServiceEntry, Tag("ServiceEntry")] | Annotated[Sidecar, Tag("Sidecar")]
     | Annotated[VirtualService, Tag("VirtualService")] | Annotated[DestinationRule, Tag("DestinationRule")]
-    | Annotated[PeerAuthentication, Tag("PeerAuthentication")]
+    | Annotated[Gateway, Tag("Gateway")] | Annotated[PeerAuthentication, Tag("PeerAuthentication")]
     | Annotated[AuthorizationPolicy, Tag("AuthorizationPolicy")],
     Discriminator(_kind_of),
 ]
-Resource = ServiceEntry | Sidecar | VirtualService | DestinationRule | PeerAuthentication | AuthorizationPolicy
+Resource = (ServiceEntry | Sidecar | VirtualService | DestinationRule | Gateway | PeerAuthentication
+            | AuthorizationPolicy)
 
 
 def resource_key(resource: Resource) -> tuple[str, str, str]:

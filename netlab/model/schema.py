@@ -188,9 +188,13 @@ def _check_rule_edits(edits: list[RuleEdit], rules: tuple[Rule, ...], istio: str
 
 
 class Sidecar(Strict):
-    """An Istio sidecar: istio-init's rules plus the proxy on 15001/15006."""
+    """An Istio sidecar: istio-init's rules plus the proxy on 15001/15006; or, with `mode: router`, a gateway's proxy
+    (no rules: it listens on the ports of the Gateway resources that select its pod)."""
 
     istio: str = "1.10"
+    mode: Literal["sidecar", "router"] = Field(
+        "sidecar", description="router: a gateway's proxy (istio-proxy `router`): no istio-init rules, listeners "
+                               "from the Gateway resources selecting the pod")
     interception: Literal["REDIRECT", "TPROXY"] = "REDIRECT"
     inbound_passthrough: bool | None = Field(
         None, description="istiod's PILOT_ENABLE_INBOUND_PASSTHROUGH; false restores 1.9 forwarding in 1.10-1.20"
@@ -214,6 +218,13 @@ class Sidecar(Strict):
     @model_validator(mode="after")
     def _istio_accepts_it(self) -> Sidecar:
         """What istio-iptables and istiod of that version would refuse is refused here, before anything is built."""
+        if self.mode == "router":
+            defaults = {"interception": "REDIRECT", "inbound_passthrough": None, "iptables_flags": None, "env": {},
+                        "rule_edits": []}
+            set_here = [k for k, default in defaults.items() if getattr(self, k) != default]
+            if set_here:
+                raise ValueError(f"{', '.join(set_here)}: a router (gateway) has no istio-init rules and captures "
+                                 "nothing; leave them out")
         if self.inbound_passthrough is False and parse_version(self.istio).minor >= 21:
             raise ValueError("inbound_passthrough: false (PILOT_ENABLE_INBOUND_PASSTHROUGH) was removed in Istio "
                              "1.21; it applies to 1.10-1.20 only")
@@ -235,6 +246,39 @@ class Sidecar(Strict):
 
 class Namespace(Strict):
     labels: Labels
+
+
+class IngressGateway(Strict):
+    """`gateways:` shorthand for Istio's istio-ingressgateway, as its chart installs it: a pod (labels app: NAME and
+    istio: ingressgateway, a router-mode proxy) and a NodePort Service NAME (status-port 15021, http2 80→8080,
+    https 443→8443)."""
+
+    namespace: str = "istio-system"
+    node: str | None = None
+    istio: str = "1.23"
+    labels: Labels
+    external_traffic_policy: Literal["Cluster", "Local"] = Field("Cluster", alias="externalTrafficPolicy")
+    node_ports: dict[Literal["status-port", "http2", "https"], int] = Field(
+        default_factory=dict, alias="nodePorts", description="e.g. {http2: 30080}; default: allocated")
+
+    @field_validator("node_ports")
+    @classmethod
+    def _in_range(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, port in value.items():
+            if not NODE_PORTS[0] <= port <= NODE_PORTS[1]:
+                raise ValueError(f"{name}: nodePort {port} is outside {NODE_PORTS[0]}-{NODE_PORTS[1]}")
+        return value
+
+    def expand(self, name: str) -> tuple[str, Pod, Service]:
+        """(pod name, pod, service): its pod is NAME-0, as the first pod of its Deployment."""
+        selector = {"app": name, "istio": "ingressgateway"}
+        pod = Pod(namespace=self.namespace, labels={**selector, **self.labels}, node=self.node,
+                  service_account=f"{name}-service-account", sidecar=Sidecar(istio=self.istio, mode="router"))
+        ports = [ServicePort(name=n, port=port, target_port=target, node_port=self.node_ports.get(n))
+                 for n, port, target in (("status-port", 15021, 15021), ("http2", 80, 8080), ("https", 443, 8443))]
+        service = Service(namespace=self.namespace, type="NodePort", selector=selector, ports=ports,
+                          external_traffic_policy=self.external_traffic_policy)
+        return f"{name}-0", pod, service
 
 
 class Node(Strict):
@@ -488,6 +532,9 @@ class PodExpect(Strict):
     rules_not_hit: list[str] | None = None
     conntrack: dict[str, str | int] | None = None
     proxy_log: dict[str, str | int] | None = None
+    app_log: dict[str, str | int] | None = Field(
+        None, description="the app's access-log line for the probe, nginx's combined format plus "
+                          "\"$http_x_forwarded_for\", e.g. {remote_addr: 127.0.0.6, x_forwarded_for: 192.168.10.254}")
 
     @field_validator("rules_hit", "rules_not_hit")
     @classmethod
@@ -497,10 +544,11 @@ class PodExpect(Strict):
                 raise ValueError(f"'{name}' is not TABLE/CHAIN#N (e.g. nat/ISTIO_OUTPUT#1)")
         return value
 
-    @field_validator("conntrack", "proxy_log")
+    @field_validator("conntrack", "proxy_log", "app_log")
     @classmethod
     def _known_fields(cls, value: dict[str, str | int] | None, info: ValidationInfo) -> dict[str, str | int] | None:
-        known = CONNTRACK_FIELDS if info.field_name == "conntrack" else PROXY_LOG_FIELDS
+        known = {"conntrack": CONNTRACK_FIELDS, "proxy_log": PROXY_LOG_FIELDS, "app_log": APP_LOG_FIELDS}[
+            info.field_name or ""]
         unknown = sorted(set(value or {}) - set(known))
         if unknown:
             raise ValueError(f"unknown {info.field_name} field(s) {', '.join(unknown)}; use {', '.join(known)}")
@@ -509,13 +557,15 @@ class PodExpect(Strict):
     @model_validator(mode="after")
     def _something(self) -> PodExpect:
         if not self.model_dump(exclude_none=True):
-            raise ValueError("expect at least one of app_peer, rules_hit, rules_not_hit, conntrack, proxy_log")
+            raise ValueError("expect at least one of app_peer, rules_hit, rules_not_hit, conntrack, proxy_log, "
+                             "app_log")
         return self
 
     @property
     def needs_probe(self) -> bool:
         """Everything but app_peer describes one probe's connection: such a check must follow a probe."""
-        return any(v is not None for v in (self.rules_hit, self.rules_not_hit, self.conntrack, self.proxy_log))
+        return any(v is not None for v in (self.rules_hit, self.rules_not_hit, self.conntrack, self.proxy_log,
+                                           self.app_log))
 
 
 RULE_REF = re.compile(r"(nat|mangle|raw|filter)/[A-Z_]+#[1-9]\d*")
@@ -531,6 +581,12 @@ PROXY_LOG_FIELDS = ("direction", "cluster", "flags", "details", "bytes_received"
                     "upstream_service_time", "x_forwarded_for", "user_agent", "request_id", "authority",
                     "requested_server_name", "route_name", "upstream_cluster", "response_flags",
                     "upstream_local_address", "downstream_local_address", "downstream_remote_address")
+
+
+# Fields of the app's access-log line: nginx's variable names (the http_ prefix may be left out).
+APP_LOG_FIELDS = ("remote_addr", "remote_user", "time_local", "request", "status", "body_bytes_sent",
+                  "http_referer", "http_user_agent", "http_x_forwarded_for", "referer", "user_agent",
+                  "x_forwarded_for")
 
 
 class PodCheck(Strict):
@@ -595,6 +651,8 @@ class Scenario(Strict):
     iptables: Literal["auto", "legacy", "nft"] = "auto"
     namespaces: dict[str, Namespace] = Field(default_factory=dict)
     nodes: dict[str, Node] = Field(default_factory=dict, description="default: one node (`_node`)")
+    gateways: dict[str, IngressGateway] = Field(
+        default_factory=dict, description="ingress gateways: NAME -> {node, istio, externalTrafficPolicy, ...}")
     mesh_config: MeshConfig = Field(default_factory=MeshConfig, alias="meshConfig")
     pods: dict[str, Pod]
     services: dict[str, Service] = Field(default_factory=dict)
@@ -613,6 +671,25 @@ class Scenario(Strict):
     @classmethod
     def _namespace_names(cls, value: dict[str, Namespace]) -> dict[str, Namespace]:
         return _names_match(value, NAMESPACE_NAME, "namespace name '{}' must be a DNS label (a-z, 0-9, '-')")
+
+    @model_validator(mode="after")
+    def _expand_gateways(self) -> Scenario:
+        """Each gateway becomes its pod and Service (and its namespace, declared if it is not)."""
+        if not self.gateways:
+            return self
+        pods, services, namespaces = dict(self.pods), dict(self.services), dict(self.namespaces)
+        for name, gateway in self.gateways.items():
+            if not SERVICE_NAME.fullmatch(name) or not POD_NAME.fullmatch(f"{name}-0"):
+                raise ValueError(f"gateway name '{name}' must be a DNS label, e.g. istio-ingressgateway")
+            pod_name, pod, service = gateway.expand(name)
+            for entries, key, value in ((pods, pod_name, pod), (services, name, service)):
+                full = f"{gateway.namespace}/{key}"
+                if full in entries or (gateway.namespace == DEFAULT_NAMESPACE and key in entries):
+                    raise ValueError(f"gateway '{name}' makes {full}, which the scenario already has; rename one")
+                entries[full] = value
+            if gateway.namespace != DEFAULT_NAMESPACE:
+                namespaces.setdefault(gateway.namespace, Namespace())
+        return self.model_copy(update={"pods": pods, "services": services, "namespaces": namespaces})
 
     @field_validator("nodes")
     @classmethod

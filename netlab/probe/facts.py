@@ -49,9 +49,12 @@ class SidecarFacts:
     rule_edits: tuple[str, ...] = ()  # "delete nat/ISTIO_OUTPUT#1", ...
     mtls: MtlsPolicy = field(default_factory=MtlsPolicy)  # what its PeerAuthentications make of its inbound ports
     authz: tuple[AuthzPolicy, ...] = ()  # the AuthorizationPolicies that apply to it
+    router: bool = False  # a gateway's proxy: no capture
 
     @property
     def label(self) -> str:
+        if self.router:
+            return f"{self.istio} gateway"
         return f"{self.istio} sidecar" + (" (TPROXY)" if self.mode == "TPROXY" else "")
 
 
@@ -204,7 +207,7 @@ def lab_facts(plan: LabPlan, members: dict[str, dict[str, Any]], resources: Sequ
                           for e in pod.sidecar.rule_edits)
             sidecar = SidecarFacts(pod.sidecar.istio, pod.sidecar.interception, pod.sidecar.inbound_passthrough,
                                    declared, edits, mtls_policy(pod.namespace, pod.labels, resources),
-                                   authorization(pod.namespace, pod.labels, resources))
+                                   authorization(pod.namespace, pod.labels, resources), pod.sidecar.mode == "router")
         facts[key] = MemberFacts(key, "pod", ip, app_facts(pod.app, ip), sidecar,
                                  pod.node if plan.multi_node else None)
     for name, ext in plan.externals.items():

@@ -241,3 +241,21 @@ class PodObservation:
     rules: dict[str, RuleDelta] = field(default_factory=dict)
     conntrack: list[ConntrackEntry] = field(default_factory=list)  # entries of the probe's connections
     lines: list[LogLine] = field(default_factory=list)  # this pod's access-log lines for the probe
+    app_lines: list[str] = field(default_factory=list)  # the app's own access-log lines during the probe
+
+
+# nginx's "combined" log format with "$http_x_forwarded_for" appended (the study notes' nginx; the http app's).
+NGINX_LINE = re.compile(r'(?P<remote_addr>\S+) - (?P<remote_user>\S+) \[(?P<time_local>[^\]]+)\] '
+                        r'"(?P<request>[^"]*)" (?P<status>\d{3}) (?P<body_bytes_sent>\d+) '
+                        r'"(?P<http_referer>[^"]*)" "(?P<http_user_agent>[^"]*)"'
+                        r'(?: "(?P<http_x_forwarded_for>[^"]*)")?')
+
+
+def parse_app_log_line(line: str) -> dict[str, str] | None:
+    """The fields of an nginx-style access-log line (nginx's variable names, also without http_), or None."""
+    found = NGINX_LINE.match(line.strip())
+    if found is None:
+        return None
+    fields = {k: v for k, v in found.groupdict().items() if v is not None}
+    fields.update({k.removeprefix("http_"): v for k, v in fields.items() if k.startswith("http_")})
+    return fields

@@ -83,3 +83,4 @@ def last_line(path: str) -> str | None:
     except FileNotFoundError:
         return None
     return lines[-1] if lines else None
+

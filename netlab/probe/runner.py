@@ -31,6 +31,7 @@ from netlab.probe.observed import (
     ProbeObservation,
     ProbeResult,
     link,
+    parse_app_log_line,
     rule_deltas,
 )
 from netlab.probe.readers import (
@@ -44,6 +45,8 @@ from netlab.probe.readers import (
 )
 from netlab.verdict import CheckResult, Verdict, expect_text, judge_pod, judge_probe
 
+APP_LOG_SETTLE = 0.05  # seconds for an app's access-log line to follow its answer
+
 
 @dataclass
 class _Marks:
@@ -51,6 +54,7 @@ class _Marks:
 
     logs: dict[str, int] = field(default_factory=dict)
     peers: dict[str, int] = field(default_factory=dict)
+    app_logs: dict[str, int] = field(default_factory=dict)
     counters: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
 
 
@@ -78,6 +82,19 @@ class Runner:
     def access_log(self, pod: str) -> str | None:
         sidecar = self.state.members.get(pod, {}).get("sidecar")
         return sidecar["access_log"] if sidecar else None
+
+    def app_log(self, member: str) -> str:
+        """The app's output: a built-in http app's access log, or whatever a command app prints."""
+        return self.state.member_file("logs", member, "app.log")
+
+    def app_lines(self, member: str, mark: int) -> list[str]:
+        """The app's access-log lines since `mark`; an app writes its line after answering, so look twice."""
+        for _ in range(2):
+            lines = [ln for ln in read_from(self.app_log(member), mark).splitlines() if parse_app_log_line(ln)]
+            if lines:
+                return lines
+            time.sleep(APP_LOG_SETTLE)
+        return []
 
     def sidecar_pods(self) -> list[str]:
         return [n for n in self.state.members if self.access_log(n)]
@@ -209,6 +226,8 @@ class Runner:
         for member in self.state.members:
             marks.peers[member] = file_size(self.state.peers_file(member))
         for check in followers:
+            if check.expect.app_log is not None:
+                marks.app_logs[check.pod] = file_size(self.app_log(check.pod))
             refs = [*(check.expect.rules_hit or []), *(check.expect.rules_not_hit or [])]
             if refs and check.pod not in marks.counters:
                 marks.counters[check.pod] = self.counters(check.pod, refs)[0]
@@ -248,6 +267,8 @@ class Runner:
             sources = endpoints(probe_obs.result.local, probe_obs.lines)
             entries = read_conntrack(member_netns_path(self.state, pod))
             obs.conntrack = [e for e in entries if e.orig_source in sources]
+        if exp.app_log is not None:
+            obs.app_lines = self.app_lines(pod, marks.app_logs.get(pod, 0))
         if exp.proxy_log is not None:
             obs.lines = [line for line in probe_obs.lines if line.pod == pod]
             if not obs.lines:  # a line flushed after the probe's wait: look once more

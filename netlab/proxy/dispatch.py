@@ -61,8 +61,12 @@ class Dispatch:
         self.outbound_blackhole_port = -1
         self.inbound_by_port: dict[int, Chains] = {}
         self.inbound_default = Chains(BLACKHOLE)
+        self.gateway_by_port: dict[int, Chains] = {}
         for listener in snapshot.listeners:
-            if listener.name == "virtualOutbound":
+            if listener.direction == "gateway":
+                if listener.filter_chains:
+                    self.gateway_by_port[listener.port] = self._chains(listener.filter_chains, "outbound")
+            elif listener.name == "virtualOutbound":
                 self._virtual_outbound(listener)
             elif listener.name == "virtualInbound":
                 self._virtual_inbound(listener)
@@ -121,6 +125,13 @@ class Dispatch:
 
     def inbound(self, orig: Addr) -> Route:
         return self._follow("inbound", self.inbound_by_port.get(orig[1], self.inbound_default), orig)
+
+    def gateway(self, local: Addr) -> Route:
+        """A gateway's listener: its Gateway servers' routes; a port without a server has no filter chain."""
+        chains = self.gateway_by_port.get(local[1])
+        if chains is None:
+            return refused("outbound", "filter_chain_not_found")
+        return self._follow("outbound", chains, local)
 
     def _follow(self, direction: str, chains: Chains, orig: Addr) -> Route:
         if not chains.plaintext:

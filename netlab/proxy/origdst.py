@@ -20,10 +20,14 @@ def redirect_original_dst(sock: socket.socket) -> Addr:
     return socket.inet_ntoa(raw[4:8]), int.from_bytes(raw[2:4], "big")
 
 
-def tproxy_original_dst(sock: socket.socket) -> Addr:
-    """On a transparent listener the accepted socket is bound to the address the client dialled."""
+def local_address(sock: socket.socket) -> Addr:
+    """The address the client dialled, as the accepted socket is bound to it: on a transparent (TPROXY) listener,
+    and on a gateway's ordinary listeners, where nothing was redirected."""
     host, port = sock.getsockname()[:2]
     return host, port
+
+
+tproxy_original_dst = local_address
 
 
 def resolver_for(mode: str) -> Resolver:

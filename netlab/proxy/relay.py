@@ -48,6 +48,7 @@ from typing import cast
 from netlab.mesh.types import AuthzPolicy
 from netlab.proxy import stats as st
 from netlab.proxy.accesslog import AccessLog, Entry
+from netlab.proxy.http.headers import Edge
 from netlab.proxy.http.session import HttpSession, session_for
 from netlab.proxy.http.sniff import HTTP1, detect
 from netlab.proxy.http.upstream import Pool
@@ -85,14 +86,16 @@ def errno_detail(prefix: str, err: int | None) -> str:
 class Context:
     """What a listener's connections share: routing, stats, log, the live connections."""
 
-    __slots__ = ("active", "authz", "capture_ports", "choose", "connect_timeout", "direction", "identity", "libuv",
-                 "log", "loop", "pool", "redirect_mode", "resolver", "routes", "sessions", "stats", "telemetry")
+    __slots__ = ("active", "authz", "capture_ports", "choose", "connect_timeout", "direction", "edge", "identity",
+                 "libuv", "log", "loop", "pool", "redirect_mode", "resolver", "routes", "sessions", "stats",
+                 "telemetry")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, direction: str, resolver: Resolver,
                  choose: Callable[[Addr], Route], stats: st.Stats, log: AccessLog | None,
                  connect_timeout: float, capture_ports: frozenset[int], redirect_mode: bool,
-                 telemetry: Telemetry) -> None:
+                 telemetry: Telemetry, edge: Edge | None = None) -> None:
         self.loop = loop
+        self.edge = edge  # a gateway's listeners: the HTTP connection manager uses the remote address (XFF)
         self.libuv = type(loop).__module__.startswith("uvloop")
         self.direction = direction
         self.resolver = resolver

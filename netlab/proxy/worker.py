@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from netlab.mesh.types import Snapshot
+from netlab.mesh.versions import mesh_traits
 from netlab.mesh.workload import spiffe_id
 from netlab.proxy.accesslog import AccessLog
 from netlab.proxy.admin import HttpOnce, config_dump_handler, health_handler, stats_handler
 from netlab.proxy.config import ProxyConfig
 from netlab.proxy.dispatch import Dispatch
-from netlab.proxy.origdst import Resolver, redirect_original_dst, resolver_for
+from netlab.proxy.http.headers import Edge
+from netlab.proxy.origdst import Resolver, local_address, redirect_original_dst, resolver_for
 from netlab.proxy.relay import Context, quiet_relay_error
 from netlab.proxy.stats import Stats
 from netlab.proxy.telemetry import Telemetry
@@ -28,14 +30,19 @@ CLOSE_GRACE = 1.0  # seconds for closed connections to report (and log) before t
 
 @dataclass
 class Listeners:
-    inbound: socket.socket
-    outbound: socket.socket
+    """A sidecar's capture listeners (15006, 15001), or a gateway's listeners (its Gateway servers' ports), and the
+    proxy's own ports."""
+
+    inbound: socket.socket | None = None
+    outbound: socket.socket | None = None
+    gateway: list[socket.socket] = field(default_factory=list)
     health: socket.socket | None = None
     stats: socket.socket | None = None
     admin: socket.socket | None = None
 
     def all(self) -> list[socket.socket]:
-        return [s for s in (self.inbound, self.outbound, self.health, self.stats, self.admin) if s is not None]
+        return [s for s in (self.inbound, self.outbound, *self.gateway, self.health, self.stats, self.admin)
+                if s is not None]
 
     def close(self) -> None:
         for s in self.all():
@@ -61,16 +68,22 @@ def listen(host: str, port: int, reuseport: bool = False, transparent: bool = Fa
     return sock
 
 
+def gateway_ports(snapshot: Snapshot) -> list[int]:
+    return [x.port for x in snapshot.listeners if x.direction == "gateway" and x.bind_to_port]
+
+
 def bind_listeners(cfg: ProxyConfig, admin: bool, reuseport: bool) -> Listeners:
-    transparent = cfg.mode == "TPROXY"
     host = cfg.bind_address
-    return Listeners(
-        inbound=listen(host, cfg.inbound_port, reuseport, transparent),
-        outbound=listen(host, cfg.outbound_port, reuseport, transparent),
-        health=listen(host, cfg.health_port) if admin else None,
-        stats=listen(host, cfg.stats_port) if admin else None,
-        admin=listen(cfg.admin_address, cfg.admin_port) if admin else None,
-    )
+    own = Listeners(health=listen(host, cfg.health_port) if admin else None,
+                    stats=listen(host, cfg.stats_port) if admin else None,
+                    admin=listen(cfg.admin_address, cfg.admin_port) if admin else None)
+    if cfg.snapshot.node.type == "router":
+        own.gateway = [listen(host, port, reuseport) for port in gateway_ports(cfg.snapshot)]
+        return own
+    transparent = cfg.mode == "TPROXY"
+    own.inbound = listen(host, cfg.inbound_port, reuseport, transparent)
+    own.outbound = listen(host, cfg.outbound_port, reuseport, transparent)
+    return own
 
 
 def _stamp(directory: str | None) -> tuple[int, int] | None:
@@ -108,19 +121,27 @@ class Worker:
     async def start(self, listeners: Listeners) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
-        capture_ports = frozenset((listeners.inbound.getsockname()[1], listeners.outbound.getsockname()[1]))
         redirect = cfg.mode == "REDIRECT"
         loop.set_exception_handler(quiet_relay_error)
         if self.log is not None:
             self.log.defer = loop.call_soon
         telemetry = Telemetry(cfg.snapshot, self.stats)
-        inbound = Context(loop, "inbound", self.inbound_resolver, self.dispatch.inbound, self.stats,
-                          self.log, cfg.connect_timeout, capture_ports, redirect, telemetry)
-        outbound = Context(loop, "outbound", self.outbound_resolver, self.dispatch.outbound, self.stats, self.log,
-                           cfg.connect_timeout, capture_ports, redirect, telemetry)
-        self.contexts = [inbound, outbound]
+        served: list[tuple[Context, socket.socket]] = []
+        if listeners.inbound is not None and listeners.outbound is not None:
+            capture_ports = frozenset((listeners.inbound.getsockname()[1], listeners.outbound.getsockname()[1]))
+            inbound = Context(loop, "inbound", self.inbound_resolver, self.dispatch.inbound, self.stats,
+                              self.log, cfg.connect_timeout, capture_ports, redirect, telemetry)
+            outbound = Context(loop, "outbound", self.outbound_resolver, self.dispatch.outbound, self.stats,
+                               self.log, cfg.connect_timeout, capture_ports, redirect, telemetry)
+            served = [(inbound, listeners.inbound), (outbound, listeners.outbound)]
+        if listeners.gateway:  # a router: connections are for the listener's own address, nothing is captured
+            settings = Edge(mesh_traits(cfg.snapshot.node.istio).private_is_internal)
+            edge = Context(loop, "outbound", local_address, self.dispatch.gateway, self.stats, self.log,
+                           cfg.connect_timeout, frozenset(), False, telemetry, edge=settings)
+            served += [(edge, sock) for sock in listeners.gateway]
+        self.contexts = list(dict.fromkeys(ctx for ctx, _ in served))
         self.configure(cfg.snapshot, self.dispatch, self.load_identity(cfg.snapshot), telemetry)
-        for ctx, sock in ((inbound, listeners.inbound), (outbound, listeners.outbound)):
+        for ctx, sock in served:
             self.servers.append(await loop.create_server(ctx.accept, sock=sock, backlog=BACKLOG))
         if listeners.health is not None:
             handler = health_handler(lambda: self.ready)
@@ -141,6 +162,12 @@ class Worker:
             self.reload_error = (f"version {snapshot.version} refused: interception mode {snapshot.node.mode} "
                                  f"differs from the running {self.cfg.mode} (restart the proxy to change it)")
             return
+        new_ports = set(gateway_ports(snapshot)) - set(gateway_ports(self.cfg.snapshot))
+        if new_ports:
+            self.reload_error = (f"version {snapshot.version} refused: it listens on new port(s) "
+                                 f"{', '.join(map(str, sorted(new_ports)))}; a Gateway server's port must be a "
+                                 "port of the gateway's Service (restart the lab to add one)")
+            return
         try:
             dispatch = Dispatch(snapshot)  # loads the files of TLS origination (SIMPLE, MUTUAL)
             identity = self.load_identity(snapshot)  # a rotated certificate is taken with the new version
@@ -157,12 +184,13 @@ class Worker:
     def configure(self, snapshot: Snapshot, dispatch: Dispatch, identity: Identity | None,
                   telemetry: Telemetry) -> None:
         """What a snapshot decides for new connections: routing, telemetry, certificate, authorization."""
-        inbound, outbound = self.contexts
-        inbound.choose, outbound.choose = dispatch.inbound, dispatch.outbound
-        inbound.telemetry = outbound.telemetry = telemetry
-        inbound.identity = outbound.identity = identity
-        inbound.authz = snapshot.authorization
         for ctx in self.contexts:
+            if ctx.edge is not None:
+                ctx.choose = dispatch.gateway
+            else:
+                ctx.choose = dispatch.inbound if ctx.direction == "inbound" else dispatch.outbound
+            ctx.telemetry, ctx.identity = telemetry, identity
+            ctx.authz = snapshot.authorization if ctx.direction == "inbound" else ()
             ctx.routes.clear()
 
     def load_identity(self, snapshot: Snapshot) -> Identity | None:

@@ -34,7 +34,7 @@ def _counted(state: LabState, member: str) -> tuple[str, set[str], str] | None:
     if info["kind"] == "node":
         return member_netns_path(state, member), {"nat"}, system_backend()
     sidecar = info.get("sidecar")
-    if not sidecar:
+    if not sidecar or not sidecar.get("backend"):  # no sidecar, or a gateway's proxy without rules
         return None
     tables = {"nat", "mangle"} if sidecar.get("mode") == "TPROXY" else {"nat"}
     return member_netns_path(state, member), tables, sidecar["backend"]

@@ -173,7 +173,7 @@ def test_istio_resource_problems_name_their_paths(tmp_path: Path) -> None:
         {**SERVICE_ENTRY, "metadata": {"name": "other", "namespace": "nowhere"}},
     ]})
     assert found[0] == ("istio.0: kind 'VirtualServise' is not modelled by netlab; Istio resources it knows: "
-                        "ServiceEntry, Sidecar, VirtualService, DestinationRule, PeerAuthentication, "
+                        "ServiceEntry, Sidecar, VirtualService, DestinationRule, Gateway, PeerAuthentication, "
                         "AuthorizationPolicy")
     assert found[1].startswith("istio.1.apiVersion: Input should be 'networking.istio.io/v1'")
     assert found[2] == "istio.2.spec.hostz: unknown key 'hostz' (check its spelling; unknown keys are errors)"

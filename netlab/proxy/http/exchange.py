@@ -59,6 +59,7 @@ class HttpContext(Protocol):
     telemetry: Telemetry
     identity: Identity | None
     authz: tuple[AuthzPolicy, ...]
+    edge: hd.Edge | None
 
 
 class Downstream(Protocol):
@@ -69,6 +70,7 @@ class Downstream(Protocol):
     client: Addr
     orig: Addr
     outbound_side: bool
+    server_name: bytes | None
     close_after_response: bool
     security: Security | None
 
@@ -103,7 +105,12 @@ class Exchange:
                 elif name == PEER_ID_HEADER:
                     self.peer_id = True
         self.original_path = b""  # before a rewrite (x-envoy-original-path)
-        self.headers, self.request_id = hd.request_additions(headers)
+        edge = session.ctx.edge
+        if edge is not None:
+            self.headers, self.request_id = hd.edge_request_additions(headers, session.client[0],
+                                                                      edge.private_is_internal)
+        else:
+            self.headers, self.request_id = hd.request_additions(headers)
         self.authority = next((v for n, v in headers if n == b"host"), b"").decode("latin-1")
         self.framing = b"chunked" if chunked else b"content-length" if content_length else None
         self.upgrade = upgrade
@@ -462,7 +469,8 @@ class Exchange:
         head = hd.upstream_request(self.method, self.path, self.headers, outbound,
                                    self.attempt if self.count_attempts else None, framing, self.upgrade,
                                    route.decorator if route and outbound else "",
-                                   self.session.ctx.telemetry.headers if outbound else None)
+                                   self.session.ctx.telemetry.headers if outbound else None,
+                                   self.session.ctx.edge is not None)
         chunked = framing == b"chunked"
         parts = [head, *(hd.chunk(b) if chunked else b for b in self.body)]
         if self.request_done and chunked:
@@ -633,7 +641,8 @@ class Exchange:
         if outbound:
             self.peer_metadata = next((v for n, v in headers if n == PEER_HEADER), None)
         head = hd.response_head(status, headers, outbound, self.service_time, self.response_chunked,
-                                self.session.closing_after(self), upgrade, self.metadata_reply())
+                                self.session.closing_after(self), upgrade, self.metadata_reply(),
+                                self.session.server_name)
         self.response_head_bytes = len(head)
         self.session.write(head)
         if self.method == b"HEAD":
@@ -715,7 +724,8 @@ class Exchange:
         if not self.request_done:
             session.close_after_response = True
         data = hd.local_reply(status, body, session.outbound_side, session.closing_after(self),
-                              head_only=self.method == b"HEAD", extra=[*(extra or ()), *self.metadata_reply()])
+                              head_only=self.method == b"HEAD", extra=[*(extra or ()), *self.metadata_reply()],
+                              server=session.server_name)
         self.sent = len(body.encode()) if self.method != b"HEAD" else 0
         self.response_head_bytes = len(data) - self.sent
         session.write(data)

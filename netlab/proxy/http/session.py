@@ -48,6 +48,7 @@ class HttpSession(asyncio.Protocol):
         self.orig = orig
         self.router = router
         self.outbound_side = ctx.direction == "outbound"
+        self.server_name = hd.SERVER_INBOUND if ctx.edge is not None else None  # a gateway's is "istio-envoy"
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Exchange] = deque()
         self.building: Exchange | None = None
