@@ -50,6 +50,15 @@ def check_problems(scenario: Scenario) -> list[Problem]:
         app: App | None
         if check.pod in scenario.external:
             app, has_sidecar = scenario.external[check.pod].app, False
+        elif check.pod in scenario.nodes:
+            wrong = [k for k, v in expect.model_dump(exclude_none=True).items() if k != "conntrack"]
+            if wrong:
+                problems.append(Problem(f"checks.{i}.expect", f"{', '.join(wrong)}: a node has no app and no "
+                                        "sidecar; a node check reads its conntrack (conntrack: {...})"))
+            if not seen_probe:
+                problems.append(Problem(f"checks.{i}.expect", "conntrack describes the probe before this check; "
+                                        "put a probe check (from/to) above it"))
+            continue
         else:
             try:
                 pod = pods[names.pod(check.pod)]
