@@ -39,7 +39,10 @@ SCENARIO = """
         node: node-2
         labels: {{app: nginx-app}}
         sidecar: {{istio: "1.23"}}
-        app: {{kind: command, command: [nginx, -p, "{dir}", -c, "{dir}/nginx.conf", -g, "daemon off;"], listen: "0.0.0.0:80"}}
+        app:
+          kind: command
+          command: [nginx, -p, "{dir}", -c, "{dir}/nginx.conf", -g, "daemon off;"]
+          listen: "0.0.0.0:80"
     services:
       svc-nginx: {{selector: {{app: nginx-app}}, ports: [{{name: svc-nginx, port: 80}}]}}
     external:
