@@ -138,11 +138,13 @@ def test_latency_summary_in_microseconds() -> None:
 
 
 def test_lab_summary_and_table() -> None:
-    runs = [LabRun(50, 1.2, 0.4, [1600, 1700]), LabRun(50, 1.4, 0.3, [1650, 2100]), LabRun(50, 1.3, 0.5, [1700])]
+    runs = [LabRun(50, 1, 1.2, 0.4, [1600, 1700]), LabRun(50, 1, 1.4, 0.3, [1650, 2100]),
+            LabRun(50, 1, 1.3, 0.5, [1700])]
     s = summarize(runs)
     assert (s.up_s, s.down_s, s.rss_kb_max) == (1.3, 0.4, 2100)
     assert s.total_s == pytest.approx(1.7)
     assert s.time_ok is True and s.rss_ok is False
     text = table([s])
     assert "< 5 s ok" in text and "RSS ≤ 2 MB MISS" in text
-    assert summarize([LabRun(10, 9.0, 1.0, [100])]).time_ok is None  # the time target is for 50 pods
+    assert summarize([LabRun(10, 1, 9.0, 1.0, [100])]).time_ok is None  # targets: 50 pods on 1 node, 100 on 4
+    assert summarize([LabRun(100, 4, 4.0, 1.5, [100])]).time_ok is False
