@@ -19,6 +19,10 @@ runs later. Two topologies, each with istio-init's real rules (Istio 1.10, the i
   them: netlab's two sidecars (auto mTLS, certificates from the lab's CA, TLS 1.3, session resumption), or two
   HAProxies (the client's originating TLS with the same certificates, the server's terminating it and asking for the
   client's); TCP ports, so both relay bytes.
+- gateway (`--gateway`): client -> a gateway pod's port 8080 -> the server pod's nginx: netlab's proxy in router mode
+  (a Gateway and a VirtualService bound to it; the edge's x-forwarded-for, access log and metrics), HAProxy doing
+  the same edge job (`mode http`, `option forwardfor`, httplog); no istio-init rules (a gateway captures nothing).
+  Without a proxy the client calls the server directly. 100 keep-alive connections, no bulk run.
 Proxies get one worker/thread per core, `tune.bufsize 262144` for HAProxy, and run as uid/gid 1337 like Envoy.
 Load runs in the client pod: wrk for throughput, netlab.bench.loadgen for latency, iperf3 for bulk.
 Variants are interleaved (the order rotates every round) and the figures are medians over the rounds.
@@ -56,9 +60,11 @@ from netlab.errors import EnvironmentProblem, KernelError
 from netlab.istio_init.flags import parse_flags
 from netlab.kernel.iptables import apply_istio_init
 from netlab.kernel.nsutil import nsenter_run, write_sysctls
-from netlab.mesh.build import ProxySpec, build_snapshot
+from netlab.mesh.build import ProxySpec, build_snapshot, outbound_cluster_name
+from netlab.mesh.gateway import router_snapshot
 from netlab.mesh.registry import HTTP, TCP, kubernetes_services
-from netlab.model.loader import parse_scenario
+from netlab.mesh.versions import mesh_traits
+from netlab.model.loader import parse_resources, parse_scenario
 from netlab.pki import LabCA
 
 ISTIO = "1.10"
@@ -98,7 +104,7 @@ MTLS_METRICS = [
     Metric("pss_mb", "proxies' memory MB (PSS)", False, proxy_only=True),
 ]
 ISTIO_P90_ADDED_MS = 2.65  # istio.io ops/deployment/performance-and-scalability (1.10-1.14): Envoy adds 2.65 ms
-TOPOLOGIES = ("inbound", "vip", "http", "mtls")
+TOPOLOGIES = ("inbound", "vip", "http", "mtls", "gateway")
 # The HTTP issue's targets: req/s ≥ 0.5× HAProxy's, added p50/p99 ≤ 1.5×, ≤ 0.10 vCPU per 1000 req/s (100 ms of
 # CPU per 1000 requests; half of Envoy's published 0.20), RSS ≤ 60 MB with 100 keep-alive connections open.
 HTTP_METRICS = [
@@ -222,6 +228,20 @@ backend original_destination
 """
 
 
+def haproxy_gateway_conf(threads: int, server_ip: str) -> str:
+    """HAProxy at the edge: an HTTP listener on the gateway's port, x-forwarded-for added, requests logged, the
+    server's connections kept alive."""
+    return _haproxy_head(threads).replace("mode tcp", "mode http") + f"""    log stdout format raw local0
+    option httplog
+    option forwardfor
+frontend gateway
+    bind 0.0.0.0:{HTTP_PORT}
+    default_backend web
+backend web
+    server s {server_ip}:{HTTP_PORT}
+"""
+
+
 def haproxy_vip_conf(threads: int, endpoints: Sequence[str], bulk_ip: str) -> str:
     """HAProxy as the client's outbound sidecar: what REDIRECT sends to 15001 goes to one of the service's pods,
     by the original destination port (HAProxy reads SO_ORIGINAL_DST for `dst_port`)."""
@@ -281,22 +301,25 @@ backend original_destination
 
 def proxied_pods(topology: str) -> tuple[str, ...]:
     """The pods a variant puts a proxy in (istio-init's rules with it)."""
-    return {"vip": ("client",), "mtls": ("client", "server")}.get(topology, ("server",))
+    return {"vip": ("client",), "mtls": ("client", "server"), "gateway": ("gw",)}.get(topology, ("server",))
 
 
 def start_proxies(state: LabState, variant: str, workers: int, access_log: bool, topology: str) -> list[int]:
     """istio-init's rules in each proxied pod and the variant's proxy there; returns the proxies' PIDs (and their
     workers')."""
     pods = proxied_pods(topology)
-    for pod in pods:
+    for pod in pods if topology != "gateway" else ():
         apply_istio_init(members.member_netns_path(state, pod), parse_flags(INJECTOR_FLAGS, ISTIO), ISTIO)
     certs = issue_bench_certs(state) if topology == "mtls" else {}
     if variant == NETLAB:
         found = []
         for pod in pods:
-            log = state.member_file("logs", pod, "proxy-access.log") if access_log or topology == "http" else None
+            http = topology in ("http", "gateway")
+            log = state.member_file("logs", pod, "proxy-access.log") if access_log or http else None
             if topology == "inbound":
                 args = ["--istio", ISTIO, "--declared-ports", str(HTTP_PORT)]
+            elif topology == "gateway":
+                args = ["--config", gateway_snapshot(state)]
             else:
                 inbound = {HTTP_PORT: HTTP} if topology == "http" else {HTTP_PORT: TCP, BULK_PORT: TCP}
                 args = ["--config", sidecar_snapshot(state, pod, inbound if pod == "server" else {}, topology)]
@@ -311,6 +334,8 @@ def start_proxies(state: LabState, variant: str, workers: int, access_log: bool,
     elif topology == "mtls":
         client, server = haproxy_mtls_confs(workers, certs, state.members["server"]["ip"])
         confs = {"client": (client, OUTBOUND_PORT), "server": (server, INBOUND_PORT)}
+    elif topology == "gateway":
+        confs = {"gw": (haproxy_gateway_conf(workers, state.members["server"]["ip"]), HTTP_PORT)}
     else:
         confs = {"server": ((haproxy_http_conf if topology == "http" else haproxy_conf)(workers), INBOUND_PORT)}
     found = []
@@ -353,6 +378,33 @@ def sidecar_snapshot(state: LabState, pod: str, inbound_ports: dict[int, str], t
                                                for e in s.endpoints)) for s in services]
     snapshot = build_snapshot(spec, services, inbound_ports, version=1, mtls=topology == "mtls")
     path = mesh.config_path(state, pod)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Path(path).write_text(snapshot.dumps())
+    return path
+
+
+GATEWAY_RESOURCES = [
+    {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "bench"},
+     "spec": {"selector": {"istio": "ingressgateway"},
+              "servers": [{"port": {"number": HTTP_PORT, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}},
+    {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "web"},
+     "spec": {"hosts": ["*"], "gateways": ["bench"],
+              "http": [{"route": [{"destination": {"host": "web", "port": {"number": HTTP_PORT}}}]}]}},
+]
+
+
+def gateway_snapshot(state: LabState) -> str:
+    """The gateway pod's router configuration as the lab's control plane makes it: a Gateway on port 8080 and a
+    VirtualService bound to it that routes everything to the web service."""
+    plan = state.lab_plan()
+    member = plan.pods["gw"]
+    spec = ProxySpec(member.key, member.name, member.namespace, str(member.ip), ISTIO, labels=dict(member.labels),
+                     workload=member.workload)
+    resources = parse_resources(GATEWAY_RESOURCES, source="bench")
+    services = kubernetes_services(plan)
+    base = build_snapshot(spec, services, {}, version=1, resources=resources, mtls=False)
+    snapshot = router_snapshot(base, {}, services, resources, mesh_traits(ISTIO).retry_503, outbound_cluster_name)
+    path = mesh.config_path(state, "gw")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Path(path).write_text(snapshot.dumps())
     return path
@@ -454,6 +506,10 @@ def bench_scenario(name: str, topology: str) -> dict[str, object]:
                                        "ports": [{"name": "tcp-bulk", "port": BULK_PORT}]}}}
     if topology == "inbound":
         return {"name": name, "pods": {"client": {}, "server": {}}}
+    if topology == "gateway":
+        return {"name": name, "pods": {"client": {}, "gw": {"labels": {"istio": "ingressgateway"}},
+                                       "server": {"labels": {"app": "web"}}},
+                "services": {"web": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": HTTP_PORT}]}}}
     return {"name": name,
             "pods": {"client": {}, "server": {"replicas": VIP_REPLICAS, "labels": {"app": "web"}},
                      "bulk": {"labels": {"app": "bulk"}}},
@@ -465,7 +521,7 @@ def measure_variant(variant: str, plan: Plan, workers: int, access_log: bool = F
                     progress: Callable[[str], None] = lambda _m: None) -> tuple[dict[str, float], list[str]]:
     name = f"bench-px-{variant}-{secrets.token_hex(2)}"
     state = build.up(parse_scenario(bench_scenario(name, topology), source="bench"), "<netlab bench proxy>", name)
-    vip, http = topology in ("vip", "mtls"), topology == "http"
+    vip, http = topology in ("vip", "mtls"), topology in ("http", "gateway")
     try:
         servers = [f"server-{i}" for i in range(VIP_REPLICAS)] if topology == "vip" else ["server"]
         bulk = "bulk" if topology == "vip" else "server"
@@ -476,6 +532,8 @@ def measure_variant(variant: str, plan: Plan, workers: int, access_log: bool = F
         if variant != FLOOR:
             pids = start_proxies(state, variant, workers, access_log, topology)
         server_ip = state.info["services"]["web"]["ip"] if vip else state.members["server"]["ip"]
+        if topology == "gateway" and variant != FLOOR:
+            server_ip = state.members["gw"]["ip"]
         url, target = f"http://{server_ip}:{HTTP_PORT}/", f"{server_ip}:{HTTP_PORT}"
         m: dict[str, float] = {}
         progress("keep-alive req/s")
@@ -538,7 +596,7 @@ def run(repeat: int = 3, quick: bool = False, workers: int | None = None, access
             problems += found
         rounds.append(results)
     typed: list[Round] = rounds
-    metrics = {"http": HTTP_METRICS, "mtls": MTLS_METRICS}.get(topology, METRICS)
+    metrics = {"http": HTTP_METRICS, "gateway": HTTP_METRICS, "mtls": MTLS_METRICS}.get(topology, METRICS)
     return BenchResult(rounds, [compare(m, typed) for m in metrics], plan, workers, problems, topology)
 
 
@@ -551,6 +609,9 @@ def render(result: BenchResult) -> str:
                  f"{result.plan.http_connections} keep-alive connections; netlab logs and counts each request, "
                  "HAProxy in mode http with option forwardfor and httplog"),
         "vip": f"client -> a service VIP with {VIP_REPLICAS} endpoints, proxy in the client (outbound)",
+        "gateway": ("gateway: client -> a gateway pod's port 8080 -> the server pod (no proxy: client -> server), "
+                    f"{result.plan.http_connections} keep-alive connections; netlab's router with the edge's "
+                    "x-forwarded-for, access log and metrics, HAProxy in mode http with option forwardfor and httplog"),
         "mtls": ("client -> a service VIP, a proxy on both sides with mTLS (TLS 1.3, session resumption) between "
                  f"them; Istio publishes {ISTIO_P90_ADDED_MS} ms added at p90 by Envoy at 1000 req/s (compare the "
                  "p90 row's added latency)"),

@@ -67,9 +67,11 @@ def bench_lab(pods: str, repeat: int, nodes: int, as_json: bool) -> None:
               "against HAProxy in mode http, 100 keep-alive connections")
 @click.option("--mtls", is_flag=True, help="a proxy on both sides with mutual TLS between them: netlab's two sidecars "
               "against two HAProxies originating and terminating TLS")
+@click.option("--gateway", is_flag=True, help="client -> a gateway pod -> the server: netlab's router (Gateway and "
+              "VirtualService) against HAProxy doing the same edge job, 100 keep-alive connections")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def bench_proxy(quick: bool, repeat: int | None, workers: int | None, access_log: bool, vip: bool, http: bool,
-                mtls: bool, as_json: bool) -> None:
+                mtls: bool, gateway: bool, as_json: bool) -> None:
     """Same load with no sidecar, through netlab's proxy and through HAProxy, each behind istio-init's rules.
 
     Reports keep-alive and new-connection req/s, added latency per hop, bulk MB/s, proxy CPU and memory, as
@@ -77,7 +79,7 @@ def bench_proxy(quick: bool, repeat: int | None, workers: int | None, access_log
     """
     from netlab.bench import proxy as proxy_bench
 
-    chosen = [name for name, on in (("vip", vip), ("http", http), ("mtls", mtls)) if on]
+    chosen = [name for name, on in (("vip", vip), ("http", http), ("mtls", mtls), ("gateway", gateway)) if on]
     if len(chosen) > 1:
         raise UsageError(f"--{' and --'.join(chosen)} are different topologies; give one of them")
     rounds = repeat if repeat is not None else (1 if quick else 3)
