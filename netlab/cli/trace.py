@@ -30,10 +30,13 @@ def unescape(text: str) -> bytes:
 
 @app.command()
 @click.argument("lab", required=False)
-@click.option("--from", "source", required=True, metavar="POD", help="the pod the probe connects from")
+@click.option("--from", "source", required=True, metavar="POD", help="the pod (or external host) the probe connects "
+              "from")
 @click.option("--to", "to", required=True, metavar="NAME:PORT", help="a service, pod or external host, or IP:PORT")
 @click.option("--send", default=None, help="what to send, then half-close (default ping; \\r \\n escapes understood)")
 @click.option("--http", "http_path", metavar="PATH", help="send an HTTP GET for PATH instead (e.g. --http /)")
+@click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+              help="with --http: a request header, e.g. -H 'host: www.example' (repeatable)")
 @click.option("--timeout", default=3.0, show_default=True, type=float, help="seconds for connect and the reply")
 @click.option("--json", "as_json", is_flag=True, help="the trace as JSON: `hops` is the list of steps")
 @click.option("--svg", "svg", metavar="FILE", type=click.Path(dir_okay=False), help="write a sequence diagram")
@@ -42,7 +45,8 @@ def unescape(text: str) -> bytes:
 @click.option("--capture", "capture_dir", metavar="DIR", type=click.Path(file_okay=False),
               help="keep a pcap of lo and eth0 of each pod on the path in DIR")
 @click.option("--evidence/--no-evidence", default=True, help="show the observation behind each step")
-def trace(lab: str | None, source: str, to: str, send: str | None, http_path: str | None, timeout: float,
+def trace(lab: str | None, source: str, to: str, send: str | None, http_path: str | None,
+          headers: tuple[str, ...], timeout: float,
           as_json: bool, svg: str | None, png: str | None, capture_dir: str | None, evidence: bool) -> None:
     """Run one probe from POD to NAME:PORT and show its path: every namespace, interface, nat chain and rule that
     counted it, the address and port rewrites (service DNAT, REDIRECT to 15006/15001, masquerade), the proxies'
@@ -50,7 +54,7 @@ def trace(lab: str | None, source: str, to: str, send: str | None, http_path: st
     state = pick_running_lab(lab)
     facts = lab_facts(state.lab_plan(), state.members)
     try:
-        source = facts.names.pod(source)
+        source = facts.pod(source)  # a pod, or an external host (a client outside the cluster)
         host, _port = split_host_port(to)
     except (LookupError, ValueError) as err:
         raise UsageError(f"{err.args[0]} (lab {state.lab})", hint="`netlab status` lists the pods and services; "
@@ -61,9 +65,17 @@ def trace(lab: str | None, source: str, to: str, send: str | None, http_path: st
                          hint="known: " + ", ".join(facts.names.known_hosts(namespace)))
     if send is not None and http_path is not None:
         raise UsageError("give either --send (raw bytes) or --http PATH (a request), not both")
+    if headers and http_path is None:
+        raise UsageError("--header goes with --http PATH", hint="e.g. --http / -H 'host: www.example'")
     if http_path is not None:
+        fields = {}
+        for header in headers:
+            name, sep, value = header.partition(":")
+            if not sep or not name.strip():
+                raise UsageError(f"--header {header!r} is not 'NAME: VALUE'", hint="e.g. -H 'host: www.example'")
+            fields[name.strip()] = value.strip()
         try:
-            payload = request_bytes(HttpRequest(path=http_path), to)
+            payload = request_bytes(HttpRequest(path=http_path, headers=fields), to)
         except ValueError as err:
             raise UsageError(f"--http {http_path}: a request path starts with /", hint="e.g. --http /") from err
     else:

@@ -106,11 +106,12 @@ def parse_log(pod: str, text: str) -> list[LogLine]:
     return [entry for line in text.splitlines() if (entry := parse_log_line(pod, line)) is not None]
 
 
-def link(local: Addr | None, lines: list[LogLine]) -> list[LogLine]:
-    """The lines that belong to a probe from `local`, in path order (first hop first)."""
+def link(local: Addr | None, lines: list[LogLine], aliases: tuple[Addr, ...] = ()) -> list[LogLine]:
+    """The lines that belong to a probe from `local`, in path order (first hop first). `aliases`: `local` as a node
+    masqueraded it (a node port with externalTrafficPolicy Cluster), which is what the first proxy saw."""
     if local is None:
         return []
-    known = {local}
+    known = {local, *aliases}
     chain: list[LogLine] = []
     changed = True
     while changed:

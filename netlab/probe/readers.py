@@ -63,17 +63,31 @@ def read_log_from(pod: str, path: str, offset: int) -> list[LogLine]:
 
 
 def linked_lines(local: Addr | None, logs: dict[str, str], marks: dict[str, int],
-                 relevant: list[str]) -> list[LogLine]:
-    """The access-log lines of a probe from `local`, in path order, among those appended after marks (pod ->
-    offset in logs[pod]). While a pod in `relevant` (a sidecar on the path) has none yet, wait up to LOG_WAIT for
-    the proxies' periodic flush."""
+                 relevant: list[str], aliases: tuple[Addr, ...] = ()) -> list[LogLine]:
+    """The access-log lines of a probe from `local` (or its masqueraded `aliases`), in path order, among those
+    appended after marks (pod -> offset in logs[pod]). While a pod in `relevant` (a sidecar on the path) has none
+    yet, wait up to LOG_WAIT for the proxies' periodic flush."""
     deadline = time.monotonic() + (LOG_WAIT if relevant else 0)
     while True:
         fresh = [line for pod, offset in marks.items() for line in read_log_from(pod, logs[pod], offset)]
-        chain = link(local, fresh)
+        chain = link(local, fresh, aliases)
         if all(any(line.pod == pod for line in chain) for pod in relevant) or time.monotonic() >= deadline:
             return chain
         time.sleep(LOG_POLL)
+
+
+def masqueraded(local: Addr | None, netns_paths: list[str]) -> tuple[Addr, ...]:
+    """`local` as the nodes' conntrack says they rewrote it (the reply's destination), if any did."""
+    if local is None:
+        return ()
+    found = []
+    for path in netns_paths:
+        for entry in read_conntrack(path):
+            if entry.orig_source == local:
+                seen = (entry.fields["reply_dst"], int(entry.fields["reply_dport"]))
+                if seen != local:
+                    found.append(seen)
+    return tuple(found)
 
 
 def last_line(path: str) -> str | None:

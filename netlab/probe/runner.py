@@ -38,6 +38,7 @@ from netlab.probe.readers import (
     file_size,
     last_line,
     linked_lines,
+    masqueraded,
     read_conntrack,
     read_counters,
     read_from,
@@ -95,6 +96,9 @@ class Runner:
                 return lines
             time.sleep(APP_LOG_SETTLE)
         return []
+
+    def node_paths(self) -> list[str]:
+        return [member_netns_path(self.state, m) for m, info in self.state.members.items() if info["kind"] == "node"]
 
     def sidecar_pods(self) -> list[str]:
         return [n for n in self.state.members if self.access_log(n)]
@@ -186,7 +190,8 @@ class Runner:
                 obs.answered[member] = accepted
         relevant = [m for m in (check.from_, target.member) if m and self.access_log(m)]
         logs = {pod: self.access_log(pod) or "" for pod in marks.logs}
-        obs.lines = linked_lines(result.local, logs, marks.logs, relevant)
+        aliases = masqueraded(result.local, self.node_paths()) if target.kind == "nodeport" else ()
+        obs.lines = linked_lines(result.local, logs, marks.logs, relevant, aliases)
         if check.trace or check.hops is not None:
             obs.connections = self.connections(result.local, obs.lines)
         return obs, marks

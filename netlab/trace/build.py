@@ -2,9 +2,10 @@
 
 The path is a chain of TCP connections ("legs"): the probe's own, then one per proxy that forwarded it. Legs come
 from the probe socket and the linked access-log lines (each line's upstream local address opens the next leg);
-conntrack entries say where each leg was rewritten (the node's DNAT and masquerade, a pod's REDIRECT) and where it
-ended; rule walks rebuilt from counter deltas are attributed to the leg whose conntrack shows their effect; socket
-tables and the app's peers file say who accepted. Whatever is missing is reported as not observed.
+conntrack entries say where each leg was rewritten (a node's DNAT and masquerade, a pod's REDIRECT), which nodes it
+crossed (each node's entry continues from the previous one's rewritten tuple) and where it ended; rule walks
+rebuilt from counter deltas are attributed to the leg whose conntrack shows their effect; socket tables and the
+app's peers file say who accepted. Whatever is missing is reported as not observed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Leg:
     dest: str | None = None  # member it ended in
     dest_addr: Addr | None = None  # its destination after any DNAT
     seen_src: Addr | None = None  # its source as the destination saw it (after masquerade)
-    via_node: bool = False
+    hops: list[str] = field(default_factory=list)  # the nodes it crossed, in order
     src_from_conntrack: bool = False  # the access log had no upstream local address
     local_redirect: int | None = None  # REDIRECT port in the origin (OUTPUT capture)
     dest_redirect: int | None = None  # REDIRECT port in the destination (inbound capture)
@@ -47,12 +48,29 @@ def app_actor(member: str, obs: Observations) -> str:
     return f"{member} app" if obs.members[member].kind != "external" else f"{member} (external)"
 
 
-def sidecar_actor(member: str) -> str:
-    return f"{member} sidecar"
+def sidecar_actor(member: str, obs: Observations | None = None) -> str:
+    """A proxy's lifeline: a pod's sidecar, or a gateway's router."""
+    router = obs is not None and member in obs.members and obs.members[member].router
+    return f"{member} {'gateway' if router else 'sidecar'}"
 
 
-def node_actor() -> str:
-    return "node"
+def is_proxy(actor: str) -> bool:
+    return actor.endswith((" sidecar", " gateway"))
+
+
+def node_actor(member: str = NODE) -> str:
+    """A node's lifeline: "node" in a one-node lab, the node's name otherwise."""
+    return "node" if member == NODE else member
+
+
+def is_node(obs: Observations, member: str) -> bool:
+    return member in obs.members and obs.members[member].kind == "node"
+
+
+def node_of(obs: Observations, member: str) -> str | None:
+    """The member holding the node end of `member`'s link (recordings without it: the one node)."""
+    info = obs.members.get(member)
+    return (info.node if info else None) or (NODE if NODE in obs.members else None)
 
 
 def _ct_addr(entry: dict[str, str], side: str, end: str) -> Addr:
@@ -64,7 +82,8 @@ def find_ct(obs: Observations, member: str, src: Addr | None, dst_ip: str | None
     """The member's conntrack entry whose original source is src (and original destination dst_ip, if given)."""
     if src is None:
         return None
-    for entry in obs.conntrack.get(member, []):
+    # New entries first; then those from before the probe (a pooled upstream connection the proxy reused).
+    for entry in (*obs.conntrack.get(member, []), *obs.conntrack_earlier.get(member, [])):
         if _ct_addr(entry, "orig", "src") == src and (dst_ip is None or entry["orig_dst"] == dst_ip):
             return entry
     return None
@@ -91,7 +110,7 @@ def make_legs(obs: Observations, lines: list[LogLine]) -> list[Leg]:
     legs = [Leg(0, obs.source, app_actor(obs.source, obs), parse_addr(obs.result.get("local") or "-"),
                 parse_addr(obs.result["remote"]))]
     for line in lines:
-        legs.append(Leg(len(legs), line.pod, sidecar_actor(line.pod), line.addr("upstream_local"),
+        legs.append(Leg(len(legs), line.pod, sidecar_actor(line.pod, obs), line.addr("upstream_local"),
                         line.addr("upstream_host"), line=line))
     taken = {leg.src for leg in legs if leg.src}
     for leg in legs:
@@ -127,16 +146,22 @@ def locate(obs: Observations, leg: Leg) -> None:
     if is_local(obs, leg.origin, leg.dst[0]):
         leg.dest, leg.dest_addr, leg.seen_src = leg.origin, leg.dst, leg.src
         return
-    node = find_ct(obs, NODE, leg.src) if NODE in obs.members else None
-    leg.dest_addr, leg.seen_src = leg.dst, leg.src
-    if node:
-        leg.ct[NODE] = node
-        leg.via_node = True
-        leg.dest_addr = _ct_addr(node, "reply", "src")
-        leg.seen_src = _ct_addr(node, "reply", "dst")
+    # Node after node: each one's entry starts from the tuple the previous one rewrote it to.
+    src, dst = leg.src, leg.dst
+    nodes = [n for n in obs.members if is_node(obs, n)]
+    while True:
+        hop = next(((n, e) for n in nodes if n not in leg.hops and (e := find_ct(obs, n, src, dst[0]))), None)
+        if hop is None:
+            break
+        leg.hops.append(hop[0])
+        leg.ct[hop[0]] = hop[1]
+        src, dst = _ct_addr(hop[1], "reply", "dst"), _ct_addr(hop[1], "reply", "src")
+    leg.dest_addr, leg.seen_src = dst, src
     leg.dest = member_at(obs, leg.dest_addr[0])
     if leg.dest and leg.dest != leg.origin:
-        leg.via_node = True  # pods and external hosts reach each other only through the node
+        first = node_of(obs, leg.origin)
+        if not leg.hops and first is not None:
+            leg.hops.append(first)  # pods and external hosts reach each other only through a node
         there = find_ct(obs, leg.dest, leg.seen_src, leg.dest_addr[0])
         if there:
             leg.ct[leg.dest] = there
@@ -154,7 +179,7 @@ def _rewritten(leg: Leg, member: str) -> bool:
                         or _ct_addr(e, "reply", "dst") != _ct_addr(e, "orig", "src"))
 
 
-def _matches(walk: Walk, leg: Leg, member: str) -> bool:
+def _matches(walk: Walk, leg: Leg, member: str, node: bool) -> bool:
     """Does the leg's conntrack entry in member show what the walk's last rule did?"""
     e = leg.ct.get(member)
     port = walk.redirect_port()
@@ -166,7 +191,7 @@ def _matches(walk: Walk, leg: Leg, member: str) -> bool:
         return bool(e) and f"{e['reply_src']}:{e['reply_sport']}" == walk.dnat_to()
     if walk.verdict in ("MASQUERADE", "SNAT"):
         return bool(e) and _ct_addr(e, "reply", "dst") != _ct_addr(e, "orig", "src")
-    return not _rewritten(leg, member) or member == NODE
+    return not _rewritten(leg, member) or node
 
 
 def attribute(obs: Observations, legs: list[Leg]) -> list[str]:
@@ -174,15 +199,16 @@ def attribute(obs: Observations, legs: list[Leg]) -> list[str]:
     left: list[str] = []
     for member, changes in obs.rules.items():
         for walk in walks(changes):
-            phase = "node" if member == NODE else ("in" if walk.root in INGRESS else "out")
-            if member == NODE:
-                candidates = [leg for leg in legs if leg.via_node]
+            node = is_node(obs, member)
+            phase = "node" if node else ("in" if walk.root in INGRESS else "out")
+            if node:
+                candidates = [leg for leg in legs if member in leg.hops]
             elif phase == "out":
                 candidates = [leg for leg in legs if leg.origin == member]
             else:
                 candidates = [leg for leg in legs if leg.dest == member and
                               (leg.origin != member or walk.table != "nat")]
-            fits = [leg for leg in candidates if _matches(walk, leg, member)]
+            fits = [leg for leg in candidates if _matches(walk, leg, member, node)]
             # One leg whose conntrack shows the walk's effect; or the only candidate when conntrack has nothing
             # to say about it either way. A walk whose effect no leg shows stays unattributed.
             lone = len(candidates) == 1 and member not in candidates[0].ct
@@ -288,6 +314,8 @@ class _Builder:
 
     def rules_note(self, member: str) -> str:
         if member not in self.obs.rules_read:
+            if self.obs.members[member].router:
+                return f"{member} is a gateway: no istio-init rules (it captures nothing), nothing counted there"
             return f"{member} has no iptables rules netlab installed (no sidecar): nothing counted there"
         return f"no rule counter in {member} moved for this connection"
 
@@ -339,32 +367,40 @@ class _Builder:
         delta = iface_delta(obs, leg.origin, "eth0")
         ev = [*first_ev] + ([ct_text(leg.origin, leg.ct[leg.origin])] if leg.origin in leg.ct else [])
         ev.append(iface_text(leg.origin, "eth0", delta))
-        seen = bool(leg.ct.get(NODE)) or bool(delta and delta[1])
-        self.add(Step("send", leg.origin, leg.actor, node_actor(), leg.index, tup,
+        hops = leg.hops or [node_of(obs, leg.origin) or NODE]
+        seen = any(leg.ct.get(n) for n in hops) or bool(delta and delta[1])
+        self.add(Step("send", leg.origin, leg.actor, node_actor(hops[0]), leg.index, tup,
                       f"leaves {leg.origin} through eth0: "
                       + (walk_summary(out_walks) or self.rules_note(leg.origin)),
                       observed=seen, interface="eth0", rules=out_rules, evidence=ev))
-        self.node_step(leg)
+        for i, hop in enumerate(hops):
+            if i:
+                self.lan_step(leg, hops[i - 1], hop)
+            self.node_step(leg, hop, first=i == 0)
+        last = hops[-1]
         if leg.dest is None:
-            self.add(Step("deliver", NODE, node_actor(), None, leg.index, f"→ {fmt_addr(leg.dest_addr)}",
+            self.add(Step("deliver", last, node_actor(last), None, leg.index, f"→ {fmt_addr(leg.dest_addr)}",
                           f"not observed: no lab member has {leg.dest_addr[0] if leg.dest_addr else '?'}",
                           observed=False))
             return
-        target = sidecar_actor(leg.dest) if leg.dest_redirect is not None else app_actor(leg.dest, obs)
+        captured = leg.dest_redirect is not None or obs.members[leg.dest].router  # a gateway's own listener
+        target = sidecar_actor(leg.dest, obs) if captured else app_actor(leg.dest, obs)
         in_walks = leg.walks.get(f"{leg.dest}/in", [])
         ev = [ct_text(leg.dest, leg.ct[leg.dest])] if leg.dest in leg.ct else [
             f"no conntrack entry in {leg.dest} for this connection"]
-        node_if = obs.members[leg.dest].node_iface
-        ev += [iface_text(NODE, node_if, iface_delta(obs, NODE, node_if))] if node_if else []
+        node_if, holder = obs.members[leg.dest].node_iface, node_of(obs, leg.dest) or last
+        ev += [iface_text(holder, node_if, iface_delta(obs, holder, node_if))] if node_if else []
         ev.append(iface_text(leg.dest, "eth0", iface_delta(obs, leg.dest, "eth0")))
         summary = f"arrives in {leg.dest} through eth0"
         if leg.dest_redirect is not None:
             summary += f": {walk_summary(in_walks) or 'REDIRECT'} — captured, to :{leg.dest_redirect}"
+        elif obs.members[leg.dest].router:
+            summary += f": straight to the gateway's own listener on :{leg.dest_addr[1]} (no capture, no istio-init)"
         else:
             summary += ": " + (walk_summary(in_walks) or self.rules_note(leg.dest))
         tup2 = f"{fmt_addr(leg.seen_src)} → {fmt_addr(leg.dest_addr)}"
-        self.add(Step("deliver", leg.dest, node_actor(), target, leg.index, tup2, summary,
-                      observed=bool(leg.ct.get(NODE) or leg.ct.get(leg.dest)),
+        self.add(Step("deliver", leg.dest, node_actor(last), target, leg.index, tup2, summary,
+                      observed=bool(leg.ct.get(last) or leg.ct.get(leg.dest)),
                       interface=f"{node_if} → eth0" if node_if else "eth0",
                       rules=self.rules_of(leg, leg.dest, "in"), evidence=ev))
         self.accept(leg, target)
@@ -375,35 +411,51 @@ class _Builder:
             return sidecar_actor(leg.origin)
         return app_actor(leg.origin, self.obs)
 
-    def node_step(self, leg: Leg) -> None:
-        ct = leg.ct.get(NODE)
-        node_walks = leg.walks.get(f"{NODE}/node", [])
-        src_if = self.obs.members[leg.origin].node_iface
+    def node_step(self, leg: Leg, node: str, first: bool) -> None:
+        """What one node did with the leg: its conntrack entry says whether it rewrote the tuple."""
+        ct = leg.ct.get(node)
+        node_walks = leg.walks.get(f"{node}/node", [])
+        src_if = self.obs.members[leg.origin].node_iface if first and node_of(self.obs, leg.origin) == node \
+            else "eth0"
         if ct is None:
-            self.add(Step("route", NODE, node_actor(), None, leg.index, f"{fmt_addr(leg.src)} → {fmt_addr(leg.dst)}",
+            self.add(Step("route", node, node_actor(node), None, leg.index,
+                          f"{fmt_addr(leg.src)} → {fmt_addr(leg.dst)}",
                           "not observed: no conntrack entry at the node for this connection", observed=False,
                           rules=walk_rules(node_walks)))
             return
+        orig_src, orig_dst = _ct_addr(ct, "orig", "src"), _ct_addr(ct, "orig", "dst")
+        new_src, new_dst = _ct_addr(ct, "reply", "dst"), _ct_addr(ct, "reply", "src")
         rewrites = []
-        if leg.dest_addr != leg.dst:
-            rewrites.append(f"DNAT {fmt_addr(leg.dst)} → {fmt_addr(leg.dest_addr)}")
-        if leg.seen_src != leg.src:
-            rewrites.append(f"masquerade {fmt_addr(leg.src)} → {fmt_addr(leg.seen_src)}")
-        ev = [ct_text(NODE, ct)]
+        if new_dst != orig_dst:
+            rewrites.append(f"DNAT {fmt_addr(orig_dst)} → {fmt_addr(new_dst)}")
+        if new_src != orig_src:
+            rewrites.append(f"masquerade {fmt_addr(orig_src)} → {fmt_addr(new_src)}")
+        ev = [ct_text(node, ct)]
         if src_if:
-            ev.append(iface_text(NODE, src_if, iface_delta(self.obs, NODE, src_if)))
-        summary = "routed by the node" + (": " + ", ".join(rewrites) if rewrites else ", no address rewritten")
+            ev.append(iface_text(node, src_if, iface_delta(self.obs, node, src_if)))
+        who = "the node" if node == NODE else node
+        summary = f"routed by {who}" + (": " + ", ".join(rewrites) if rewrites else ", no address rewritten")
         if node_walks:
             summary += f" ({walk_summary(node_walks)})"
-        self.add(Step("nat" if rewrites else "route", NODE, node_actor(), None, leg.index,
-                      f"{fmt_addr(leg.src)} → {fmt_addr(leg.dst)}", summary,
+        self.add(Step("nat" if rewrites else "route", node, node_actor(node), None, leg.index,
+                      f"{fmt_addr(orig_src)} → {fmt_addr(orig_dst)}", summary,
                       interface=src_if, rules=walk_rules(node_walks), evidence=ev))
+
+    def lan_step(self, leg: Leg, before: str, node: str) -> None:
+        """Node to node over the LAN: a host-gw route, the packet as it is (no tunnel)."""
+        ct = leg.ct.get(node)
+        tup = f"{fmt_addr(_ct_addr(ct, 'orig', 'src'))} → {fmt_addr(_ct_addr(ct, 'orig', 'dst'))}" if ct else "?"
+        self.add(Step("route", node, node_actor(before), node_actor(node), leg.index, tup,
+                      f"{before} → {node} across the node LAN (eth0 to eth0): routed by the destination's pod CIDR, "
+                      "not encapsulated", interface="eth0",
+                      evidence=[iface_text(before, "eth0", iface_delta(self.obs, before, "eth0")),
+                                iface_text(node, "eth0", iface_delta(self.obs, node, "eth0"))]))
 
     def accept(self, leg: Leg, actor: str) -> None:
         obs = self.obs
         member = leg.dest or leg.origin
         tup = f"{_fa(leg.seen_src)} → {_fa(leg.dest_addr)}"
-        if actor.endswith(" sidecar"):
+        if is_proxy(actor):
             line = next((ln for ln in self.lines if ln.pod == member and ln.addr("downstream_remote") == leg.seen_src),
                         None)
             row = find_socket(obs, member, peer=leg.seen_src)
@@ -414,7 +466,8 @@ class _Builder:
                 return
             self.last_actor = actor
             flags = line.get("flags")
-            summary = (f"proxy accepted (original destination {line.get('downstream_local')}), {line.get('direction')}"
+            where = ("its listener" if obs.members[member].router else "original destination")
+            summary = (f"proxy accepted ({where} {line.get('downstream_local')}), {line.get('direction')}"
                        f" cluster {line.get('cluster')} → upstream {line.get('upstream_host')}"
                        + (f" from {line.get('upstream_local')}" if line.get("upstream_local") != "-" else ""))
             sni = line.get("requested_server_name")
@@ -435,6 +488,13 @@ class _Builder:
             self.add(Step("accept", member, actor, None, leg.index, tup,
                           f"the app accepted, peer {fmt_addr(leg.seen_src)}",
                           evidence=[*ev, f"{member}'s app logged peer {want}"]))
+            return
+        if want and want in obs.peers_earlier.get(member, []):
+            self.last_actor = actor
+            self.add(Step("accept", member, actor, None, leg.index, tup,
+                          f"the app's connection from {fmt_addr(leg.seen_src)}, accepted before this probe: the proxy "
+                          "reused a pooled upstream connection (HTTP keep-alive)",
+                          evidence=[*ev, f"{member}'s app logged peer {want} before the probe"]))
             return
         failed = next((ln for ln in self.lines if ln.addr("upstream_local") == leg.src and ln.get("flags") != "-"),
                       None) if leg.src else leg.line if leg.line and leg.line.get("flags") != "-" else None

@@ -17,14 +17,23 @@ from netlab.engine.members import member_netns_path
 from netlab.engine.state import LabState
 from netlab.kernel.iptables import system_backend
 from netlab.kernel.sockets import list_sockets
+from netlab.plan import NODE, ROUTER
 from netlab.probe.connect import probe
 from netlab.probe.facts import LabFacts
 from netlab.probe.observed import Addr, ProbeResult
-from netlab.probe.readers import file_size, linked_lines, read_conntrack, read_counters, read_from
+from netlab.probe.readers import (
+    file_size,
+    linked_lines,
+    masqueraded,
+    read_conntrack,
+    read_counters,
+    read_from,
+)
 from netlab.trace.capture import captures
 from netlab.trace.ifaces import iface_deltas, read_ifaces
 from netlab.trace.model import MemberInfo, Observations, RuleChange
 
+EARLIER_PEERS_BYTES = 4096  # the tail of a peers file kept for connections accepted before the probe
 SOCKET_SETTLE = 0.03  # after connect, the proxies' upstream connections need a moment to be established
 
 
@@ -63,14 +72,16 @@ def _changes(before: dict[str, tuple[str, int]], after: dict[str, tuple[str, int
 def member_infos(state: LabState) -> dict[str, MemberInfo]:
     plan = state.lab_plan()
     infos = {}
+    external_holder = ROUTER if plan.multi_node else NODE
     for name, m in state.members.items():
-        node_iface = None
+        node_iface = node = None
         if name in plan.pods:
-            node_iface = plan.pods[name].node_veth
+            node_iface, node = plan.pods[name].node_veth, plan.pods[name].node
         elif name in plan.externals:
-            node_iface = plan.external_bridge
-        sidecar = (m.get("sidecar") or {}).get("istio")
-        infos[name] = MemberInfo(name, m["kind"], m.get("ip"), sidecar, node_iface)
+            node_iface, node = plan.external_bridge, external_holder
+        sidecar = m.get("sidecar") or {}
+        infos[name] = MemberInfo(name, m["kind"], m.get("ip"), sidecar.get("istio"), node_iface, node,
+                                 sidecar.get("type") == "router")
     return infos
 
 
@@ -87,7 +98,8 @@ def trace_probe(state: LabState, facts: LabFacts, source: str, to: str, send: by
     pids = {m: info["pid"] for m, info in state.members.items()}
     involved = [m for m in dict.fromkeys([source, target.member]) if m]
     counters_before = _counters(state)
-    ct_before = {m: {_ct_key(e.fields) for e in read_conntrack(member_netns_path(state, m))} for m in state.members}
+    ct_earlier = {m: [e.fields for e in read_conntrack(member_netns_path(state, m))] for m in state.members}
+    ct_before = {m: {_ct_key(fields) for fields in entries} for m, entries in ct_earlier.items()}
     ifaces_before = {m: read_ifaces(pid) for m, pid in pids.items()}
     sockets: dict[str, list[dict[str, Any]]] = {}
 
@@ -106,7 +118,9 @@ def trace_probe(state: LabState, facts: LabFacts, source: str, to: str, send: by
         result = probe(netns, (target.ip, target.port), send, timeout, facts.members[source].ip,
                        on_connected=sample, half_close=half_close, on_sent=None if half_close else sample)
     relevant = [m for m in involved if m in logs]
-    lines = linked_lines(result.local, logs, log_marks, relevant)
+    nodes = [member_netns_path(state, m) for m, info in state.members.items() if info["kind"] == "node"]
+    aliases = masqueraded(result.local, nodes) if target.kind == "nodeport" else ()
+    lines = linked_lines(result.local, logs, log_marks, relevant, aliases)
     counters_after = _counters(state)
     obs = Observations(
         lab=state.lab, source=source, to=to,
@@ -122,9 +136,18 @@ def trace_probe(state: LabState, facts: LabFacts, source: str, to: str, send: by
         log_lines=[{"pod": ln.pod, "raw": ln.raw} for ln in lines],
         peers={m: lines_ for m, p in peers_files.items()
                if (lines_ := read_from(p, peer_marks[m]).splitlines())},
+        conntrack_earlier={m: entries for m, entries in ct_earlier.items() if entries},
+        peers_earlier={m: lines_ for m, p in peers_files.items() if (lines_ := _tail(p, peer_marks[m]))},
         captures=pcaps,
     )
     return result, obs
+
+
+def _tail(path: str, end: int) -> list[str]:
+    """The whole lines of the last EARLIER_PEERS_BYTES before `end`."""
+    start = max(0, end - EARLIER_PEERS_BYTES)
+    lines = read_from(path, start)[:end - start].splitlines()
+    return lines[1:] if start else lines
 
 
 def _ct_key(fields: dict[str, str]) -> tuple[str, ...]:

@@ -32,6 +32,8 @@ class MemberInfo:
     ip: str | None
     sidecar: str | None = None  # the Istio version when the pod has a sidecar
     node_iface: str | None = None  # the node's end of this member's veth (or the external bridge)
+    node: str | None = None  # the member holding node_iface: a pod's node, the external bridge's namespace
+    router: bool = False  # its proxy is a gateway's (listens on its own ports, captures nothing)
 
 
 @dataclass
@@ -51,6 +53,9 @@ class Observations:
     ifaces: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # member -> iface -> [rx, tx] packets
     log_lines: list[dict[str, str]] = field(default_factory=list)  # linked access-log lines {pod, raw}, path order
     peers: dict[str, list[str]] = field(default_factory=dict)  # member -> "IP PORT" lines the app appended
+    # What was there before the probe, for connections a proxy kept open and reused (HTTP connection pools):
+    conntrack_earlier: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    peers_earlier: dict[str, list[str]] = field(default_factory=dict)  # the last lines of each peers file
     captures: list[str] = field(default_factory=list)  # pcap files written during the probe
 
     def to_json(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from netlab.report import check_line
 from netlab.trace.build import build_trace
 from netlab.trace.ifaces import iface_deltas, parse_net_dev
 from netlab.trace.model import Observations, RuleChange, Trace
-from netlab.trace.svg import render_svg
+from netlab.trace.svg import render_svg, reply_path
 from netlab.trace.text import render_text
 from netlab.trace.walk import walks
 from netlab.trace.watch import changed, counter_map
@@ -243,3 +243,44 @@ def test_run_report_prints_the_trace_under_a_traced_probe() -> None:
     console.print(check_line(result))
     text = console.export_text()
     assert "leg 1  web-1-10 sidecar → web-1-10 app" in text and "ISTIO_IN_REDIRECT#1" in text
+
+
+def test_multi_node_path_through_a_node_port_and_the_gateway() -> None:
+    """Recorded on ingress-to-pod: testpc → node-2:30081 (externalTrafficPolicy Cluster): node-2 DNATs and
+    masquerades, hops to node-1 where the gateway runs, the gateway goes to the nginx pod back on node-2."""
+    t = trace_of(recorded("ingress-cluster-multinode"))
+    gateway = "istio-system/istio-ingressgateway-0 gateway"
+    assert [(s.kind, s.actor, s.target) for s in t.steps if s.target] == [
+        ("send", "testpc (external)", "node-2"), ("route", "node-2", "node-1"), ("deliver", "node-1", gateway),
+        ("send", gateway, "node-1"), ("route", "node-1", "node-2"), ("deliver", "node-2", "nginx sidecar"),
+        ("local", "nginx sidecar", "nginx app"), ("outcome", "nginx app", "testpc (external)")]
+    assert all(s.observed for s in t.steps)
+    nat = next(s for s in t.steps if s.kind == "nat")
+    assert "DNAT 192.168.10.11:30081 → 10.244.0.10:8080" in nat.summary and "masquerade 192.168.10.254:" in nat.summary
+    assert "across the node LAN" in t.steps[2].summary and "not encapsulated" in t.steps[2].summary
+    proxy = next(s for s in t.steps if s.kind == "proxy" and s.actor == gateway)
+    assert "its listener 10.244.0.10:8080" in proxy.summary
+    assert reply_path(t) == ["nginx app", "nginx sidecar", gateway, "testpc (external)"]
+
+
+def test_svg_draws_the_reply_through_every_proxy_and_failures_in_red() -> None:
+    t = trace_of(recorded("ingress-cluster-multinode"))
+    root = ET.fromstring(render_svg(t).split("\n", 1)[1])
+    outcome = [g for g in root.iter(f"{SVG}g") if g.get("data-kind") == "outcome"][0]
+    assert len(outcome.findall(f"{SVG}line")) == 3  # app → sidecar → gateway → client
+    reset = trace_of(recorded("lo-1-10-reset"))
+    root = ET.fromstring(render_svg(reset).split("\n", 1)[1])
+    outcome = [g for g in root.iter(f"{SVG}g") if g.get("data-kind") == "outcome"][0]
+    assert all(line.get("stroke") == "#c0392b" for line in outcome.findall(f"{SVG}line"))
+    assert any("RST" in (t.text or "") for t in outcome.iter(f"{SVG}text"))
+    labels = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
+    assert ":15006" in labels and "…" not in labels  # ports kept, nothing cut
+
+
+def test_svg_wraps_at_separators_not_inside_words() -> None:
+    from netlab.trace.svg import _wrap
+
+    lines = _wrap("flags UF upstream_connect_error to outbound|9080||reviews.default.svc.cluster.local", 24)
+    assert "upstream_connect_error" in lines and all(len(line) <= 24 for line in lines)
+    assert "".join(lines).replace(" ", "") == "flagsUFupstream_connect_errortooutbound|9080||reviews.default." \
+        "svc.cluster.local"
