@@ -266,11 +266,11 @@ def test_multi_node_path_through_a_node_port_and_the_gateway() -> None:
 def test_svg_draws_the_reply_through_every_proxy_and_failures_in_red() -> None:
     t = trace_of(recorded("ingress-cluster-multinode"))
     root = ET.fromstring(render_svg(t).split("\n", 1)[1])
-    outcome = [g for g in root.iter(f"{SVG}g") if g.get("data-kind") == "outcome"][0]
+    outcome = next(g for g in root.iter(f"{SVG}g") if g.get("data-kind") == "outcome")
     assert len(outcome.findall(f"{SVG}line")) == 3  # app → sidecar → gateway → client
     reset = trace_of(recorded("lo-1-10-reset"))
     root = ET.fromstring(render_svg(reset).split("\n", 1)[1])
-    outcome = [g for g in root.iter(f"{SVG}g") if g.get("data-kind") == "outcome"][0]
+    outcome = next(g for g in root.iter(f"{SVG}g") if g.get("data-kind") == "outcome")
     assert all(line.get("stroke") == "#c0392b" for line in outcome.findall(f"{SVG}line"))
     assert any("RST" in (t.text or "") for t in outcome.iter(f"{SVG}text"))
     labels = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
