@@ -79,6 +79,10 @@ class LogLine:
 
 
 def parse_addr(text: str) -> Addr | None:
+    """IP:PORT of a log or conntrack field; port 0 too (a client taken from x-forwarded-for); None for "-"."""
+    host, _, port = text.rpartition(":")
+    if port == "0" and host:
+        return host, 0
     try:
         return split_host_port(text)
     except ValueError:  # "-" in a log field
@@ -112,16 +116,23 @@ def link(local: Addr | None, lines: list[LogLine], aliases: tuple[Addr, ...] = (
     if local is None:
         return []
     known = {local, *aliases}
+    requests: set[str] = set()
     chain: list[LogLine] = []
     changed = True
     while changed:
         changed = False
         for line in lines:
-            if line not in chain and line.addr("downstream_remote") in known:
+            if line in chain:
+                continue
+            remote = line.addr("downstream_remote")
+            # A sidecar behind a gateway logs x-forwarded-for's client as IP:0: its request id links it.
+            if remote in known or (remote is not None and remote[1] == 0 and line.get("request_id") in requests):
                 chain.append(line)
                 upstream = line.addr("upstream_local")
                 if upstream is not None:
                     known.add(upstream)
+                if line.get("request_id") != "-":
+                    requests.add(line.get("request_id"))
                 changed = True
     return chain
 

@@ -278,8 +278,8 @@ class Runner:
             obs.lines = [line for line in probe_obs.lines if line.pod == pod]
             if not obs.lines:  # a line flushed after the probe's wait: look once more
                 log = self.access_log(pod) or ""
-                obs.lines = [ln for ln in link(probe_obs.result.local, read_log_from(pod, log, marks.logs[pod]))
-                             if ln.pod == pod]
+                later = read_log_from(pod, log, marks.logs[pod])
+                obs.lines = [ln for ln in link(probe_obs.result.local, [*probe_obs.lines, *later]) if ln.pod == pod]
         return obs
 
 

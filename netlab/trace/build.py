@@ -457,7 +457,8 @@ class _Builder:
         tup = f"{_fa(leg.seen_src)} → {_fa(leg.dest_addr)}"
         if is_proxy(actor):
             line = next((ln for ln in self.lines if ln.pod == member and ln.addr("downstream_remote") == leg.seen_src),
-                        None)
+                        None) or next((ln for ln in self.lines if ln.pod == member and leg.line is not None
+                                       and ln.get("request_id") == leg.line.get("request_id") != "-"), None)
             row = find_socket(obs, member, peer=leg.seen_src)
             ev = [socket_text(row)] if row else []
             if line is None:

@@ -114,3 +114,20 @@ def test_health_and_prometheus() -> None:
         assert metrics[key.format("upstream_cx_tx_bytes_total")] == "6"
         assert metrics[key.format("upstream_cx_rx_bytes_total")] == str(len("pong from 127.0.0.6"))
         assert metrics['envoy_cluster_upstream_cx_total{cluster_name="inbound|8080||"}'] == "0"
+
+
+def test_link_follows_a_sidecar_line_that_shows_the_forwarded_client() -> None:
+    """Behind a gateway, the sidecar's DOWNSTREAM_REMOTE_ADDRESS is x-forwarded-for's client with port 0 (as in
+    the study notes: `... 172.16.184.6:9080 192.168.10.254:0 ...`): the request id links it to the gateway's line."""
+    from netlab.probe.observed import link, parse_addr, parse_log_line
+
+    gateway = parse_log_line("gw", '[2026-12-02T07:43:35.124Z] "GET / HTTP/1.1" 200 - via_upstream - "-" 0 351 6 6 '
+                             '"192.168.10.254" "curl/7.88.1" "bbdb764d" "www.example" "10.244.1.10:80" '
+                             'outbound|80||svc-nginx.default.svc.cluster.local 10.244.0.10:46322 10.244.0.10:8080 '
+                             '192.168.10.254:33230 - -')
+    sidecar = parse_log_line("nginx", '[2026-12-02T07:43:35.129Z] "GET / HTTP/1.1" 200 - via_upstream - "-" 0 351 1 1 '
+                             '"192.168.10.254" "curl/7.88.1" "bbdb764d" "www.example" "10.244.1.10:80" inbound|80|| '
+                             '127.0.0.6:47962 10.244.1.10:80 192.168.10.254:0 - default')
+    assert gateway is not None and sidecar is not None and parse_addr("192.168.10.254:0") == ("192.168.10.254", 0)
+    assert link(("192.168.10.254", 33230), [sidecar, gateway]) == [gateway, sidecar]
+    assert link(("192.168.10.254", 1), [sidecar, gateway]) == []

@@ -317,3 +317,24 @@ def test_a_503_is_retried_until_1_23(loop_name: str, istio: str, statuses: list[
         assert len(first.requests) + len(second.requests) == len(statuses)
         (e,) = entries(p, 1)
         assert (e["response_code"], e["flags"], e["response_code_details"]) == ("503", flags, "via_upstream")
+
+
+def test_edge_request_headers_as_a_gateway_sets_them() -> None:
+    """use_remote_address with no trusted hops (Envoy's mutateRequestHeaders): the peer appended to XFF, the scheme
+    set, x-envoy-internal for an internal peer (RFC 1918 until Envoy 1.33), else x-envoy-external-address, a new
+    request id and no steering headers for an edge request."""
+    from netlab.proxy.http.headers import edge_request_additions, is_internal
+
+    sent = [(b"host", b"www.example"), (b"x-forwarded-for", b"203.0.113.9"), (b"x-forwarded-proto", b"https"),
+            (b"x-request-id", b"abc"), (b"x-envoy-retry-on", b"5xx"), (b"x-envoy-internal", b"true")]
+    headers, rid = edge_request_additions(list(sent), "198.51.100.20", private_is_internal=True)
+    got = dict(headers)
+    assert got[b"x-forwarded-for"] == b"203.0.113.9, 198.51.100.20" and got[b"x-forwarded-proto"] == b"http"
+    assert got[b"x-envoy-external-address"] == b"198.51.100.20" and b"x-envoy-internal" not in got
+    assert b"x-envoy-retry-on" not in got and rid != b"abc" and got[b"x-request-id"] == rid
+    headers, rid = edge_request_additions(list(sent), "192.168.10.254", private_is_internal=True)
+    got = dict(headers)
+    assert got[b"x-envoy-internal"] == b"true" and b"x-envoy-external-address" not in got
+    assert rid == b"abc" and got[b"x-envoy-retry-on"] == b"5xx"  # an internal request keeps them
+    assert not is_internal("192.168.10.254", private_is_internal=False) and is_internal("127.0.0.1", False)
+    assert is_internal("172.31.0.1", True) and not is_internal("172.32.0.1", True)

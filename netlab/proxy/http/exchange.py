@@ -780,8 +780,15 @@ class Exchange:
         session = self.session
         headers = dict(self.headers)
         sni = session.security.sni if session.security is not None and session.security.sni else "-"
+        remote = session.client
+        forwarded = headers.get(b"x-forwarded-for")
+        if forwarded and session.ctx.edge is None:
+            # use_remote_address false: the downstream address is x-forwarded-for's last one, without a port
+            # (a sidecar behind a gateway logs the client as CLIENT_IP:0).
+            last = forwarded.rsplit(b",", 1)[-1].strip().decode("latin-1")
+            remote = (last, 0) if last.count(".") == 3 else remote
         log.log(Entry(
-            self.start, self.cluster, session.orig, session.client, self.upstream_addr, self.upstream_local,
+            self.start, self.cluster, session.orig, remote, self.upstream_addr, self.upstream_local,
             ",".join(self.flags) or "-", self.body_size, self.sent, duration, "-",
             self.failure, self.method.decode("latin-1"), (self.original_path or self.path).decode("latin-1"),
             "HTTP/1.1", self.status, self.details, self.service_time,
