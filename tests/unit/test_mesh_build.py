@@ -210,3 +210,49 @@ def test_snapshots_survive_their_json() -> None:
     assert loads(s.dumps()) == s
     standalone = standalone_snapshot("1.9", "TPROXY", [8080], version=3)
     assert loads(standalone.dumps()) == standalone and standalone.node.mode == "TPROXY"
+
+
+# --- gateways (MESH-FACTS §9) -------------------------------------------------------------------------------------
+
+GATEWAY = {"apiVersion": "networking.istio.io/v1alpha3", "kind": "Gateway", "metadata": {"name": "test-gateway"},
+           "spec": {"selector": {"istio": "ingressgateway"},
+                    "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}
+
+
+def gateway_lab(*resources: dict) -> dict[str, Snapshot]:
+    vs = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "nginx"},
+          "spec": {"hosts": ["www.example"], "gateways": ["test-gateway"],
+                   "http": [{"route": [{"destination": {"host": "svc-nginx"}}]}]}}
+    scenario = parse_scenario({
+        "name": "gw", "gateways": {"istio-ingressgateway": {}},
+        "pods": {"nginx": {"labels": {"app": "nginx"}, "sidecar": {"istio": "1.23"}, "app": PONG}},
+        "services": {"svc-nginx": {"selector": {"app": "nginx"}, "ports": [{"name": "http", "port": 80,
+                                                                            "targetPort": 9080}]}},
+        "istio": list(resources) or [GATEWAY, vs]})
+    return snapshots(make_plan(scenario), scenario.istio, 1)
+
+
+def test_a_gateway_listens_on_its_services_target_ports_with_routes_from_bound_virtual_services() -> None:
+    snap = gateway_lab()["istio-system/istio-ingressgateway-0"]
+    assert snap.node.type == "router" and snap.node.id.startswith("router~10.244.0.")
+    gateway = {x.name: x for x in snap.listeners if x.direction == "gateway"}
+    assert sorted(gateway) == ["0.0.0.0_8080", "0.0.0.0_8443"]  # 80→8080 and 443→8443 of its Service; no 15021
+    assert gateway["0.0.0.0_8080"].filter_chains[0].route == "http.8080" and not gateway["0.0.0.0_8443"].filter_chains
+    assert not any(x.name in ("virtualOutbound", "virtualInbound") for x in snap.listeners)
+    (route,) = snap.routes
+    (vhost,) = route.virtual_hosts
+    assert (route.name, vhost.name, vhost.domains) == ("http.8080", "www.example:80", ("www.example", "www.example:*"))
+    assert vhost.routes[0].cluster == "outbound|80||svc-nginx.default.svc.cluster.local"  # the service's only port
+    assert snap.cluster("outbound|80||svc-nginx.default.svc.cluster.local") is not None
+
+
+def test_a_gateway_without_a_bound_virtual_service_answers_404() -> None:
+    snap = gateway_lab(GATEWAY)["istio-system/istio-ingressgateway-0"]
+    (route,) = snap.routes
+    assert [(v.name, v.routes) for v in route.virtual_hosts] == [("blackhole:80", ())]
+
+
+def test_sidecars_ignore_virtual_services_bound_to_a_gateway_only() -> None:
+    snap = gateway_lab()["nginx"]
+    vhosts = [v for r in snap.routes for v in r.virtual_hosts]
+    assert not any("www.example" in v.domains for v in vhosts)
