@@ -208,6 +208,8 @@ def attribute(obs: Observations, legs: list[Leg]) -> list[str]:
             else:
                 candidates = [leg for leg in legs if leg.dest == member and
                               (leg.origin != member or walk.table != "nat")]
+                if walk.verdict == "TPROXY":  # only what arrives through eth0 is diverted to the proxy
+                    candidates = [leg for leg in candidates if leg.origin != member]
             fits = [leg for leg in candidates if _matches(walk, leg, member, node)]
             # One leg whose conntrack shows the walk's effect; or the only candidate when conntrack has nothing
             # to say about it either way. A walk whose effect no leg shows stays unattributed.
@@ -289,6 +291,10 @@ class _Builder:
         self.lines = [ln for d in obs.log_lines if (ln := parse_log_line(d["pod"], d["raw"])) is not None]
         self.legs = make_legs(obs, self.lines)
         self.unattributed = attribute(obs, self.legs)
+        for leg in self.legs:  # TPROXY rewrites no address: its mangle walk says the proxy took the connection
+            tproxy = [w for w in leg.walks.get(f"{leg.dest}/in", []) if w.verdict == "TPROXY"]
+            if leg.dest_redirect is None and tproxy:
+                leg.dest_redirect = tproxy[0].redirect_port()
         self.steps: list[Step] = []
         self.last_actor = app_actor(obs.source, obs)
 
@@ -393,7 +399,8 @@ class _Builder:
         ev.append(iface_text(leg.dest, "eth0", iface_delta(obs, leg.dest, "eth0")))
         summary = f"arrives in {leg.dest} through eth0"
         if leg.dest_redirect is not None:
-            summary += f": {walk_summary(in_walks) or 'REDIRECT'} — captured, to :{leg.dest_redirect}"
+            how = "TPROXY (the destination is kept)" if any(w.verdict == "TPROXY" for w in in_walks) else "REDIRECT"
+            summary += f": {walk_summary(in_walks) or how} — captured, to :{leg.dest_redirect}"
         elif obs.members[leg.dest].router:
             summary += f": straight to the gateway's own listener on :{leg.dest_addr[1]} (no capture, no istio-init)"
         else:
@@ -467,7 +474,9 @@ class _Builder:
                 return
             self.last_actor = actor
             flags = line.get("flags")
-            where = ("its listener" if obs.members[member].router else "original destination")
+            where = "its listener" if obs.members[member].router else "original destination"
+            if leg.dest_redirect is not None:
+                where = f"on :{leg.dest_redirect}, {where}"
             summary = (f"proxy accepted ({where} {line.get('downstream_local')}), {line.get('direction')}"
                        f" cluster {line.get('cluster')} → upstream {line.get('upstream_host')}"
                        + (f" from {line.get('upstream_local')}" if line.get("upstream_local") != "-" else ""))

@@ -284,3 +284,18 @@ def test_svg_wraps_at_separators_not_inside_words() -> None:
     assert "upstream_connect_error" in lines and all(len(line) <= 24 for line in lines)
     assert "".join(lines).replace(" ", "") == "flagsUFupstream_connect_errortooutbound|9080||reviews.default." \
         "svc.cluster.local"
+
+
+def test_tproxy_inbound_is_captured_by_the_mangle_walk_and_taken_on_15006() -> None:
+    """TPROXY rewrites no address, so conntrack shows no capture: the mangle PREROUTING → ISTIO_INBOUND →
+    ISTIO_TPROXY walk does, and the proxy's line (the client's own address, kept) shows it accepted."""
+    t = trace_of(recorded("tproxy"))
+    deliver = next(s for s in t.steps if s.kind == "deliver")
+    assert deliver.target == "tp sidecar" and deliver.observed
+    assert "ISTIO_TPROXY" in deliver.summary and "captured, to :15006" in deliver.summary
+    assert any("mangle/ISTIO_TPROXY#1" in r for r in deliver.rules)
+    proxy = next(s for s in t.steps if s.kind == "proxy")
+    assert proxy.observed and "on :15006" in proxy.summary
+    accept = next(s for s in t.steps if s.kind == "accept")
+    assert accept.observed and accept.actor == "tp app"
+    assert not any("ISTIO_TPROXY" in u for u in t.unattributed)
