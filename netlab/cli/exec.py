@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 
 import click
 
 from netlab.cli.app import app
 from netlab.cli.common import lab_option, namespace_option, pick_pod
+from netlab.engine.state import list_labs
+from netlab.errors import UsageError
 
 
-@app.command(name="exec", context_settings={"ignore_unknown_options": True})
+# Everything after POD belongs to the command (`exec POD ss -tlnp` must not read -l as --lab).
+@app.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("member", metavar="POD")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @lab_option
@@ -18,12 +23,22 @@ from netlab.cli.common import lab_option, namespace_option, pick_pod
 def exec_(member: str, command: tuple[str, ...], lab: str | None, namespace: str | None) -> None:
     """Run COMMAND (default: a shell) in POD's network namespace, with the lab's names in /etc/hosts.
 
-    Put `--` before a command that has options of its own: `netlab exec client -- ip -br addr`.
+    netlab's options go before POD; everything after POD is the command, best after `--`:
+    `netlab exec --lab LAB client -- ip -br addr`. A command that does not exist exits 127, as in a shell.
 
     POD is a pod (NS/POD or -n NS outside the default namespace), an external host or `_node`. Same as
     `ip netns exec netlab.LAB.POD CMD`, which bind-mounts the lab's hosts file so that pods, services and
     external hosts resolve by name.
     """
+    if command and command[0].startswith("-") and command[0] != "--":
+        raise UsageError(f"'{command[0]}' after POD: netlab's options go before POD, the command after `--`",
+                         hint=f"netlab exec [--lab LAB] {member} -- CMD ARGS")
+    if member in list_labs() and lab is None and command and command[0] != "--":
+        raise UsageError(f"'{member}' is a lab, and POD comes first: name the lab with --lab",
+                         hint=f"netlab exec --lab {member} {command[0]} -- CMD ARGS")
     state, member, _ = pick_pod(lab, member, namespace)  # an unknown member or a namespace that is gone: an error
     argv = list(command[1:] if command[:1] == ("--",) else command) or [os.environ.get("SHELL", "/bin/sh")]
+    if shutil.which(argv[0]) is None:  # as a shell says it, with its exit code
+        click.echo(f"netlab exec: {argv[0]}: command not found", err=True)
+        sys.exit(127)
     os.execvp("ip", ["ip", "netns", "exec", state.members[member]["netns"], *argv])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 
 import click
@@ -82,7 +83,7 @@ def render_cmd(istio_version: str, fmt: str, ipv6: bool, family: str | None, dns
 @click.option("--zero", "-Z", is_flag=True, help="reset the counters after reading them (like iptables -L -Z)")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--watch", "-w", is_flag=True, help="refresh until Ctrl-C, highlighting counters that moved (watch -d)")
-@click.option("--interval", "-n", default=1.0, show_default=True, type=click.FloatRange(min=0.1),
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0.1),
               help="seconds between refreshes with --watch")
 def show_cmd(member: str, lab: str | None, namespace: str | None, table: str, zero: bool, as_json: bool, watch: bool,
              interval: float) -> None:
@@ -107,8 +108,23 @@ def show_cmd(member: str, lab: str | None, namespace: str | None, table: str, ze
 
 
 def _watch(netns: str, table: str, backend: Backend, zero: bool, interval: float, title: str) -> None:
-    """Redraw the chains every interval; counters that moved since the last refresh are shown reversed."""
+    """Redraw the chains every interval; counters that moved since the last refresh are shown reversed. Not on a
+    terminal (a pipe, a file), each refresh is printed as a frame of its own, the moved counters marked with *."""
     previous = None
+    if not out.is_terminal:
+        try:
+            while True:
+                chains = read_chains(netns, table, backend, zero=zero)
+                current = counter_map(chains)
+                moved = changed(previous, current)
+                click.echo(f"# {title}  {time.strftime('%H:%M:%S')}  ({len(moved)} counter(s) moved, marked *)")
+                click.echo(format_chains(chains, marked=moved), nl=False)
+                click.echo("", nl=True)
+                sys.stdout.flush()
+                previous = current
+                time.sleep(interval)
+        except (KeyboardInterrupt, BrokenPipeError):
+            return
     with Live(console=out, auto_refresh=False, transient=False) as live:
         try:
             while True:

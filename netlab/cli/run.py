@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from netlab.cli.app import app
@@ -10,6 +12,7 @@ from netlab.cli.common import err, out, progress_line
 from netlab.cli.status import print_lab
 from netlab.cli.up import iptables_option, name_option, with_backend
 from netlab.engine import build, require_root, teardown
+from netlab.kernel.nsutil import start_time
 from netlab.model import load_scenario
 from netlab.signals import interrupts_as_keyboard_interrupt
 
@@ -38,6 +41,9 @@ def run(scenario: str, lab_name: str | None, iptables: str | None, as_json: bool
     with interrupts_as_keyboard_interrupt():
         with progress_line(f"building {lab_name or model.name}", quiet or as_json) as step:
             state = build.up(model, path, lab_name, progress=step)
+        if not keep:  # the lab lives as long as this run: if the run is killed, `status` calls the lab orphaned
+            state.info["owner"] = {"pid": os.getpid(), "started": start_time(os.getpid()), "verb": "run"}
+            state.save()
         try:
             if not as_json and not quiet:
                 print_lab(state)

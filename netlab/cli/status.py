@@ -28,9 +28,16 @@ def describe(state: LabState) -> dict[str, Any]:
     ]
     mesh = state.info.get("mesh", {})
     plan = state.lab_plan()
+    status = state.status
+    owner = state.info.get("owner")
+    if status == "up" and owner and not is_same_process(owner["pid"], owner["started"] or -1):
+        status = (f"orphaned: its `netlab {owner['verb']}` (pid {owner['pid']}) is gone; "
+                  f"`netlab clean --lab {state.lab}`")
+    elif status == "up" and not all(m["alive"] for m in members.values()):
+        status = f"broken: a namespace holder is gone; `netlab down {state.lab}`"
     nodes = {n.name: {"ip": str(n.ip) if n.ip else None, "pod_cidr": str(n.pod_cidr),
                       "pods": [p.key for p in plan.pods.values() if p.node == n.name]} for n in plan.nodes.values()}
-    return {"lab": state.lab, "status": state.status, "scenario": state.scenario, "nodes": nodes, "members": members,
+    return {"lab": state.lab, "status": status, "scenario": state.scenario, "nodes": nodes, "members": members,
             "processes": processes, "services": state.info.get("services", {}),
             "sidecars": sidecars(state, processes), "config_version": mesh.get("version"),
             "istio_resources": [f"{r['kind']} {r['metadata'].get('namespace', 'default')}/{r['metadata']['name']}"
@@ -63,7 +70,7 @@ def sidecars(state: LabState, processes: list[dict[str, Any]]) -> dict[str, dict
 
 def print_lab(state: LabState) -> None:
     info = describe(state)
-    table = Table(title=f"lab {state.lab} ({state.status})", title_justify="left",
+    table = Table(title=f"lab {state.lab} ({info['status']})", title_justify="left",
                   caption="ip netns exec NETNS CMD  ·  nsenter -t PID -n CMD", caption_justify="left")
     # Names and PIDs are what users copy into `ip netns exec` and `nsenter -t`: never shorten them.
     multi_node = len(info["nodes"]) > 1

@@ -16,7 +16,7 @@ import shlex
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -257,14 +257,16 @@ def read_chains(
     return list(chains.values())
 
 
-def format_chains(chains: Sequence[ChainCounters]) -> str:
-    """A compact `iptables -L -n -v --line-numbers` style listing."""
+def format_chains(chains: Sequence[ChainCounters], marked: Collection[tuple[str, int]] = ()) -> str:
+    """A compact `iptables -L -n -v --line-numbers` style listing; rules in `marked` ((chain, position); position 0
+    is the policy) get a * before their number."""
     lines: list[str] = []
     for chain in chains:
         head = f"Chain {chain.name}"
         head += f" (policy {chain.policy} {chain.packets} packets, {chain.bytes} bytes)" if chain.policy != "-" else ""
-        lines += [head, f"{'num':>4} {'pkts':>8} {'bytes':>10}  rule"]
-        lines += [f"{r.position:>4} {r.packets:>8} {r.bytes:>10}  {r.spec}" for r in chain.rules]
+        lines += [("*" if (chain.name, 0) in marked else "") + head, f"{'num':>4} {'pkts':>8} {'bytes':>10}  rule"]
+        lines += [f"{'*' if (chain.name, r.position) in marked else ' '}{r.position:>3} {r.packets:>8} {r.bytes:>10}  "
+                  f"{r.spec}" for r in chain.rules]
         lines.append("")
     return "\n".join(lines)
 
