@@ -91,7 +91,7 @@ def stop_pid(pid: int, started: int, grace: float = 1.0, kill_wait: float = 5.0)
     _signal(pid, group, signal.SIGKILL)
     if not _wait_gone(pid, started, kill_wait):
         raise KernelError(f"pid {pid} did not exit {kill_wait:.0f} s after SIGKILL (stuck in the kernel?)",
-                          hint="check `ps -o pid,stat,wchan -p PID`; `netlab clean` retries")
+                          hint="check `ps -o pid,stat,wchan -p PID`; `netlab clean --lab LAB` retries")
     return True
 
 

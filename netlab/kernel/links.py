@@ -52,7 +52,7 @@ def netlink(netns_path: str) -> Iterator[IPRoute]:
 def _index(ipr: IPRoute, ifname: str) -> int:
     found = ipr.link_lookup(ifname=ifname)
     if not found:
-        raise KernelError(f"interface {ifname} is missing", hint="run `netlab clean` and try again")
+        raise KernelError(f"interface {ifname} is missing", hint="`netlab clean --lab LAB` and try again")
     return found[0]
 
 

@@ -77,8 +77,9 @@ class Exercise:
         return names
 
 
-def parse_guide(text: str) -> list[Exercise]:
-    """Exercises, their sh blocks and each block's expected lines; GuideError when the convention is broken."""
+def parse_guide(text: str, prefix: str = "Exercise", elsewhere: bool = False) -> list[Exercise]:
+    """Exercises (level-2 sections whose heading starts with `prefix`), their sh blocks and each block's expected
+    lines; GuideError when the convention is broken. `elsewhere`: other sections may have blocks (not run)."""
     exercises: list[Exercise] = []
     current: Exercise | None = None
     lines = text.splitlines()
@@ -89,7 +90,7 @@ def parse_guide(text: str) -> list[Exercise]:
         fence = _FENCE.match(line)
         if heading and len(heading.group(1)) == 2:
             title = heading.group(2)
-            current = Exercise(title, i + 1) if title.startswith("Exercise") else None
+            current = Exercise(title, i + 1) if title.startswith(prefix) else None
             if current is not None:
                 exercises.append(current)
         elif fence:
@@ -99,14 +100,13 @@ def parse_guide(text: str) -> list[Exercise]:
                 raise GuideError(f"line {i + 1}: unclosed ``` block")
             body = lines[i + 1:end]
             where = f"line {i + 1}"
-            if lang in (RUN_LANG, EXPECT_LANG) and current is None:
+            if lang in (RUN_LANG, EXPECT_LANG) and current is None and not elsewhere:
                 raise GuideError(f"{where}: a ```{lang} block outside an exercise (use ```console for the VM host)")
             if current is not None and lang not in (RUN_LANG, EXPECT_LANG):
                 raise GuideError(f"{where}: ```{lang or '(no language)'} in '{current.title}': only sh and text")
-            if lang == RUN_LANG:
-                current.blocks.append(Block(i + 1, "\n".join(body)))  # type: ignore[union-attr]
-            elif lang == EXPECT_LANG:
-                assert current is not None
+            if current is not None and lang == RUN_LANG:
+                current.blocks.append(Block(i + 1, "\n".join(body)))
+            elif current is not None and lang == EXPECT_LANG:
                 if not current.blocks or current.blocks[-1].expected:
                     raise GuideError(f"{where}: a ```text block must follow a ```sh block (one text block each)")
                 expected = [e.strip() for e in body if e.strip()]
@@ -210,6 +210,11 @@ def _exercises() -> list[Exercise]:
     return parse_guide(GUIDE.read_text())
 
 
+def _readme_sections() -> list[Exercise]:
+    """The README's "Exploring a lab" section follows the guide's convention too."""
+    return parse_guide((REPO / "README.md").read_text(), prefix="Exploring a lab", elsewhere=True)
+
+
 def test_guide_follows_its_convention() -> None:
     exercises = _exercises()
     titles = [ex.title for ex in exercises]
@@ -217,7 +222,11 @@ def test_guide_follows_its_convention() -> None:
     assert len(exercises) >= 7
 
 
-@pytest.mark.parametrize("exercise", _exercises(), ids=lambda ex: ex.slug)
+def test_the_readme_has_its_exploring_section() -> None:
+    assert [ex.title for ex in _readme_sections()] == ["Exploring a lab"]
+
+
+@pytest.mark.parametrize("exercise", _exercises() + _readme_sections(), ids=lambda ex: ex.slug)
 def test_exercise(exercise: Exercise, tmp_path: Path) -> None:
     suffix = secrets.token_hex(2)
     names = {lab: f"{lab}-{suffix}" for lab in exercise.labs}
