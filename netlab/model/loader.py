@@ -14,6 +14,7 @@ from netlab.model.crossref import lab_problems
 from netlab.model.istio import KINDS, IstioResource, describe, resource_key
 from netlab.model.problems import Problem, ScenarioError
 from netlab.model.schema import MeshStep, Scenario
+from netlab.model.suggest import suggestion
 from netlab.model.yamlfile import MAX_BYTES, YamlProblem, load_documents
 
 
@@ -106,7 +107,9 @@ def parse_scenario(data: Any, source: str = "scenario", documents_from: int | No
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as err:
-        raise ScenarioError(source, [_document(_problem(e), documents_from) for e in err.errors()]) from None
+        problems = [_problem(e) for e in err.errors()]
+        problems += _cross_problems_without(data, [e["loc"] for e in err.errors()])
+        raise ScenarioError(source, [_document(p, documents_from) for p in problems]) from None
     problems = [_document(p, documents_from) for p in (*lab_problems(scenario), *check_problems(scenario))]
     if problems:
         raise ScenarioError(source, problems)
@@ -159,6 +162,31 @@ def _document_path(path: str) -> str:
     return f"document {int(index) + 1}" + (f".{rest}" if rest else "")
 
 
+def _cross_problems_without(data: dict[str, Any], locations: list[tuple[Any, ...]]) -> list[Problem]:
+    """The cross-reference problems of the rest of the scenario, so that one invalid entry does not hide them (an
+    unquoted 1.10 hiding a name clash): the invalid entries (a list section: all of it) are left out, the rest is
+    validated again and cross-checked; problems naming what was left out are not reported."""
+    rest = dict(data)
+    dropped: set[str] = set()
+    for loc in locations:
+        section = loc[0] if loc else None
+        if len(loc) < 2 or not isinstance(rest.get(section), dict | list):
+            return []  # a top-level key is wrong: nothing sensible to cross-check
+        if isinstance(rest[section], list):
+            rest[section], _ = [], dropped.add(str(section))
+        else:
+            rest[section] = {k: v for k, v in rest[section].items() if k != loc[1]}
+            dropped.add(f"{section}.{loc[1]}")
+    try:
+        scenario = Scenario.model_validate(rest)
+    except ValidationError:
+        return []
+    names = {d.split(".", 1)[1] for d in dropped if "." in d}
+    found = [*lab_problems(scenario), *(check_problems(scenario) if "checks" not in dropped else [])]
+    return [p for p in found if not any(p.path == d or p.path.startswith(f"{d}.") for d in dropped)
+            and not any(f"'{n}'" in p.message for n in names)]
+
+
 def _document(problem: Problem, documents_from: int | None) -> Problem:
     """istio.N -> "document K" for resources that came as further YAML documents."""
     head, _, rest = problem.path.partition(".")
@@ -174,7 +202,8 @@ def _problem(error: Any) -> Problem:
     path = ".".join(str(p) for i, p in enumerate(loc) if not (i and _is_union_tag(loc[i - 1], p)))
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
-        message = f"unknown key '{error['loc'][-1]}' (check its spelling; unknown keys are errors)"
+        key = str(loc[-1])
+        message = f"unknown key '{key}' (unknown keys are errors){suggestion(Scenario, loc[:-1], key)}"
     elif kind == "missing":
         message = "required key is missing"
     elif kind == "literal_error":

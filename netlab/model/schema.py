@@ -211,8 +211,10 @@ class Sidecar(Strict):
             try:
                 parse_version(text)
             except UsageError as err:
-                # YAML reads 1.10 as the number 1.1: say so, it is the usual cause.
-                raise ValueError(f"{err}; {err.hint} (quote it in YAML: istio: \"1.10\")") from None
+                if isinstance(value, int | float):  # YAML reads 1.10 as the number 1.1: the usual cause
+                    raise ValueError(f"{value!r} is a number in YAML (1.10 reads as 1.1, 1.20 as 1.2): quote the "
+                                     f"version, e.g. istio: \"1.10\"; {err.hint}") from None
+                raise ValueError(f"{err}; {err.hint}") from None
         return text
 
     @model_validator(mode="after")

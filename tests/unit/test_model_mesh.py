@@ -176,7 +176,7 @@ def test_istio_resource_problems_name_their_paths(tmp_path: Path) -> None:
                         "ServiceEntry, Sidecar, VirtualService, DestinationRule, Gateway, PeerAuthentication, "
                         "AuthorizationPolicy")
     assert found[1].startswith("istio.1.apiVersion: Input should be 'networking.istio.io/v1'")
-    assert found[2] == "istio.2.spec.hostz: unknown key 'hostz' (check its spelling; unknown keys are errors)"
+    assert found[2] == "istio.2.spec.hostz: unknown key 'hostz' (unknown keys are errors); did you mean 'hosts'?"
     assert found[3].startswith("istio.4: missing 'kind'")
     found = problems({"name": "t", "pods": {"c": {}}, "istio": [SERVICE_ENTRY, SERVICE_ENTRY,
                                                                 {**SERVICE_ENTRY, "metadata": {"name": "o",

@@ -28,7 +28,7 @@ def test_minimal_scenario_parses() -> None:
 
 def test_unknown_key_names_its_path() -> None:
     assert problems(minimal(pods={"client": {"sidecarr": {}}})) == [
-        "pods.client.sidecarr: unknown key 'sidecarr' (check its spelling; unknown keys are errors)"
+        "pods.client.sidecarr: unknown key 'sidecarr' (unknown keys are errors); did you mean 'sidecar'?"
     ]
 
 
@@ -44,7 +44,10 @@ def test_every_problem_is_reported_together() -> None:
 def test_unquoted_istio_version_gets_a_hint() -> None:
     # YAML reads `istio: 1.10` as the float 1.1
     [problem] = problems(minimal(pods={"p": {"sidecar": {"istio": 1.1}}}))
-    assert "1.1" in problem and 'quote it in YAML: istio: "1.10"' in problem
+    assert "1.1 is a number in YAML" in problem and 'quote the version, e.g. istio: "1.10"' in problem
+    # a version that does not exist is not told to quote itself, but which versions exist
+    [problem] = problems(minimal(pods={"p": {"sidecar": {"istio": "1.31"}}}))
+    assert "quote" not in problem and "1.9 … 1.30" in problem
 
 
 @pytest.mark.parametrize("address", ["192.0.2.10", "10.0.0.5", "198.51.100.1", "203.0.113.255"])
@@ -100,3 +103,26 @@ def test_addresses_must_not_clash() -> None:
         "services.c.ip: 10.0.0.1 is outside the service range 10.96.0.0/16",
         "external.y.address: 198.51.100.7 is also 'x'",
     ]
+
+
+def test_a_schema_problem_does_not_hide_the_cross_reference_problems() -> None:
+    """An unquoted 1.10 (a schema problem) and a name clash (a cross-reference problem) are reported together; what
+    refers to the invalid entry is not reported twice."""
+    found = problems(minimal(pods={"a": {"sidecar": {"istio": 1.1}}, "b": {}},
+                             external={"b": {"address": "198.51.100.9"}},
+                             services={"s": {"selector": "a", "port": 80}}))
+    assert found[0].startswith("pods.a.sidecar.istio: 1.1 is a number in YAML")
+    assert "external.b: 'b' is already a pod name; names must be unique" in found
+    assert not any("'a'" in p for p in found[1:])  # the service selecting the invalid pod: not a second problem
+    assert len(found) == 2
+
+
+@pytest.mark.parametrize(("pods", "wanted"), [
+    ({"a": {"lables": {}}}, "pods.a.lables: unknown key 'lables' (unknown keys are errors); did you mean 'labels'?"),
+    ({"a": {"sidecar": {"interceptoin": "TPROXY"}}}, "did you mean 'interception'?"),
+    ({"a": {"mode": "router"}}, "'mode' is a key of sidecar: sidecar: {mode: ...}"),
+    ({"a": {"zzz": 1}}, "known keys here: namespace, labels, serviceAccount, replicas, node, sidecar, app"),
+])
+def test_an_unknown_key_gets_a_suggestion(pods: dict, wanted: str) -> None:
+    [problem] = problems(minimal(pods=pods))
+    assert wanted in problem
