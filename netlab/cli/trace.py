@@ -13,7 +13,7 @@ from netlab.errors import UsageError
 from netlab.hostport import is_ipv4, split_host_port
 from netlab.model.base import DEFAULT_NAMESPACE
 from netlab.model.schema import HttpRequest
-from netlab.probe.facts import lab_facts
+from netlab.probe.facts import LabFacts, lab_facts
 from netlab.probe.http import request_bytes
 from netlab.signals import interrupts_as_keyboard_interrupt
 from netlab.trace.build import build_trace
@@ -33,7 +33,8 @@ def unescape(text: str) -> bytes:
 @click.option("--from", "source", required=True, metavar="POD", help="the pod (or external host) the probe connects "
               "from")
 @click.option("--to", "to", required=True, metavar="NAME:PORT", help="a service, pod or external host, or IP:PORT")
-@click.option("--send", default=None, help="what to send, then half-close (default ping; \\r \\n escapes understood)")
+@click.option("--send", default=None, help="what to send, then half-close (default: ping, or GET / to an HTTP app; "
+              "\\r \\n escapes understood)")
 @click.option("--http", "http_path", metavar="PATH", help="send an HTTP GET for PATH instead (e.g. --http /)")
 @click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'",
               help="with --http: a request header, e.g. -H 'host: www.example' (repeatable)")
@@ -67,6 +68,9 @@ def trace(lab: str | None, source: str, to: str, send: str | None, http_path: st
         raise UsageError("give either --send (raw bytes) or --http PATH (a request), not both")
     if headers and http_path is None:
         raise UsageError("--header goes with --http PATH", hint="e.g. --http / -H 'host: www.example'")
+    if send is None and http_path is None and _speaks_http(facts, to, source):
+        http_path = "/"  # an HTTP app (or a gateway) would end a bare ping as "closed, no data"
+    sent = f"GET {http_path} (HTTP)" if http_path is not None else repr(unescape(send or "ping"))
     if http_path is not None:
         fields = {}
         for header in headers:
@@ -90,6 +94,15 @@ def trace(lab: str | None, source: str, to: str, send: str | None, http_path: st
     if png:
         svg_to_png(diagram, png)
     if as_json:
-        print_json({"probe": result.to_json(), **path.to_json()})
+        print_json({"probe": result.to_json(), "sent": sent, **path.to_json()})
     else:
+        click.echo(f"sent: {sent}")
         click.echo(render_text(path, evidence=evidence))
+
+
+def _speaks_http(facts: LabFacts, to: str, source: str) -> bool:
+    """Whether the app (or gateway) a connection to `to` ends at answers HTTP."""
+    target = facts.resolve(to, source)
+    members = [facts.members[m] for m in (target.member, *target.endpoints) if m in facts.members]
+    return any((m.app is not None and m.app.kind == "http") or (m.sidecar is not None and m.sidecar.router)
+               for m in members)
