@@ -37,7 +37,19 @@ def describe(state: LabState) -> dict[str, Any]:
         status = f"broken: a namespace holder is gone; `netlab down {state.lab}`"
     nodes = {n.name: {"ip": str(n.ip) if n.ip else None, "pod_cidr": str(n.pod_cidr),
                       "pods": [p.key for p in plan.pods.values() if p.node == n.name]} for n in plan.nodes.values()}
-    return {"lab": state.lab, "status": status, "scenario": state.scenario, "nodes": nodes, "members": members,
+    apps = {}
+    running = [*((p.key, p.app) for p in plan.pods.values()), *((e.name, e.app) for e in plan.externals.values())]
+    for key, spec in running:
+        if spec is None:
+            continue
+        where = "no declared listen address"
+        if spec.listen is not None:
+            eth0 = spec.listen.host == "eth0"
+            host = state.members.get(key, {}).get("ip") if eth0 else spec.listen.host
+            where = f"listens on {host}:{spec.listen.port}" + (" (eth0, the pod IP)" if eth0 else "")
+        apps[key] = f"{spec.kind} app, {where}"
+    return {"lab": state.lab, "status": status, "scenario": state.scenario, "nodes": nodes, "apps": apps,
+            "members": members,
             "processes": processes, "services": state.info.get("services", {}),
             "sidecars": sidecars(state, processes), "config_version": mesh.get("version"),
             "istio_resources": [f"{r['kind']} {r['metadata'].get('namespace', 'default')}/{r['metadata']['name']}"
@@ -96,6 +108,8 @@ def print_lab(state: LabState) -> None:
             node_port = (f"; NodePort {port['node_port']} on every node (externalTrafficPolicy "
                          f"{svc.get('externalTrafficPolicy', 'Cluster')})" if port.get("node_port") else "")
             out.print(f"service {name}: {svc['ip']}:{port['port']} -> {targets}{node_port}")
+    for name, listen in info["apps"].items():
+        out.print(f"app {name}: {listen}")
     for name, sidecar in info["sidecars"].items():
         version = f"config v{sidecar['config_version']}" if sidecar["config_version"] is not None else "config ?"
         out.print(f"sidecar {name}: Istio {sidecar['istio']} {sidecar['interception']}, iptables {sidecar['iptables']}"
