@@ -32,9 +32,28 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-if [ ! -x "$venv/bin/python" ]; then
-    echo "provision.sh: creating the virtual environment $venv"
-    python3 -m venv "$venv"
+# netlab needs Python 3.11+. The distribution's interpreter, not whatever python3 is first on PATH (a per-user build
+# under /root would leave the venv unusable for anyone else). Ubuntu 22.04's python3 is 3.10; it has python3.11.
+new_enough() { [ -x "$1" ] && "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
+python=""
+for candidate in /usr/bin/python3 /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/python3.11; do
+    if new_enough "$candidate"; then python="$candidate"; break; fi
+done
+if [ -z "$python" ]; then
+    echo "provision.sh: /usr/bin/python3 is older than 3.11; installing python3.11 (Ubuntu 22.04 has it)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        python3.11 python3.11-venv python3.11-dev >/dev/null || true
+    python=/usr/bin/python3.11
+    if ! new_enough "$python"; then
+        echo "provision.sh: netlab needs Python 3.11 or newer, and this system has none; install one from the" \
+             "distribution (Debian 12: python3; Ubuntu 22.04: python3.11 python3.11-venv) and run this again" >&2
+        exit 3
+    fi
+fi
+
+if ! new_enough "$venv/bin/python"; then
+    echo "provision.sh: creating the virtual environment $venv with $python"
+    "$python" -m venv --clear "$venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo[test,fast]"
 ln -sf "$venv/bin/netlab" /usr/local/bin/netlab
