@@ -6,16 +6,22 @@ import click
 
 from netlab.cli.app import app
 from netlab.cli.common import out, print_json
-from netlab.model import load_scenario
+from netlab.cli.up import load_source, manifest_options
 from netlab.plan import make_plan
 
 
 @app.command()
 @click.argument("scenario")
 @click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
-def validate(scenario: str, as_json: bool) -> None:
-    """Check SCENARIO (a path, or a name in scenarios/) and show the lab it would build."""
-    model, path = load_scenario(scenario)
+@click.option("--show", is_flag=True, help="manifests: print the scenario netlab makes of them")
+@manifest_options
+def validate(scenario: str, as_json: bool, show: bool, overlay: str | None, check_texts: tuple[str, ...],
+             default_istio: str, ignore_unsupported: bool) -> None:
+    """Check SCENARIO (a path, a name in scenarios/, or Kubernetes manifests) and show the lab it would build."""
+    source = load_source(scenario, overlay, check_texts, default_istio, ignore_unsupported)
+    model, path = source.model, source.path
+    if show and source.text:
+        click.echo(source.text)
     plan = make_plan(model)
     if as_json:
         print_json({

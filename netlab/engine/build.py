@@ -42,8 +42,9 @@ def _teardown_on_failure(state: LabState) -> Iterator[None]:
 
 
 def up(scenario: Scenario, scenario_path: Path | str, lab: str | None = None,
-       progress: Progress = lambda _msg: None) -> LabState:
-    """Build the lab; on any failure or interrupt everything created so far is removed before re-raising."""
+       progress: Progress = lambda _msg: None, scenario_text: str | None = None) -> LabState:
+    """Build the lab; on any failure or interrupt everything created so far is removed before re-raising.
+    `scenario_text`: the scenario made of manifests, saved in the lab's state (what `netlab checks` reads again)."""
     require_root()
     plan = make_plan(scenario, check_lab_name(lab) if lab else None)
     # Absolute: `netlab checks` and `trace` reload it later, maybe from another directory.
@@ -56,6 +57,9 @@ def up(scenario: Scenario, scenario_path: Path | str, lab: str | None = None,
                          hint=f"`netlab down {plan.lab}` first, or pick another name with --name") from None
     with _teardown_on_failure(state):
         state.push("state_dir", dir=state.directory)
+        if scenario_text is not None:
+            state.scenario = os.path.join(state.directory, "scenario.yaml")
+            Path(state.scenario).write_text(scenario_text)
         _build(plan, scenario, state, progress)
         state.status = "up"
         state.save()

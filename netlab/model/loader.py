@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from netlab.errors import UsageError
 from netlab.model.checks import check_problems
 from netlab.model.crossref import lab_problems
 from netlab.model.istio import KINDS, IstioResource, describe, resource_key
+from netlab.model.manifests import DEFAULT_ISTIO, import_manifests, is_manifest
 from netlab.model.problems import Problem, ScenarioError
 from netlab.model.schema import MeshStep, Scenario
 from netlab.model.suggest import suggestion
@@ -61,6 +64,56 @@ def load_scenario(name_or_path: str) -> tuple[Scenario, Path]:
         raise UsageError(f"{path}: {len(documents)} YAML documents, but the first is not a scenario with an "
                          "`istio:` list", hint="the first document is the scenario; further ones are Istio resources")
     return with_step_files(parse_scenario(first, source=str(path)), path), path
+
+
+OVERLAY_FILE = "netlab.yaml"  # in a directory of manifests: the checks and lab settings (`netlab export` writes it)
+
+
+@dataclass
+class LabSource:
+    """What `up`/`run` build from: a scenario file, or manifests made into a scenario (`text`, saved with the lab
+    so that `netlab checks` reads the same), and what the import assumed or skipped (`notes`)."""
+
+    model: Scenario
+    path: Path
+    text: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def load_lab(name_or_path: str, overlay: str | None = None, checks: tuple[str, ...] = (), istio: str = DEFAULT_ISTIO,
+             ignore_unsupported: bool = False) -> LabSource:
+    """A scenario (a file or a shipped name), or Kubernetes + Istio manifests: a file of them, or a directory of
+    YAML files (whose netlab.yaml, if any, is the overlay)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.name != OVERLAY_FILE)
+        if overlay is None and (path / OVERLAY_FILE).is_file():
+            overlay = str(path / OVERLAY_FILE)
+        if not files:
+            raise UsageError(f"{path} holds no YAML files", hint="give a scenario file or a directory of manifests")
+    else:
+        resolved = resolve_scenario_path(name_or_path)
+        documents = read_documents(resolved)
+        if not documents or not is_manifest(documents[0]):
+            if overlay or checks:
+                raise UsageError("--checks and --check go with Kubernetes manifests; a scenario has its own checks")
+            model, path = load_scenario(name_or_path)
+            return LabSource(model, path)
+        files, path = [resolved], resolved
+    documents = [(f"{file.name} document {i + 1}", doc) for file in files
+                 for i, doc in enumerate(read_documents(file))]
+    overlay_doc = None
+    if overlay is not None:
+        found = read_documents(Path(overlay))
+        if len(found) != 1 or not isinstance(found[0], dict):
+            raise UsageError(f"{overlay}: an overlay is one YAML mapping (name, checks, external, nodes, ...)")
+        overlay_doc = found[0]
+    imported = import_manifests(documents, overlay_doc, list(checks), path.stem.lower(), istio, ignore_unsupported)
+    if imported.problems:
+        raise ScenarioError(str(path), imported.problems)
+    text = yaml.safe_dump(imported.scenario, sort_keys=False)
+    model = with_step_files(parse_scenario(imported.scenario, source=f"{path} (as a netlab scenario)"), path)
+    return LabSource(model, path, text, imported.notes)
 
 
 def with_step_files(scenario: Scenario, path: Path) -> Scenario:
