@@ -19,6 +19,7 @@ from netlab.cli import (
     doctor,  # noqa: F401
     down,  # noqa: F401
     exec,  # noqa: F401
+    export,  # noqa: F401
     logs,  # noqa: F401
     mesh,  # noqa: F401
     observe,  # noqa: F401

@@ -1,0 +1,1 @@
+"""Scenarios out of netlab: Kubernetes + Istio manifests for a real cluster."""
