@@ -13,7 +13,7 @@ from netlab.engine.state import LabState
 from netlab.errors import EXIT_CHECK_FAILED, EXIT_OK
 from netlab.model import Scenario, load_scenario
 from netlab.probe.runner import Runner
-from netlab.report import RunInfo, check_line, print_report, to_json, to_junit
+from netlab.report import RunInfo, check_line, print_report, summary, to_json, to_junit
 from netlab.signals import interrupts_as_keyboard_interrupt
 
 json_option = click.option("--json", "as_json", is_flag=True, help="print the whole result as one JSON document")
@@ -39,7 +39,15 @@ def check_and_report(state: LabState, scenario: Scenario, path: Path | str, as_j
     else:
         if not scenario.checks:
             out.print("this scenario has no checks")
-        print_report(out, info, results)
+        if quiet:  # the summary line, and the checks that failed
+            s = summary(results)
+            out.print(f"{scenario.name}: {s['passed']}/{s['total']} checks passed ({info.duration_s:.1f} s)")
+            for r in results:
+                if not r.passed:
+                    out.print(f"FAIL #{r.index + 1} {r.title}: expected {r.verdict.expected}, observed "
+                              f"{r.verdict.observed}", highlight=False)
+        else:
+            print_report(out, info, results)
     return EXIT_OK if all(r.passed for r in results) else EXIT_CHECK_FAILED
 
 
