@@ -140,6 +140,7 @@ def _kernel() -> list[Finding]:
             findings.append(Finding("kernel veth", OK, "veth pairs can be created"))
         except Exception as err:
             findings.append(Finding("kernel veth", FAIL, str(err), "load the veth module: modprobe veth"))
+        findings.append(_netem(holder.netns_path))
         restore = shutil.which("iptables-restore") or "iptables-restore"
         for feature, payload in KERNEL_FEATURES.items():
             try:
@@ -154,6 +155,24 @@ def _kernel() -> list[Finding]:
         return findings
     finally:
         stop_pid(holder.pid, holder.started)
+
+
+def _netem(netns_path: str) -> Finding:
+    """`netlab impair` and scenario `links:` need tc netem for delay and loss (a rate alone works with tbf)."""
+    from netlab.kernel.links import netlink
+    from netlab.kernel.nsutil import nsenter_run
+
+    try:
+        with netlink(netns_path) as ipr:
+            ipr.link("add", ifname="netem0", kind="veth", peer={"ifname": "netem1"})
+        result = nsenter_run(netns_path, ["tc", "qdisc", "add", "dev", "netem0", "root", "netem", "delay", "1ms"],
+                             package="iproute2")
+    except Exception as err:
+        return Finding("kernel tc netem", WARN, f"not probed: {err}")
+    if result.returncode == 0:
+        return Finding("kernel tc netem", OK, "delay and loss can be added to links (netlab impair)")
+    return Finding("kernel tc netem", WARN, "sch_netem is missing: `netlab impair` can limit the rate (tbf) but not "
+                   "add delay or loss", "modprobe sch_netem (Ubuntu: linux-modules-extra-$(uname -r))")
 
 
 def as_dicts(findings: list[Finding]) -> list[dict[str, str]]:

@@ -20,6 +20,7 @@ from netlab.cli import (
     down,  # noqa: F401
     exec,  # noqa: F401
     export,  # noqa: F401
+    impair,  # noqa: F401
     logs,  # noqa: F401
     mesh,  # noqa: F401
     observe,  # noqa: F401

@@ -110,6 +110,9 @@ def print_lab(state: LabState) -> None:
             out.print(f"service {name}: {svc['ip']}:{port['port']} -> {targets}{node_port}")
     for name, listen in info["apps"].items():
         out.print(f"app {name}: {listen}")
+    for name, m in info["members"].items():
+        if m.get("impairment"):
+            out.print(f"link {name} eth0: {m['impairment']}")
     for name, sidecar in info["sidecars"].items():
         version = f"config v{sidecar['config_version']}" if sidecar["config_version"] is not None else "config ?"
         out.print(f"sidecar {name}: Istio {sidecar['istio']} {sidecar['interception']}, iptables {sidecar['iptables']}"

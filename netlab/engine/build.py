@@ -12,13 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from netlab.engine import require_root
-from netlab.engine.members import start_app
+from netlab.engine.members import member_netns_path, start_app
 from netlab.engine.mesh import config_path, write_snapshots
 from netlab.engine.sidecar import install_sidecar
 from netlab.engine.state import LabState, check_lab_name
 from netlab.engine.teardown import teardown
 from netlab.errors import UsageError
-from netlab.kernel import holders, hosts, links, node_nat
+from netlab.kernel import holders, hosts, impair, links, node_nat
+from netlab.kernel.impair import Impairment
 from netlab.kernel.nsutil import netns_inode, write_sysctls
 from netlab.model.schema import Scenario
 from netlab.plan import NODE, ROUTER, ROUTER_ADDRESS, STATE_ROOT, LabPlan, make_plan
@@ -107,6 +108,11 @@ def _build(plan: LabPlan, scenario: Scenario, state: LabState, progress: Progres
         holder = _member(state, plan, ext.name, ext.netns, kind="external", ip=str(ext.ip))
         links.connect_external(external_path, plan, ext, holder.pid)
         _write_hosts(state, ext.netns, plan.hosts_file())
+    for member, link in scenario.links.items():
+        progress(f"link impairment on {member}")
+        impairment = Impairment(link.delay, link.jitter, link.loss, link.rate)
+        impair.apply(member_netns_path(state, member), impairment, member)
+        state.members[member]["impairment"] = impairment.describe()
     progress("node nat: services and masquerade")
     for node in plan.nodes.values():
         node_nat.install_node_nat(node_paths[node.name], plan, node.name)

@@ -25,7 +25,8 @@ def lab_problems(scenario: Scenario) -> list[Problem]:
     if too_many:
         return too_many
     return [*_namespace_problems(scenario), *_pod_problems(scenario), *_service_problems(scenario),
-            *_external_problems(scenario), *_node_problems(scenario), *_istio_problems(scenario)]
+            *_external_problems(scenario), *_node_problems(scenario), *_link_problems(scenario),
+            *_istio_problems(scenario)]
 
 
 def _declared(scenario: Scenario) -> set[str]:
@@ -160,6 +161,12 @@ def _node_problems(scenario: Scenario) -> list[Problem]:
                                     "multi-node labs have (declare `nodes:`); use a TEST-NET address such as "
                                     "198.51.100.20"))
     return problems
+
+
+def _link_problems(scenario: Scenario) -> list[Problem]:
+    members = {p.key for p in pod_instances(scenario)} | set(scenario.external)
+    return [Problem(f"links.{name}", unknown("pod or external host", name, members))
+            for name in scenario.links if name not in members]
 
 
 def _istio_problems(scenario: Scenario) -> list[Problem]:

@@ -283,6 +283,28 @@ class IngressGateway(Strict):
         return f"{name}-0", pod, service
 
 
+DURATION_TEXT = re.compile(r"\d+(\.\d+)?(us|ms|s)")
+PERCENT_TEXT = re.compile(r"\d+(\.\d+)?%")
+RATE_TEXT = re.compile(r"\d+(\.\d+)?(bit|kbit|mbit|gbit)")
+
+
+class LinkImpairment(Strict):
+    """tc on a member's eth0: delay (± jitter) and loss with netem, a rate limit with netem or tbf."""
+
+    delay: Annotated[str, matching(DURATION_TEXT, "'{}' is not a delay (e.g. 50ms, 200us, 1s)")] | None = None
+    jitter: Annotated[str, matching(DURATION_TEXT, "'{}' is not a jitter (e.g. 5ms)")] | None = None
+    loss: Annotated[str, matching(PERCENT_TEXT, "'{}' is not a loss rate (e.g. 1%)")] | None = None
+    rate: Annotated[str, matching(RATE_TEXT, "'{}' is not a rate (e.g. 10mbit, 512kbit)")] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LinkImpairment:
+        if self.jitter and not self.delay:
+            raise ValueError("jitter varies a delay: give delay too, e.g. {delay: 50ms, jitter: 5ms}")
+        if not any((self.delay, self.loss, self.rate)):
+            raise ValueError("give delay, loss or rate, e.g. {delay: 50ms, loss: 1%}")
+        return self
+
+
 class Node(Strict):
     """A Kubernetes node: its own namespace holding its pods' veths, a /24 of the pod CIDR, an address on the lab's
     node LAN, and kube-proxy's tables."""
@@ -659,6 +681,8 @@ class Scenario(Strict):
     pods: dict[str, Pod]
     services: dict[str, Service] = Field(default_factory=dict)
     external: dict[str, External] = Field(default_factory=dict)
+    links: dict[str, LinkImpairment] = Field(
+        default_factory=dict, description="impairments of members' eth0: POD: {delay: 50ms, loss: 1%, rate: 10mbit}")
     istio: list[IstioResource] = Field(default_factory=list, description="Istio resources, as applied to a cluster")
     checks: list[Check] = Field(default_factory=list)
 
