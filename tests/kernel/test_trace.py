@@ -85,7 +85,7 @@ def pcap_text(path: str) -> str:
 
 def test_inbound_1_10_trace(labs: Callable[[str], str], tmp_path: Path) -> None:
     lab = labs("inbound-127-0-0-6")
-    doc = trace(lab, "client", "web:8080", "--svg", str(tmp_path / "t.svg"), "--capture", str(tmp_path / "pcap"),
+    doc = trace(lab, "client", "web:80", "--svg", str(tmp_path / "t.svg"), "--capture", str(tmp_path / "pcap"),
                 send=HTTP)
     assert doc["probe"]["outcome"] == "reply" and doc["outcome"] == "reply"
     hops = doc["hops"]
@@ -94,12 +94,12 @@ def test_inbound_1_10_trace(labs: Callable[[str], str], tmp_path: Path) -> None:
         lambda h: h["kind"] == "send" and h["actor"] == "client app" and h["member"] == "client",
         lambda h: h["member"] == "_node" and "DNAT" in h["summary"] and rule(h, "nat/NETLAB-SERVICES#1"),
         lambda h: h["kind"] == "deliver" and h["target"] == "web-1-10 sidecar" and rule(h, "nat/ISTIO_IN_REDIRECT#1"),
-        lambda h: h["kind"] == "proxy" and "inbound|8080||" in h["summary"],
+        lambda h: h["kind"] == "proxy" and "inbound|80||" in h["summary"],
         lambda h: h["leg"] == 1 and h["tuple"].startswith("127.0.0.6:") and rule(h, "nat/ISTIO_OUTPUT#1"),
         lambda h: h["kind"] == "accept" and h["actor"] == "web-1-10 app" and "peer 127.0.0.6:" in h["summary"],
     )
     pod_ip = f"{deliver['tuple'].split(' → ')[1]}"
-    assert send["tuple"].endswith("→ 10.96.0.10:8080") and nat["tuple"] == send["tuple"]
+    assert send["tuple"].endswith("→ 10.96.0.10:80") and nat["tuple"] == send["tuple"]
     assert evidence(deliver, f"reply {pod_ip.split(':')[0]}:15006")  # conntrack: the REDIRECT to 15006
     assert evidence(proxy, "uid 1337")  # the proxy's accepted socket, from ss
     assert upstream["interface"] == "lo" and upstream["tuple"].endswith(f"→ {pod_ip}")
@@ -122,14 +122,14 @@ def test_inbound_1_10_trace(labs: Callable[[str], str], tmp_path: Path) -> None:
 
 
 def test_inbound_1_9_trace_uses_loopback_and_the_owner_rule(labs: Callable[[str], str]) -> None:
-    doc = trace(labs("inbound-127-0-0-6"), "client", "web-old:8080", send=HTTP)
+    doc = trace(labs("inbound-127-0-0-6"), "client", "web-old:80", send=HTTP)
     (upstream, _accept) = in_order(
         doc["hops"],
         lambda h: h["leg"] == 1 and h["kind"] == "local" and h["tuple"].startswith("127.0.0.1:"),
         lambda h: h["kind"] == "accept" and "peer 127.0.0.1:" in h["summary"],
     )
     assert rule(upstream, "nat/ISTIO_OUTPUT#4") and not rule(upstream, "nat/ISTIO_OUTPUT#1")
-    assert upstream["tuple"].endswith("→ 127.0.0.1:8080")
+    assert upstream["tuple"].endswith("→ 127.0.0.1:80")
 
 
 def test_lo_vs_eth0_traces(labs: Callable[[str], str], tmp_path: Path) -> None:
@@ -190,7 +190,7 @@ def test_outbound_15001_trace(labs: Callable[[str], str], tmp_path: Path) -> Non
 
 @pytest.mark.skipif(shutil.which("rsvg-convert") is None, reason="rsvg-convert (librsvg2-bin) is not installed")
 def test_png(labs: Callable[[str], str], tmp_path: Path) -> None:
-    trace(labs("inbound-127-0-0-6"), "client", "web:8080", "--png", str(tmp_path / "t.png"))
+    trace(labs("inbound-127-0-0-6"), "client", "web:80", "--png", str(tmp_path / "t.png"))
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
