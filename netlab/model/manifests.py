@@ -2,8 +2,9 @@
 
 The mapping, documented for users in the README:
 - Namespace: its labels; `istio.io/rev: 1-10` gives its pods a sidecar of Istio 1.10, `istio-injection: enabled`
-  one of the default version (--istio), `istio-injection: disabled` none. A pod's own `istio.io/rev` label wins,
-  `sidecar.istio.io/inject: "false"` (annotation or label) opts it out, as Istio's injector decides.
+  one of the default version (--istio), `istio-injection: disabled` none. A pod's own `istio.io/rev` label counts
+  where its namespace has neither label; `sidecar.istio.io/inject: "false"` (annotation or label) opts it out, as
+  Istio's injection webhooks decide.
 - Pod, Deployment, ReplicaSet (`replicas`): labels, serviceAccountName, nodeName; Istio's sidecar annotations
   (`sidecar.istio.io/interceptionMode`, `traffic.sidecar.istio.io/{include,exclude}{Inbound,Outbound}Ports`,
   `...{include,exclude}OutboundIPRanges`) become the sidecar's istio-iptables flags.
@@ -171,15 +172,16 @@ class _Importer:
 
     def sidecar(self, namespace: str, labels: dict[str, str], annotations: dict[str, str],
                 where: str) -> dict[str, Any] | None:
-        """Istio's injector: the namespace's istio-injection label first, then the pod's or the namespace's
-        istio.io/rev; sidecar.istio.io/inject "false" opts a pod out."""
+        """Istio's injection webhooks (istio-discovery's mutatingwebhook.yaml, the same since 1.9): the namespace's
+        istio-injection label first (enabled: the default revision), then its istio.io/rev; the pod's own
+        istio.io/rev only where the namespace has neither; sidecar.istio.io/inject "false" opts a pod out."""
         ns = self.namespace_labels.get(namespace, {})
         if "false" in (annotations.get("sidecar.istio.io/inject"), labels.get("sidecar.istio.io/inject")):
             return None
         injection = ns.get("istio-injection")
         if injection == "disabled":
             return None
-        rev = labels.get("istio.io/rev") or ns.get("istio.io/rev")
+        rev = ns.get("istio.io/rev") or (labels.get("istio.io/rev") if injection is None else None)
         if injection == "enabled" or (rev is None and labels.get("sidecar.istio.io/inject") == "true"):
             version = self.istio
         elif rev is not None:

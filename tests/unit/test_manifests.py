@@ -61,13 +61,15 @@ def test_the_injectors_choice() -> None:
                                                                                "istio.io/rev": "1-10"}),
         pod("a", "on"), pod("b", "off"), pod("c", labels={"istio.io/rev": "1-12"}),
         pod("d", "on", annotations={"sidecar.istio.io/inject": "false"}),
-        pod("e", labels={"istio.io/rev": "canary"}),
+        pod("e", labels={"istio.io/rev": "canary"}), pod("g", "pinned", labels={"istio.io/rev": "1-12"}),
+        namespace("pinned", **{"istio.io/rev": "1-10"}),
         pod("f", labels={"istio.io/rev": "1-10"}, annotations={
             "sidecar.istio.io/interceptionMode": "TPROXY", "traffic.sidecar.istio.io/excludeInboundPorts": "9090"}),
         istio="1.22")
     pods = imported.scenario["pods"]
     assert pods["on/a"]["sidecar"] == {"istio": "1.22"} and "sidecar" not in pods["off/b"]
     assert pods["c"]["sidecar"] == {"istio": "1.12"} and "sidecar" not in pods["on/d"]
+    assert pods["pinned/g"]["sidecar"] == {"istio": "1.10"}  # the namespace's revision: its webhook matches first
     assert [str(p) for p in imported.problems] == ["Pod default/e: istio.io/rev 'canary' does not name an Istio "
                                                    "version; netlab reads revisions named like istioctl's "
                                                    "--revision 1-10 (Istio 1.10)"]
