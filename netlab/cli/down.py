@@ -23,8 +23,7 @@ def down(labs: tuple[str, ...]) -> None:
             problems = teardown.down(lab)
             for problem in problems:
                 err.print(f"[yellow]warning:[/] {problem}")
-            if state is None:
-                out.print(f"lab {lab} was not up: nothing to remove")
+            if state is None:  # already gone: quiet, as before (idempotent)
                 continue
             kinds = Counter(m["kind"] for m in state.members.values())
             processes = sum(1 for e in state.undo if e["kind"] == "process")

@@ -23,15 +23,16 @@ from netlab.errors import UsageError
 def exec_(member: str, command: tuple[str, ...], lab: str | None, namespace: str | None) -> None:
     """Run COMMAND (default: a shell) in POD's network namespace, with the lab's names in /etc/hosts.
 
-    netlab's options go before POD; everything after POD is the command, best after `--`:
+    Everything after POD (and netlab's own --lab/-n) is the command, best after `--`:
     `netlab exec --lab LAB client -- ip -br addr`. A command that does not exist exits 127, as in a shell.
 
     POD is a pod (NS/POD or -n NS outside the default namespace), an external host or `_node`. Same as
     `ip netns exec netlab.LAB.POD CMD`, which bind-mounts the lab's hosts file so that pods, services and
     external hosts resolve by name.
     """
+    command, lab, namespace = _leading_options(command, lab, namespace)
     if command and command[0].startswith("-") and command[0] != "--":
-        raise UsageError(f"'{command[0]}' after POD: netlab's options go before POD, the command after `--`",
+        raise UsageError(f"'{command[0]}' is not an option of netlab exec: the command goes after `--`",
                          hint=f"netlab exec [--lab LAB] {member} -- CMD ARGS")
     if member in list_labs() and lab is None and command and command[0] != "--":
         raise UsageError(f"'{member}' is a lab, and POD comes first: name the lab with --lab",
@@ -42,3 +43,16 @@ def exec_(member: str, command: tuple[str, ...], lab: str | None, namespace: str
         click.echo(f"netlab exec: {argv[0]}: command not found", err=True)
         sys.exit(127)
     os.execvp("ip", ["ip", "netns", "exec", state.members[member]["netns"], *argv])
+
+
+def _leading_options(command: tuple[str, ...], lab: str | None,
+                     namespace: str | None) -> tuple[tuple[str, ...], str | None, str | None]:
+    """`exec POD --lab LAB -n NS -- CMD`: netlab's own options between POD and `--` still count."""
+    words = list(command)
+    while len(words) >= 2 and words[0] in ("--lab", "-l", "--namespace", "-n"):
+        if words[0] in ("--lab", "-l"):
+            lab = words[1]
+        else:
+            namespace = words[1]
+        del words[:2]
+    return tuple(words), lab, namespace
