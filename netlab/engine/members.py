@@ -59,13 +59,7 @@ def app_argv(state: LabState, member: str, app: App, version: str = "") -> list[
     argv = [sys.executable, "-m", "netlab.apps", app.kind, "--listen", f"{host}:{app.listen.port}",
             "--reply", app.reply, "--peers", peers, "--uid", str(app.uid), "--gid", str(app.gid)]
     if app.kind == "http":
-        argv += ["--name", member, "--version", version]
-        if app.fail is not None:
-            argv += ["--fail-status", str(app.fail.status), "--fail-share", str(app.fail.share)]
-        if app.delay is not None:
-            argv += ["--delay-ms", str(app.delay.ms), "--delay-share", str(app.delay.share)]
-        for target in app.calls:
-            argv += ["--call", target]
+        argv += ["--name", member, "--version", version, *app.behaviour_args()]
         if app.calls:
             hosts = os.path.join(HOSTS_ROOT, state.members[member]["netns"], "hosts")
             argv += ["--call-timeout", str(app.call_timeout), "--hosts", hosts]

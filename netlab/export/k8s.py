@@ -241,14 +241,8 @@ class _Exporter:
         argv = ["python3", "-m", "netlab.apps", app.kind, "--listen", f"{host}:{app.listen.port}", "--reply", app.reply,
                 "--peers", PEERS]
         if app.kind == "http":
-            argv += ["--name", "$POD_NAME"]
+            argv += ["--name", "$POD_NAME", *app.behaviour_args()]
             env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
-            if app.fail is not None:
-                argv += ["--fail-status", str(app.fail.status), "--fail-share", str(app.fail.share)]
-            if app.delay is not None:
-                argv += ["--delay-ms", str(app.delay.ms), "--delay-share", str(app.delay.share)]
-            for call in app.calls:
-                argv += ["--call", call]
         install = "pip install -q --no-cache-dir httptools && " if app.kind == "http" else ""
         words = [f'"{a}"' if "$" in a else shlex.quote(a) for a in argv]  # $POD_IP and $POD_NAME: the shell's
         return {**base, "env": env, "command": ["sh", "-c", install + "exec " + " ".join(words)],

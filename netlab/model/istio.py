@@ -29,6 +29,16 @@ HOST_PROBLEM = "'{}' is not a host name (e.g. api.example.com or *.example.com)"
 Host = Annotated[str, matching(HOST, HOST_PROBLEM)]
 
 
+def check_namespaced_host(entry: str, namespace: str, host: str, specials: tuple[str, ...]) -> None:
+    """NAMESPACE/HOST of a Sidecar's egress or a Gateway server's hosts: a namespace (or one of `specials`), a
+    host name."""
+    if namespace not in specials and not NAMESPACE_NAME.fullmatch(namespace):
+        shown = ", ".join(f"'{s}'" for s in specials if s)
+        raise ValueError(f"'{entry}': '{namespace}' is not a namespace, {shown}")
+    if not HOST.fullmatch(host):
+        raise ValueError(HOST_PROBLEM.format(host))
+
+
 class ObjectMeta(Strict):
     name: Annotated[str, matching(RESOURCE_NAME, "'{}' is not a resource name (lower case a-z, 0-9, '-' and '.')")]
     namespace: Annotated[str, matching(NAMESPACE_NAME, "'{}' is not a namespace name (a DNS label)")] = "default"
@@ -150,10 +160,7 @@ class EgressListener(Strict):
             if not sep or not namespace or not name:
                 raise ValueError(f"'{host}' is not NAMESPACE/HOST (e.g. ./*, istio-system/*, "
                                  "default/reviews.default.svc.cluster.local)")
-            if namespace not in (".", "*", "~") and not NAMESPACE_NAME.fullmatch(namespace):
-                raise ValueError(f"'{host}': '{namespace}' is not a namespace, '.', '*' or '~'")
-            if not HOST.fullmatch(name):
-                raise ValueError(HOST_PROBLEM.format(name))
+            check_namespaced_host(host, namespace, name, (".", "*", "~"))
         return value
 
 
@@ -399,10 +406,7 @@ class GatewayServer(Strict):
     def _hosts(cls, value: list[str]) -> list[str]:
         for entry in value:
             namespace, _, host = entry.rpartition("/")
-            if namespace not in ("", "*", ".") and not NAMESPACE_NAME.fullmatch(namespace):
-                raise ValueError(f"'{entry}': '{namespace}' is not a namespace (NAMESPACE/HOST, '.' or '*')")
-            if not HOST.fullmatch(host):
-                raise ValueError(HOST_PROBLEM.format(host))
+            check_namespaced_host(entry, namespace, host, ("", ".", "*"))
         return value
 
 

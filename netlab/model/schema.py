@@ -135,6 +135,17 @@ class App(Strict):
                 raise ValueError(f"kind '{self.kind}' needs 'listen: ADDR:PORT', e.g. 0.0.0.0:8080")
         return self
 
+    def behaviour_args(self) -> list[str]:
+        """An http app's misbehaviour and calls, as `python -m netlab.apps http` takes them."""
+        args = []
+        if self.fail is not None:
+            args += ["--fail-status", str(self.fail.status), "--fail-share", str(self.fail.share)]
+        if self.delay is not None:
+            args += ["--delay-ms", str(self.delay.ms), "--delay-share", str(self.delay.share)]
+        for target in self.calls:
+            args += ["--call", target]
+        return args
+
 
 class RuleEdit(Strict):
     """An experiment: change istio-init's rules before the sidecar starts (positions are 1-based)."""
