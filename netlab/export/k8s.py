@@ -16,7 +16,8 @@ What each part becomes:
   table and exit code; checks with no cluster form (iptables counters, conntrack, access-log fields) are listed
   as skipped there.
 Refused, each with its place: rule edits, istio-iptables environment, other istio-iptables flags, external hosts,
-gateways shorthand and multi-node placement (a cluster has its own nodes and gateway), inbound_passthrough false.
+gateways shorthand and multi-node placement (a cluster has its own nodes and gateway), link impairments,
+inbound_passthrough false.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class _Exporter:
         self.namespace_of: dict[str, str] = {}  # pods: entry -> its namespace in the cluster
         self.services: dict[str, tuple[str, str]] = {}  # services: entry -> (namespace, name) in the cluster
         self.extra_labels: dict[str, dict[str, str]] = {}  # pods: entry -> labels the export adds
+        self.namespace_rev: dict[str, str] = {}  # namespaces whose sidecars share one revision -> it
 
     def problem(self, path: str, message: str) -> None:
         self.out.problems.append(Problem(path, message))
@@ -87,7 +89,8 @@ class _Exporter:
         s = self.s
         for section, what in (("external", "external hosts (a cluster reaches the Internet, not TEST-NET)"),
                               ("gateways", "the gateways shorthand (istioctl installs istio-ingressgateway)"),
-                              ("nodes", "nodes (a cluster has its own; pods are placed by its scheduler)")):
+                              ("nodes", "nodes (a cluster has its own; pods are placed by its scheduler)"),
+                              ("links", "link impairments (tc on a pod's eth0 needs NET_ADMIN in the pod)")):
             if getattr(s, section):
                 self.problem(section, f"{what}: no manifest form; export a scenario without them")
         self.place()
@@ -141,8 +144,8 @@ class _Exporter:
         for pod in self.pods:
             ns = self.namespace_of[pod.spec_key]
             by_ns.setdefault(ns, set()).add(pod.spec.sidecar.istio if pod.spec.sidecar else None)
-        self.namespace_rev = {ns: revision(next(iter(v))) for ns, v in by_ns.items()  # type: ignore[arg-type]
-                              if len(v) == 1 and None not in v}
+        self.namespace_rev = {ns: revision(version) for ns, versions in by_ns.items()
+                              if len(versions) == 1 and (version := next(iter(versions))) is not None}
         names = {*by_ns, *(ns for ns, _ in self.services.values()), *self.s.namespaces} - {DEFAULT_NAMESPACE}
         if DEFAULT_NAMESPACE in self.namespace_rev:  # it exists in every cluster: apply adds the label
             names.add(DEFAULT_NAMESPACE)
@@ -268,11 +271,10 @@ class _Exporter:
             svc = ref.spec
             selector = svc.selector if isinstance(svc.selector, dict) else {"netlab.io/pod": svc.selector}
             ports = []
-            for i, p in enumerate(svc.service_ports()):
-                port: dict[str, Any] = {"name": p.name or f"port-{i}" if len(svc.service_ports()) > 1 else p.name,
-                                        "port": p.port, "targetPort": p.backend_port, "protocol": "TCP"}
-                if port["name"] is None:
-                    del port["name"]
+            for p in svc.service_ports():  # several ports always have names (the scenario's rule, Kubernetes')
+                port: dict[str, Any] = {"port": p.port, "targetPort": p.backend_port, "protocol": "TCP"}
+                if p.name:
+                    port["name"] = p.name
                 if p.app_protocol:
                     port["appProtocol"] = p.app_protocol
                 if p.node_port:
