@@ -80,16 +80,24 @@ def sidecars(state: LabState, processes: list[dict[str, Any]]) -> dict[str, dict
     return found
 
 
+WIDE = 120  # columns the status table needs with its netns column
+
+
 def print_lab(state: LabState) -> None:
     info = describe(state)
+    narrow = out.width < WIDE  # the netns column goes; its names follow one rule, which the caption gives
+    netns = f"netlab.{state.lab}.MEMBER (NAMESPACE/POD: netlab.{state.lab}.POD.NAMESPACE)" if narrow else "NETNS"
     table = Table(title=f"lab {state.lab} ({info['status']})", title_justify="left",
-                  caption="ip netns exec NETNS CMD  ·  nsenter -t PID -n CMD", caption_justify="left")
-    # Names and PIDs are what users copy into `ip netns exec` and `nsenter -t`: never shorten them.
+                  caption=f"ip netns exec {netns} CMD  ·  nsenter -t PID -n CMD", caption_justify="left")
+    # Names and PIDs are what users copy into `ip netns exec` and `nsenter -t`: never shorten them (a long name
+    # folds onto the next line in a narrow terminal; an address or a PID stays whole).
     multi_node = len(info["nodes"]) > 1
-    columns = ("member", "kind", "IP", "node", "netns", "PID") if multi_node else ("member", "kind", "IP", "netns",
-                                                                                   "PID")
-    for column in columns:
-        table.add_column(column, no_wrap=True)
+    table.add_column("member", overflow="fold")
+    for column in ("kind", "IP", *(("node",) if multi_node else ())):
+        table.add_column(column, no_wrap=True, min_width=15 if column == "IP" else None)
+    if not narrow:
+        table.add_column("netns", overflow="fold")
+    table.add_column("PID", no_wrap=True)
     table.add_column("processes", overflow="fold")
     node_of = {pod: node for node, n in info["nodes"].items() for pod in n["pods"]}
     for name, m in info["members"].items():
@@ -97,28 +105,29 @@ def print_lab(state: LabState) -> None:
                           for p in info["processes"] if p["member"] == name)
         pid = str(m["pid"]) + ("" if m["alive"] else " (gone)")
         where = [node_of.get(name, "")] if multi_node else []
-        table.add_row(name, m["kind"], m["ip"] or "", *where, m["netns"], pid, procs)
+        table.add_row(name, m["kind"], m["ip"] or "", *where, *([] if narrow else [m["netns"]]), pid, procs)
     out.print(table)
     if multi_node:
         for name, node in info["nodes"].items():
-            out.print(f"node {name}: {node['ip']}, pods {node['pod_cidr']}: {', '.join(node['pods']) or '(none)'}")
+            out.print(f"node {name}: {node['ip']}, pods {node['pod_cidr']}: {', '.join(node['pods']) or '(none)'}",
+                      soft_wrap=True)
     for name, svc in info["services"].items():
         for port in svc["ports"]:
             targets = ", ".join(f"{pod}:{port['target_port']}" for pod in svc["endpoints"]) or "(no endpoints)"
             node_port = (f"; NodePort {port['node_port']} on every node (externalTrafficPolicy "
                          f"{svc.get('externalTrafficPolicy', 'Cluster')})" if port.get("node_port") else "")
-            out.print(f"service {name}: {svc['ip']}:{port['port']} -> {targets}{node_port}")
+            out.print(f"service {name}: {svc['ip']}:{port['port']} -> {targets}{node_port}", soft_wrap=True)
     for name, listen in info["apps"].items():
-        out.print(f"app {name}: {listen}")
+        out.print(f"app {name}: {listen}", soft_wrap=True)
     for name, m in info["members"].items():
         if m.get("impairment"):
-            out.print(f"link {name} eth0: {m['impairment']}")
+            out.print(f"link {name} eth0: {m['impairment']}", soft_wrap=True)
     for name, sidecar in info["sidecars"].items():
         version = f"config v{sidecar['config_version']}" if sidecar["config_version"] is not None else "config ?"
         out.print(f"sidecar {name}: Istio {sidecar['istio']} {sidecar['interception']}, iptables {sidecar['iptables']}"
-                  f", {version} {sidecar['status']}")
+                  f", {version} {sidecar['status']}", soft_wrap=True)
     if info["istio_resources"]:
-        out.print(f"istio resources: {', '.join(info['istio_resources'])}")
+        out.print(f"istio resources: {', '.join(info['istio_resources'])}", soft_wrap=True)
 
 
 @app.command()
