@@ -46,7 +46,8 @@ def pod_instances(scenario: Scenario) -> list[PodInstance]:
     for key, pod in scenario.pods.items():
         namespace, workload = split_key(key, pod.namespace)
         names = [workload] if pod.replicas == 1 else [f"{workload}-{i}" for i in range(pod.replicas)]
-        found += [PodInstance(member_key(namespace, n), n, namespace, workload, key, pod) for n in names]
+        found += [PodInstance(member_key(namespace, n), n, namespace, pod.deployment or workload, key, pod)
+                  for n in names]
     return found
 
 

@@ -285,7 +285,7 @@ class IngressGateway(Strict):
     def expand(self, name: str) -> tuple[str, Pod, Service]:
         """(pod name, pod, service): its pod is NAME-0, as the first pod of its Deployment."""
         selector = {"app": name, "istio": "ingressgateway"}
-        pod = Pod(namespace=self.namespace, labels={**selector, **self.labels}, node=self.node,
+        pod = Pod(namespace=self.namespace, labels={**selector, **self.labels}, node=self.node, deployment=name,
                   service_account=f"{name}-service-account", sidecar=Sidecar(istio=self.istio, mode="router"))
         ports = [ServicePort(name=n, port=port, target_port=target, node_port=self.node_ports.get(n))
                  for n, port, target in (("status-port", 15021, 15021), ("http2", 80, 8080), ("https", 443, 8443))]
@@ -330,9 +330,17 @@ class Pod(Strict):
     labels: Labels
     service_account: str = Field("default", alias="serviceAccount")
     replicas: int = Field(1, ge=1, le=MAX_REPLICAS, strict=True)
+    deployment: str | None = Field(None, description="the Deployment a single pod belongs to, for its workload "
+                                                     "name in metrics (default: the pods: key)")
     node: str | None = Field(None, description="the node it runs on (default: spread over the nodes in turn)")
     sidecar: Sidecar | None = None
     app: App | None = None
+
+    @model_validator(mode="after")
+    def _one_deployment(self) -> Pod:
+        if self.deployment is not None and self.replicas > 1:
+            raise ValueError("'deployment' names the Deployment of a single pod; with replicas the pods: key is it")
+        return self
 
     @field_validator("service_account")
     @classmethod

@@ -121,7 +121,7 @@ def test_a_schema_problem_does_not_hide_the_cross_reference_problems() -> None:
     ({"a": {"lables": {}}}, "pods.a.lables: unknown key 'lables' (unknown keys are errors); did you mean 'labels'?"),
     ({"a": {"sidecar": {"interceptoin": "TPROXY"}}}, "did you mean 'interception'?"),
     ({"a": {"mode": "router"}}, "'mode' is a key of sidecar: sidecar: {mode: ...}"),
-    ({"a": {"zzz": 1}}, "known keys here: namespace, labels, serviceAccount, replicas, node, sidecar, app"),
+    ({"a": {"zzz": 1}}, "known keys here: namespace, labels, serviceAccount, replicas, deployment, node, sidecar, app"),
 ])
 def test_an_unknown_key_gets_a_suggestion(pods: dict, wanted: str) -> None:
     [problem] = problems(minimal(pods=pods))
