@@ -35,8 +35,9 @@ async def pong(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, args:
     _log_peer(args.peers, writer)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(reader.readline(), READ_PAUSE)
-    writer.write(args.reply.encode() + b"\n")
-    await writer.drain()
+    if args.reply:  # an empty reply answers nothing, as a netcat server with nothing to send
+        writer.write(args.reply.encode() + b"\n")
+        await writer.drain()
     writer.close()
 
 

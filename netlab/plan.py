@@ -160,7 +160,10 @@ class LabPlan(Frozen):
         by name; services by NAME.NS, NAME.NS.svc and NAME.NS.svc.cluster.local, and by NAME in their own
         namespace (the search domains of a Kubernetes pod); external hosts by name."""
         lines = ["127.0.0.1\tlocalhost"]
-        lines += [f"{p.ip}\t{p.name}" for p in self.pods.values() if p.namespace == namespace]
+        # A service of the same name wins, as in Kubernetes DNS (where a pod has no name of its own).
+        own_services = {s.name for s in self.services.values() if s.namespace == namespace}
+        lines += [f"{p.ip}\t{p.name}" for p in self.pods.values() if p.namespace == namespace
+                  and p.name not in own_services]
         for s in self.services.values():
             names = [s.fqdn, f"{s.name}.{s.namespace}.svc", f"{s.name}.{s.namespace}"]
             if s.namespace == namespace:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from netlab.cli.app import app
-from netlab.cli.common import err, out, pick_running_lab, print_json
+from netlab.cli.common import err, lab_flag_option, one_lab, out, pick_running_lab, print_json
 from netlab.engine.state import LabState
 from netlab.errors import EXIT_CHECK_FAILED, EXIT_OK
 from netlab.model import Scenario, load_scenario
@@ -56,9 +56,10 @@ def check_and_report(state: LabState, scenario: Scenario, path: Path | str, as_j
 @json_option
 @junit_option
 @click.option("--quiet", "-q", is_flag=True, help="only the summary")
-def checks(lab: str | None, as_json: bool, junit: str | None, quiet: bool) -> int:
+@lab_flag_option
+def checks(lab: str | None, as_json: bool, junit: str | None, quiet: bool, lab_flag: str | None) -> int:
     """Run the checks of LAB (a lab that is up, e.g. after `netlab run --keep` or `netlab up`) again."""
-    state = pick_running_lab(lab)
+    state = pick_running_lab(one_lab(lab, lab_flag))
     model, path = load_scenario(state.scenario)
     with interrupts_as_keyboard_interrupt():
         return check_and_report(state, model, path, as_json, junit, quiet)

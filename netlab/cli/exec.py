@@ -24,7 +24,8 @@ def exec_(member: str, command: tuple[str, ...], lab: str | None, namespace: str
     """Run COMMAND (default: a shell) in POD's network namespace, with the lab's names in /etc/hosts.
 
     Everything after POD (and netlab's own --lab/-n) is the command, best after `--`:
-    `netlab exec --lab LAB client -- ip -br addr`. A command that does not exist exits 127, as in a shell.
+    `netlab exec --lab LAB client -- ip -br addr`, or `netlab exec LAB client -- ip -br addr`. A command that
+    does not exist exits 127, as in a shell.
 
     POD is a pod (NS/POD or -n NS outside the default namespace), an external host or `_node`. Same as
     `ip netns exec netlab.LAB.POD CMD`, which bind-mounts the lab's hosts file so that pods, services and
@@ -34,9 +35,8 @@ def exec_(member: str, command: tuple[str, ...], lab: str | None, namespace: str
     if command and command[0].startswith("-") and command[0] != "--":
         raise UsageError(f"'{command[0]}' is not an option of netlab exec: the command goes after `--`",
                          hint=f"netlab exec [--lab LAB] {member} -- CMD ARGS")
-    if member in list_labs() and lab is None and command and command[0] != "--":
-        raise UsageError(f"'{member}' is a lab, and POD comes first: name the lab with --lab",
-                         hint=f"netlab exec --lab {member} {command[0]} -- CMD ARGS")
+    if member in list_labs() and lab is None and command and command[0] != "--":  # exec LAB POD -- CMD
+        lab, member, command = member, command[0], command[1:]
     state, member, _ = pick_pod(lab, member, namespace)  # an unknown member or a namespace that is gone: an error
     argv = list(command[1:] if command[:1] == ("--",) else command) or [os.environ.get("SHELL", "/bin/sh")]
     if shutil.which(argv[0]) is None:  # as a shell says it, with its exit code

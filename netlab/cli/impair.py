@@ -41,6 +41,9 @@ def impair(names: tuple[str, ...], lab: str | None, namespace: str | None, delay
     if len(names) == 2:
         lab = names[0]
     state, member, netns = pick_pod(lab, names[-1], namespace)
+    if state.members[member]["kind"] not in ("pod", "external"):
+        raise UsageError(f"{member} is a {state.members[member]['kind']}: impair a pod's or an external host's link",
+                         hint="`netlab status` lists the pods and external hosts")
     tc.apply(netns, impairment, member)
     state.members[member]["impairment"] = None if impairment.empty else impairment.describe()
     state.save()

@@ -36,13 +36,15 @@ def logs(member: str, lab: str | None, namespace: str | None, which: str | None,
     which = which or ("proxy" if sidecar else "app")
     if which == "proxy":
         if not sidecar:
-            raise UsageError(f"{member} has no sidecar: no access log", hint=f"netlab logs --app {member}")
+            raise UsageError(f"{member} has no sidecar: no access log",
+                             hint=f"netlab logs --lab {state.lab} --app {member}")
         path = sidecar["access_log"]
     else:
         path = state.member_file("logs", member, "app.log")
         if not os.path.exists(path):
             raise UsageError(f"{member} runs no app netlab started: no app log",
-                             hint=f"netlab logs --proxy {member}" if sidecar else "`netlab status` lists the apps")
+                             hint=f"netlab logs --lab {state.lab} --proxy {member}" if sidecar
+                             else "`netlab status` lists the apps")
     with interrupts_as_keyboard_interrupt():
         try:
             _print(path, member, explain, follow)

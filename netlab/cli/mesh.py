@@ -10,7 +10,16 @@ from pathlib import Path
 import click
 
 from netlab.cli.app import app
-from netlab.cli.common import lab_option, namespace_option, out, pick_pod, pick_running_lab, print_json
+from netlab.cli.common import (
+    lab_flag_option,
+    lab_option,
+    namespace_option,
+    one_lab,
+    out,
+    pick_pod,
+    pick_running_lab,
+    print_json,
+)
 from netlab.engine.mesh import applied, certs_dir, config_dump, deleted, proxies, push, resources_of, stats_text
 from netlab.engine.state import LabState
 from netlab.errors import UsageError
@@ -55,11 +64,12 @@ def columns(header: list[str], rows: list[list[str]]) -> str:
 
 @app.command()
 @click.argument("args", nargs=-1, required=True, metavar="[LAB] FILE")
-def apply(args: tuple[str, ...]) -> None:
+@lab_flag_option
+def apply(args: tuple[str, ...], lab_flag: str | None) -> None:
     """Add or replace the Istio resources of FILE in a lab that is up, as `kubectl apply -f FILE` would: the
     control plane recomputes every sidecar's configuration and each proxy reloads it; open connections stay.
     Invalid resources are refused before anything changes."""
-    state, path = _lab_and_file(args)
+    state, path = _lab_and_file(args, lab_flag)
     changes = load_resources(path)
     current = resources_of(state)
     version = push(state, applied(current, changes))
@@ -71,9 +81,10 @@ def apply(args: tuple[str, ...]) -> None:
 
 @app.command()
 @click.argument("args", nargs=-1, required=True, metavar="[LAB] FILE")
-def delete(args: tuple[str, ...]) -> None:
+@lab_flag_option
+def delete(args: tuple[str, ...], lab_flag: str | None) -> None:
     """Remove the Istio resources of FILE from a lab that is up, as `kubectl delete -f FILE` would."""
-    state, path = _lab_and_file(args)
+    state, path = _lab_and_file(args, lab_flag)
     removals = load_resources(path)
     remaining, missing = deleted(resources_of(state), removals)
     if missing:
@@ -84,12 +95,12 @@ def delete(args: tuple[str, ...]) -> None:
     out.print(f"pushed config version {version} to every sidecar of {state.lab} (SYNCED)")
 
 
-def _lab_and_file(args: tuple[str, ...]) -> tuple[LabState, Path]:
-    """[LAB] FILE: the lab may be left out when only one is up."""
+def _lab_and_file(args: tuple[str, ...], lab_flag: str | None) -> tuple[LabState, Path]:
+    """[LAB] FILE (or --lab LAB FILE): the lab may be left out when only one is up."""
     if len(args) > 2:
         raise UsageError(f"too many arguments: {' '.join(args)}", hint="netlab apply [LAB] FILE")
     lab, file = (None, args[0]) if len(args) == 1 else args
-    state = pick_running_lab(lab)
+    state = pick_running_lab(one_lab(lab, lab_flag))
     path = Path(file)
     if not path.is_file():
         raise UsageError(f"no file {file}", hint="give a YAML file of Istio resources, as for `kubectl apply -f`")
@@ -102,11 +113,12 @@ def _lab_and_file(args: tuple[str, ...]) -> tuple[LabState, Path]:
 @click.option("--svg", metavar="FILE", type=click.Path(dir_okay=False), help="write the graph as SVG")
 @click.option("--png", metavar="FILE", type=click.Path(dir_okay=False),
               help="the same graph as PNG (needs rsvg-convert: apt-get install librsvg2-bin)")
-def graph(lab: str | None, as_json: bool, svg: str | None, png: str | None) -> None:
+@lab_flag_option
+def graph(lab: str | None, as_json: bool, svg: str | None, png: str | None, lab_flag: str | None) -> None:
     """The service graph Kiali would draw, from every sidecar's Istio metrics (15090 /stats/prometheus): who
     called which service, which workload answered, how many requests or connections, how many failed. Run it
     again after `netlab apply` to see the routing change."""
-    state = pick_running_lab(lab)
+    state = pick_running_lab(one_lab(lab, lab_flag))
     texts = [stats_text(state, member) for member, entry in sorted(proxies(state).items())
              if is_same_process(entry["pid"], entry["started"])]
     found = build_graph(texts)

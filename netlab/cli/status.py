@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from netlab.cli.app import app
-from netlab.cli.common import out, pick_pod, print_json
+from netlab.cli.common import lab_flag_option, one_lab, out, pick_pod, print_json
 from netlab.engine.mesh import proxy_status
 from netlab.engine.state import LabState, list_labs, load_state
 from netlab.errors import UsageError
@@ -134,8 +134,10 @@ def print_lab(state: LabState) -> None:
 @click.argument("lab", required=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--pid", "pid_of", metavar="POD", help="print only the PID of POD (for nsenter -t PID -n)")
-def status(lab: str | None, as_json: bool, pid_of: str | None) -> None:
+@lab_flag_option
+def status(lab: str | None, as_json: bool, pid_of: str | None, lab_flag: str | None) -> None:
     """Show the labs that are up (or one LAB): members, addresses, PIDs, processes, services."""
+    lab = one_lab(lab, lab_flag)
     if pid_of is not None:
         state, member, _ = pick_pod(lab, pid_of)  # a clear error for an unknown pod
         click.echo(state.members[member]["pid"])

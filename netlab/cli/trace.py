@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from netlab.cli.app import app
-from netlab.cli.common import pick_running_lab, print_json
+from netlab.cli.common import lab_flag_option, one_lab, pick_running_lab, print_json
 from netlab.errors import UsageError
 from netlab.hostport import is_ipv4, split_host_port
 from netlab.model.base import DEFAULT_NAMESPACE
@@ -46,13 +46,14 @@ def unescape(text: str) -> bytes:
 @click.option("--capture", "capture_dir", metavar="DIR", type=click.Path(file_okay=False),
               help="keep a pcap of lo and eth0 of each pod on the path in DIR")
 @click.option("--evidence/--no-evidence", default=True, help="show the observation behind each step")
+@lab_flag_option
 def trace(lab: str | None, source: str, to: str, send: str | None, http_path: str | None,
-          headers: tuple[str, ...], timeout: float,
-          as_json: bool, svg: str | None, png: str | None, capture_dir: str | None, evidence: bool) -> None:
+          headers: tuple[str, ...], timeout: float, as_json: bool, svg: str | None, png: str | None,
+          capture_dir: str | None, evidence: bool, lab_flag: str | None) -> None:
     """Run one probe from POD to NAME:PORT and show its path: every namespace, interface, nat chain and rule that
     counted it, the address and port rewrites (service DNAT, REDIRECT to 15006/15001, masquerade), the proxies'
     hops with cluster and upstream address, and the app that accepted. Steps nothing recorded are marked."""
-    state = pick_running_lab(lab)
+    state = pick_running_lab(one_lab(lab, lab_flag))
     facts = lab_facts(state.lab_plan(), state.members)
     try:
         source = facts.pod(source)  # a pod, or an external host (a client outside the cluster)
@@ -70,7 +71,7 @@ def trace(lab: str | None, source: str, to: str, send: str | None, http_path: st
         raise UsageError("--header goes with --http PATH", hint="e.g. --http / -H 'host: www.example'")
     if send is None and http_path is None and _speaks_http(facts, to, source):
         http_path = "/"  # an HTTP app (or a gateway) would end a bare ping as "closed, no data"
-    sent = f"GET {http_path} (HTTP)" if http_path is not None else repr(unescape(send or "ping"))
+    sent = f"GET {http_path} (HTTP)" if http_path is not None else repr(unescape(send or "ping").decode("latin-1"))
     if http_path is not None:
         fields = {}
         for header in headers:

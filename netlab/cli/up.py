@@ -85,5 +85,5 @@ def up(scenario: str, lab_name: str | None, iptables: str | None, quiet: bool, o
         state = build.up(model, source.path, lab_name, progress=step, scenario_text=source.text)
     print_lab(state)
     warn_backend(state)
-    out.print("\nexplore: [bold]netlab exec POD -- CMD[/] or [bold]nsenter -t PID -n CMD[/]")
+    out.print(f"\nexplore: [bold]netlab exec {state.lab} POD -- CMD[/] or [bold]nsenter -t PID -n CMD[/]")
     out.print(f"remove:  [bold]netlab down {state.lab}[/]")

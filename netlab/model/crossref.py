@@ -67,7 +67,6 @@ def _pod_problems(scenario: Scenario) -> list[Problem]:
 def _service_problems(scenario: Scenario) -> list[Problem]:
     problems = []
     pods = pod_instances(scenario)
-    pod_keys = {p.key for p in pods}
     seen: dict[tuple[str, str], str] = {}
     for ref in service_refs(scenario):
         path = f"services.{ref.key}"
@@ -75,9 +74,10 @@ def _service_problems(scenario: Scenario) -> list[Problem]:
             problems.append(Problem(path, f"service '{ref.name}' in namespace '{ref.namespace}' is also "
                                     f"'{seen[ref.namespace, ref.name]}'"))
         seen.setdefault((ref.namespace, ref.name), ref.key)
-        member = ref.name if ref.namespace == DEFAULT_NAMESPACE else f"{ref.namespace}/{ref.name}"
-        if member in pod_keys or (ref.namespace == DEFAULT_NAMESPACE and ref.name in scenario.external):
-            problems.append(Problem(path, f"'{ref.name}' is already a pod or external host name"))
+        # A pod may share its service's name (Kubernetes names them apart); an external host may not: both are
+        # plain names in every /etc/hosts.
+        if ref.namespace == DEFAULT_NAMESPACE and ref.name in scenario.external:
+            problems.append(Problem(path, f"'{ref.name}' is already an external host name"))
         selector = ref.spec.selector
         if isinstance(selector, str):
             workloads = {p.workload: p for p in pods if p.namespace == ref.namespace}

@@ -110,7 +110,11 @@ def load_lab(name_or_path: str, overlay: str | None = None, checks: tuple[str, .
         overlay_doc = found[0]
     imported = import_manifests(documents, overlay_doc, list(checks), path.stem.lower(), istio, ignore_unsupported)
     if imported.problems:
-        raise ScenarioError(str(path), imported.problems)
+        problems = [Problem(p.path.replace("overlay", str(overlay), 1), p.message) if p.path.startswith("overlay.")
+                    else p for p in imported.problems]
+        raise ScenarioError(str(path), problems, "in the manifests",
+                            hint="fix the places above; `netlab validate FILE|DIR` checks manifests without touching "
+                                 "the kernel")
     text = yaml.safe_dump(imported.scenario, sort_keys=False)
     model = with_step_files(parse_scenario(imported.scenario, source=f"{path} (as a netlab scenario)"), path)
     return LabSource(model, path, text, imported.notes)

@@ -23,6 +23,7 @@ The mapping, documented for users in the README:
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -51,6 +52,71 @@ FLAG_ANNOTATIONS = {
     "traffic.sidecar.istio.io/excludeOutboundIPRanges": "-x",
     "traffic.sidecar.istio.io/includeOutboundPorts": "-q",
 }
+# The Kubernetes API's field names (core/v1 and apps/v1) at the places netlab reads, so that a misspelt key
+# (`replica:`, `typ: NodePort`, `port:` for `ports:`) is an error with a suggestion, not silently ignored.
+_OBJECT = ("apiVersion", "kind", "metadata", "spec", "status")
+_META = ("name", "namespace", "labels", "annotations", "generateName", "uid", "resourceVersion", "generation",
+         "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers",
+         "managedFields", "selfLink")
+_POD_SPEC = ("containers", "initContainers", "ephemeralContainers", "volumes", "nodeName", "nodeSelector",
+             "serviceAccountName", "serviceAccount", "automountServiceAccountToken", "restartPolicy",
+             "terminationGracePeriodSeconds", "activeDeadlineSeconds", "dnsPolicy", "dnsConfig", "hostNetwork",
+             "hostPID", "hostIPC", "shareProcessNamespace", "securityContext", "imagePullSecrets", "hostname",
+             "subdomain", "affinity", "schedulerName", "tolerations", "hostAliases", "priorityClassName", "priority",
+             "readinessGates", "runtimeClassName", "enableServiceLinks", "preemptionPolicy", "overhead",
+             "topologySpreadConstraints", "setHostnameAsFQDN", "os", "hostUsers", "schedulingGates",
+             "resourceClaims", "resources")
+_CONTAINER = ("name", "image", "command", "args", "workingDir", "ports", "envFrom", "env", "resources",
+              "resizePolicy", "restartPolicy", "volumeMounts", "volumeDevices", "livenessProbe", "readinessProbe",
+              "startupProbe", "lifecycle", "terminationMessagePath", "terminationMessagePolicy", "imagePullPolicy",
+              "securityContext", "stdin", "stdinOnce", "tty")
+_CONTAINER_PORT = ("name", "containerPort", "hostPort", "hostIP", "protocol")
+_WORKLOAD_SPEC = ("replicas", "selector", "template", "strategy", "minReadySeconds", "revisionHistoryLimit", "paused",
+                  "progressDeadlineSeconds")
+_SERVICE_SPEC = ("ports", "selector", "clusterIP", "clusterIPs", "type", "externalIPs", "sessionAffinity",
+                 "sessionAffinityConfig", "loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass",
+                 "externalName", "externalTrafficPolicy", "internalTrafficPolicy", "healthCheckNodePort",
+                 "publishNotReadyAddresses", "ipFamilies", "ipFamilyPolicy", "allocateLoadBalancerNodePorts",
+                 "trafficDistribution")
+_SERVICE_PORT = ("name", "protocol", "appProtocol", "port", "targetPort", "nodePort")
+KUBERNETES_KINDS = ("Namespace", "Pod", "Deployment", "ReplicaSet", "Service", "ServiceAccount")
+
+
+def _unknown_keys(value: object, known: tuple[str, ...], where: str) -> list[Problem]:
+    if not isinstance(value, dict):
+        return []
+    problems = []
+    for key in value:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append(Problem(f"{where}.{key}", f"unknown field (Kubernetes has no such key here){hint}"))
+    return problems
+
+
+def _spelling(doc: dict[str, Any], where: str) -> list[Problem]:
+    """Misspelt keys at the levels netlab reads (the API server would refuse them with strict validation)."""
+    kind = doc["kind"]
+    found = _unknown_keys(doc, _OBJECT, where) + _unknown_keys(doc.get("metadata"), _META, f"{where}: metadata")
+    spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+    if kind in ("Deployment", "ReplicaSet"):
+        found += _unknown_keys(spec, _WORKLOAD_SPEC, f"{where}: spec")
+        template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+        found += _unknown_keys(template.get("metadata"), _META, f"{where}: spec.template.metadata")
+        spec, where = template.get("spec") if isinstance(template.get("spec"), dict) else {}, f"{where}: spec.template"
+    if kind in WORKLOADS:
+        found += _unknown_keys(spec, _POD_SPEC, f"{where}: spec")
+        for i, container in enumerate(spec.get("containers") or []):
+            found += _unknown_keys(container, _CONTAINER, f"{where}: spec.containers.{i}")
+            for j, port in enumerate(container.get("ports") or [] if isinstance(container, dict) else []):
+                found += _unknown_keys(port, _CONTAINER_PORT, f"{where}: spec.containers.{i}.ports.{j}")
+    elif kind == "Service":
+        found += _unknown_keys(spec, _SERVICE_SPEC, f"{where}: spec")
+        for i, port in enumerate(spec.get("ports") or []):
+            found += _unknown_keys(port, _SERVICE_PORT, f"{where}: spec.ports.{i}")
+    return found
+
+
 _NETCAT = re.compile(r"\b(?:nc|ncat|netcat)\b(?P<args>[^|;&\n]*?\s-[a-z]*l[a-z]*\b[^|;&\n]*)")
 _ECHO = re.compile(r"""\becho\s+(?:-e\s+)?(['"]?)(?P<text>[^'"|]+?)\1\s*\|\s*(?:nc|ncat|netcat)\b""")
 _NGINX = re.compile(r"(^|/)nginx(-[\w.]+)?(:|@|$)")
@@ -108,6 +174,8 @@ class _Importer:
                 self.namespace(doc)
         for source, doc in docs:
             kind, api = doc["kind"], str(doc["apiVersion"])
+            if kind in KUBERNETES_KINDS:
+                self.out.problems += _spelling(doc, f"{source}: {_where(doc)}")
             if kind == "Namespace":
                 continue
             if kind in WORKLOADS and api in ("v1", "apps/v1"):
@@ -118,6 +186,8 @@ class _Importer:
                 continue
             elif api.startswith(ISTIO_GROUPS) and kind in KINDS:
                 self.out.scenario["istio"].append(doc)
+            elif close := difflib.get_close_matches(kind, (*KUBERNETES_KINDS, *KINDS), n=1, cutoff=0.75):
+                self.problem(f"{source}: {_where(doc)}", f"kind {kind}: did you mean {close[0]}?")
             elif self.ignore_unsupported:
                 self.out.notes.append(f"{source}: {_where(doc)} skipped: not modelled by netlab")
             else:
@@ -311,21 +381,33 @@ def container_app(container: dict[str, Any]) -> dict[str, Any] | None:
         if port is not None:
             host = "eth0" if "$(" in args or "`" in args else next(
                 (t for t in args.split() if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", t)), "0.0.0.0")
-            echo = _ECHO.search(script)
-            return {"kind": "pong", "listen": f"{host}:{port}", **({"reply": echo["text"].strip()} if echo else {})}
+            echo = _ECHO.search(script)  # what it sends; without an echo, nothing (the client sees the close)
+            return {"kind": "pong", "listen": f"{host}:{port}", "reply": echo["text"].strip() if echo else ""}
     if _NGINX.search(str(container.get("image", ""))):
         return {"kind": "http", "listen": f"0.0.0.0:{ports[0] if ports else 80}"}
     return None
 
 
+OUTCOMES = ("reply", "reset", "refused", "timeout", "closed")
+
+
 def parse_check(text: str) -> dict[str, Any]:
-    """--check 'FROM TO EXPECT': EXPECT is reply, reset, refused, timeout or closed, or the reply's text."""
+    """--check 'FROM TO EXPECT': EXPECT is reply, reset, refused, timeout or closed, reply=TEXT, or the reply's text
+    (a word that looks like a misspelt outcome is refused rather than taken as text)."""
     parts = text.split()
     if len(parts) < 3:
         raise ValueError(f"--check {text!r}: give FROM TO EXPECT, e.g. 'netcat-client lo.rev-1-9:8080 pong' or "
                          "'netcat-client eth0.rev-1-9:8080 reset'")
     source, to, expect = parts[0], parts[1], " ".join(parts[2:])
-    outcome = expect if expect in ("reply", "reset", "refused", "timeout", "closed") else {"reply": expect}
+    if expect.startswith("reply="):
+        outcome: Any = {"reply": expect.removeprefix("reply=")}
+    elif expect in OUTCOMES:
+        outcome = expect
+    elif " " not in expect and (close := difflib.get_close_matches(expect, OUTCOMES, n=1, cutoff=0.6)):
+        raise ValueError(f"--check {text!r}: '{expect}' is not an outcome; did you mean '{close[0]}'? (for a reply's "
+                         f"text, write reply={expect})")
+    else:
+        outcome = {"reply": expect}
     return {"from": source, "to": to, "send": "ping", "expect": outcome}
 
 

@@ -19,12 +19,11 @@ class Problem:
 class ScenarioError(UsageError):
     """An invalid scenario file: lists every problem found."""
 
-    def __init__(self, source: str, problems: list[Problem]) -> None:
+    def __init__(self, source: str, problems: list[Problem], what: str = "in the scenario",
+                 hint: str = "fix the keys above; `netlab validate FILE` checks a scenario without touching the "
+                             "kernel") -> None:
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(
-            f"{source}: {len(problems)} problem(s) in the scenario\n{lines}",
-            hint="fix the keys above; `netlab validate FILE` checks a scenario without touching the kernel",
-        )
+        super().__init__(f"{source}: {len(problems)} problem(s) {what}\n{lines}", hint=hint)
         self.problems = problems
 
 

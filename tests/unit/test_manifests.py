@@ -48,6 +48,8 @@ def test_two_revisions_of_netcat_servers_as_the_study_note_deploys_them() -> Non
     pods = imported.scenario["pods"]
     assert pods["rev-1-9/netcat-lo"]["sidecar"] == {"istio": "1.9"}
     assert pods["rev-1-9/netcat-lo"]["app"] == {"kind": "pong", "listen": "127.0.0.1:8080", "reply": "pong"}
+    assert container_app({"command": ["nc", "-l", "127.0.0.1", "8080"]}) == {  # sends nothing: the client sees EOF
+        "kind": "pong", "listen": "127.0.0.1:8080", "reply": ""}
     assert pods["rev-1-10/netcat-eth0"]["app"]["listen"] == "eth0:8080"
     assert "sidecar" not in pods["client"] and "app" not in pods["client"]
     assert any("client" in n and "a client" in n for n in imported.notes)
@@ -117,6 +119,25 @@ def test_netcat_forms(script: str, listen: str) -> None:
 def test_checks_and_revisions() -> None:
     assert parse_check("a b:80 reset") == {"from": "a", "to": "b:80", "send": "ping", "expect": "reset"}
     assert parse_check("a b:80 hello there")["expect"] == {"reply": "hello there"}
+    assert parse_check("a b:80 reply=reset")["expect"] == {"reply": "reset"}
+    with pytest.raises(ValueError, match="did you mean 'reply'"):
+        parse_check("a b:80 replied")
     with pytest.raises(ValueError, match="FROM TO EXPECT"):
         parse_check("a b:80")
     assert rev_version("1-10") == "1.10" and rev_version("1-22-3") == "1.22" and rev_version("stable") is None
+
+
+def test_misspelt_keys_and_kinds_are_errors_with_a_suggestion() -> None:
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                  "spec": {"replica": 2, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                      "containers": [{"name": "web", "image": "nginx", "port": [{"containerPort": 80}]}]}}}}
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+           "spec": {"typ": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "nodeport": 30080}]}}
+    typo = {"apiVersion": "v1", "kind": "Pods", "metadata": {"name": "p"}}
+    problems = [str(p) for p in run(deployment, svc, typo).problems]
+    assert "doc 1: Deployment default/web: spec.replica: unknown field (Kubernetes has no such key here); did you " \
+           "mean 'replicas'?" in problems
+    assert any("spec.template: spec.containers.0.port:" in p and "did you mean 'ports'?" in p for p in problems)
+    assert any("spec.typ:" in p and "'type'" in p for p in problems)
+    assert any("spec.ports.0.nodeport:" in p and "'nodePort'" in p for p in problems)
+    assert "doc 3: Pods default/p: kind Pods: did you mean Pod?" in problems

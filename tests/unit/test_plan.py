@@ -146,3 +146,12 @@ def test_node_problems_are_reported_with_their_paths() -> None:
     one_node = {k: v for k, v in MULTI.items() if k != "nodes"}
     with pytest.raises(ScenarioError, match="only multi-node labs have"):
         parse_scenario({**one_node, "pods": {"a": {}}, "services": {}})
+
+
+def test_a_pod_may_share_its_services_name_and_the_service_resolves() -> None:
+    server = {"labels": {"app": "server"}, "app": {"kind": "pong", "listen": "eth0:80"}}
+    plan = make_plan(parse_scenario({"name": "same", "pods": {"server": server},
+                                     "services": {"server": {"selector": {"app": "server"}, "port": 80}}}))
+    hosts = plan.hosts_file()
+    assert f"{plan.services['server'].ip}\tserver " in hosts and f"{plan.pods['server'].ip}\tserver" not in hosts
+    assert plan.names().host("server", "default") == ("service", "server")
