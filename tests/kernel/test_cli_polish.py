@@ -60,6 +60,15 @@ def test_status_trace_and_logs(lab: str) -> None:
     assert no_app.returncode == 2 and "runs no app" in no_app.stderr
 
 
+def test_every_verb_takes_lab_as_an_option(lab: str) -> None:
+    assert netlab("status", "--lab", lab).returncode == 0
+    assert netlab("checks", "--lab", lab, "-q").returncode == 0
+    assert netlab("graph", "--lab", lab).returncode == 0
+    assert netlab("trace", "--lab", lab, "--from", "client", "--to", "lo.rev-1-9:8080").returncode == 0
+    both = netlab("status", lab, "--lab", "other")
+    assert both.returncode == 2 and "two labs named" in both.stderr
+
+
 def test_rules_watch_prints_frames_into_a_pipe(lab: str) -> None:
     proc = subprocess.Popen([*NETLAB, "rules", "show", "--lab", lab, "eth0-1-10", "--watch", "--interval", "0.3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
