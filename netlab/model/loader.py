@@ -116,7 +116,9 @@ def load_lab(name_or_path: str, overlay: str | None = None, checks: tuple[str, .
                             hint="fix the places above; `netlab validate FILE|DIR` checks manifests without touching "
                                  "the kernel")
     text = yaml.safe_dump(imported.scenario, sort_keys=False)
-    model = with_step_files(parse_scenario(imported.scenario, source=f"{path} (as a netlab scenario)"), path)
+    # An apply/delete step that names a file: relative to the overlay that holds the checks.
+    anchor = Path(overlay) if overlay is not None else path / OVERLAY_FILE if path.is_dir() else path
+    model = with_step_files(parse_scenario(imported.scenario, source=f"{path} (as a netlab scenario)"), anchor)
     return LabSource(model, path, text, imported.notes)
 
 
