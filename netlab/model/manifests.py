@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from netlab.model.base import DEFAULT_NAMESPACE, LAB_NAME
 from netlab.model.istio import KINDS
@@ -80,6 +81,82 @@ _SERVICE_SPEC = ("ports", "selector", "clusterIP", "clusterIPs", "type", "extern
                  "trafficDistribution")
 _SERVICE_PORT = ("name", "protocol", "appProtocol", "port", "targetPort", "nodePort")
 KUBERNETES_KINDS = ("Namespace", "Pod", "Deployment", "ReplicaSet", "Service", "ServiceAccount")
+
+
+class _Shape(BaseModel):
+    """The types of the fields netlab reads (anything else is left to _spelling and to Kubernetes)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class _Meta(_Shape):
+    name: str | None = None
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class _ContainerPort(_Shape):
+    containerPort: int
+    name: str | None = None
+
+
+class _Container(_Shape):
+    name: str | None = None
+    image: str | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
+    ports: list[_ContainerPort] | None = None
+
+
+class _PodSpec(_Shape):
+    containers: list[_Container] | None = None
+    serviceAccountName: str | None = None
+    nodeName: str | None = None
+
+
+class _Template(_Shape):
+    metadata: _Meta | None = None
+    spec: _PodSpec | None = None
+
+
+class _WorkloadSpec(_Shape):
+    replicas: int | None = None
+    template: _Template | None = None
+
+
+class _ServicePort(_Shape):
+    port: int
+    targetPort: int | str | None = None
+    name: str | None = None
+    appProtocol: str | None = None
+    nodePort: int | None = None
+
+
+class _ServiceSpec(_Shape):
+    selector: dict[str, str] | None = None
+    ports: list[_ServicePort] | None = None
+    type: str | None = None
+    externalTrafficPolicy: str | None = None
+    clusterIP: str | None = None
+
+
+_SPECS: dict[str, type[_Shape]] = {"Pod": _PodSpec, "Deployment": _WorkloadSpec, "ReplicaSet": _WorkloadSpec,
+                                   "Service": _ServiceSpec}
+
+
+def _shape(doc: dict[str, Any], where: str) -> list[Problem]:
+    """Wrong types where netlab reads (a list for metadata, a string for ports): errors with their place."""
+    problems = []
+    for key, model in (("metadata", _Meta), ("spec", _SPECS.get(doc["kind"]))):
+        if model is None or doc.get(key) is None:
+            continue
+        try:
+            model.model_validate(doc[key])
+        except ValidationError as err:
+            problems += [Problem(".".join([f"{where}: {key}", *(str(p) for p in e["loc"])]),
+                                 re.sub(r" or instance of _\w+", "", e["msg"])) for e in err.errors()]
+    return problems
 
 
 def _unknown_keys(value: object, known: tuple[str, ...], where: str) -> list[Problem]:
@@ -140,7 +217,7 @@ def rev_version(rev: str) -> str | None:
 
 
 def _where(doc: dict[str, Any]) -> str:
-    meta = doc.get("metadata") or {}
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
     return f"{doc.get('kind')} {meta.get('namespace') or DEFAULT_NAMESPACE}/{meta.get('name', '?')}"
 
 
@@ -162,9 +239,14 @@ class _Importer:
     def run(self, documents: list[tuple[str, Any]]) -> Imported:
         docs = []
         for source, doc in documents:
-            if not is_manifest(doc):
+            if not is_manifest(doc) or not isinstance(doc["kind"], str):
                 self.problem(source, "not a Kubernetes object (apiVersion and kind are needed)")
                 continue
+            if doc["kind"] in KUBERNETES_KINDS:
+                shape = _shape(doc, f"{source}: {_where(doc)}")
+                if shape:
+                    self.out.problems += shape
+                    continue
             labels = (doc.get("metadata") or {}).get("labels") or {}
             if labels.get(MANAGED_BY[0]) == MANAGED_BY[1] and doc["kind"] != "Namespace":
                 continue  # netlab's own export: the apps' ConfigMap, the checks' Job

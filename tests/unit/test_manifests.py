@@ -3,12 +3,16 @@ what containers run, services, and the problems for what netlab does not model."
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netlab.model.loader import parse_scenario
 from netlab.model.manifests import container_app, import_manifests, parse_check, rev_version
+from netlab.model.problems import ScenarioError
 
 
 def namespace(name: str, **labels: str) -> dict[str, Any]:
@@ -141,3 +145,23 @@ def test_misspelt_keys_and_kinds_are_errors_with_a_suggestion() -> None:
     assert any("spec.typ:" in p and "'type'" in p for p in problems)
     assert any("spec.ports.0.nodeport:" in p and "'nodePort'" in p for p in problems)
     assert "doc 3: Pods default/p: kind Pods: did you mean Pod?" in problems
+
+
+_LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8))
+_KEYS = st.sampled_from(["name", "namespace", "labels", "annotations", "containers", "ports", "port", "containerPort",
+                         "targetPort", "selector", "replicas", "template", "metadata", "spec", "image", "command",
+                         "args", "type", "nodePort", "istio.io/rev", "netlab.io/app"])
+_TREE = st.recursive(_LEAF, lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(_KEYS, c, max_size=4)),
+                     max_leaves=12)
+_DOC = st.fixed_dictionaries({"apiVersion": st.sampled_from(["v1", "apps/v1"]), "metadata": _TREE, "spec": _TREE,
+                              "kind": st.sampled_from(["Pod", "Deployment", "Service", "Namespace", "ReplicaSet"])})
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_DOC, max_size=3))
+def test_malformed_manifests_give_problems_not_crashes(docs: list[dict[str, Any]]) -> None:
+    """Any shape of manifest ends as a scenario or as problems with their places, never as a Python error."""
+    imported = import_manifests([(f"doc {i}", d) for i, d in enumerate(docs)])
+    if not imported.problems:
+        with contextlib.suppress(ScenarioError):  # a clear error is fine; a Python error is not
+            parse_scenario(imported.scenario)
