@@ -46,6 +46,7 @@ def export_k8s_cmd(scenario: str, directory: str | None) -> None:
         (target / name).write_text(text)
         if name.endswith(".sh"):
             os.chmod(target / name, 0o755)
-    out.print(f"wrote {len(exported.files) + 1} files to {target}/: {', '.join(sorted(exported.files))}, README.md")
+    out.print(f"wrote {len(exported.files) + 1} files to {target}/: {', '.join(sorted(exported.files))}, README.md",
+              soft_wrap=True)
     for note in exported.notes:
-        err.print(f"[dim]note:[/] {note}")
+        err.print(f"[dim]note:[/] {note}", soft_wrap=True)

@@ -50,7 +50,7 @@ def load_source(scenario: str, overlay: str | None, check_texts: tuple[str, ...]
                 ignore_unsupported: bool) -> LabSource:
     source = load_lab(scenario, overlay, check_texts, default_istio, ignore_unsupported)
     for note in source.notes:
-        err.print(f"[dim]note:[/] {note}")
+        err.print(f"[dim]note:[/] {note}", soft_wrap=True)
     return source
 
 
