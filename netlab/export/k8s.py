@@ -35,7 +35,17 @@ from netlab.model.base import DEFAULT_NAMESPACE
 from netlab.model.istio import describe
 from netlab.model.names import pod_instances, service_refs
 from netlab.model.problems import Problem
-from netlab.model.schema import App, MeshStep, PodCheck, ProbeCheck, ProbeExpectReply, Scenario, Sidecar
+from netlab.model.schema import (
+    INJECTOR_FLAGS,
+    TRAFFIC_ANNOTATIONS,
+    App,
+    MeshStep,
+    PodCheck,
+    ProbeCheck,
+    ProbeExpectReply,
+    Scenario,
+    Sidecar,
+)
 from netlab.probe.http import request_bytes
 
 IMAGE = "python:3.12-alpine"
@@ -47,15 +57,6 @@ MANAGED = {"app.kubernetes.io/managed-by": "netlab"}
 APP_MODULES = ("__init__.py", "apps.py", "http_app.py", "http_reply.py", "hostport.py", "errors.py",
                "kernel/__init__.py", "kernel/procname.py", "proxy/__init__.py", "proxy/privileges.py",
                "export/__init__.py", "export/kcheck.py")
-DEFAULT_FLAGS = {"-p": "15001", "-z": "15006", "-u": "1337", "-i": "*", "-x": "", "-b": "*",
-                 "-d": "15090,15021,15020"}
-FLAG_ANNOTATIONS = {"-b": "traffic.sidecar.istio.io/includeInboundPorts",
-                    "-d": "traffic.sidecar.istio.io/excludeInboundPorts",
-                    "-o": "traffic.sidecar.istio.io/excludeOutboundPorts",
-                    "-i": "traffic.sidecar.istio.io/includeOutboundIPRanges",
-                    "-x": "traffic.sidecar.istio.io/excludeOutboundIPRanges",
-                    "-q": "traffic.sidecar.istio.io/includeOutboundPorts"}
-
 
 @dataclass
 class Exported:
@@ -213,14 +214,14 @@ class _Exporter:
             flags = sidecar.iptables_flags
             given = dict(zip(flags[::2], flags[1::2], strict=False))
             for flag, value in given.items():
-                if flag == "-m" or DEFAULT_FLAGS.get(flag) == value:
+                if flag == "-m" or INJECTOR_FLAGS.get(flag) == value:
                     continue
-                if flag not in FLAG_ANNOTATIONS:
+                if flag not in TRAFFIC_ANNOTATIONS:
                     self.problem(f"{path}.sidecar.iptables_flags", f"istio-iptables flag {flag} has no pod annotation")
                     continue
-                if flag == "-d" and value.startswith(DEFAULT_FLAGS["-d"] + ","):
-                    value = value.removeprefix(DEFAULT_FLAGS["-d"] + ",")
-                annotations[FLAG_ANNOTATIONS[flag]] = value
+                if flag == "-d" and value.startswith(INJECTOR_FLAGS["-d"] + ","):
+                    value = value.removeprefix(INJECTOR_FLAGS["-d"] + ",")
+                annotations[TRAFFIC_ANNOTATIONS[flag]] = value
         return annotations
 
     def container(self, app: App | None, path: str) -> dict[str, Any]:

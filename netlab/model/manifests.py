@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from netlab.model.base import DEFAULT_NAMESPACE, LAB_NAME
 from netlab.model.istio import KINDS
 from netlab.model.problems import Problem
-from netlab.model.schema import SERVICE_CIDR
+from netlab.model.schema import SERVICE_CIDR, TRAFFIC_ANNOTATIONS, injector_flags
 
 DEFAULT_ISTIO = "1.23"
 MANAGED_BY = ("app.kubernetes.io/managed-by", "netlab")
@@ -44,15 +44,6 @@ ISTIO_GROUPS = ("networking.istio.io/", "security.istio.io/")
 WORKLOADS = ("Pod", "Deployment", "ReplicaSet")
 NOTHING_TO_BUILD = ("ServiceAccount",)
 OVERLAY_KEYS = ("name", "description", "checks", "external", "nodes", "gateways", "meshConfig", "iptables")
-# Istio's traffic annotations → istio-iptables flags (the injector's template passes them the same way).
-FLAG_ANNOTATIONS = {
-    "traffic.sidecar.istio.io/includeInboundPorts": "-b",
-    "traffic.sidecar.istio.io/excludeInboundPorts": "-d",
-    "traffic.sidecar.istio.io/excludeOutboundPorts": "-o",
-    "traffic.sidecar.istio.io/includeOutboundIPRanges": "-i",
-    "traffic.sidecar.istio.io/excludeOutboundIPRanges": "-x",
-    "traffic.sidecar.istio.io/includeOutboundPorts": "-q",
-}
 # The Kubernetes API's field names (core/v1 and apps/v1) at the places netlab reads, so that a misspelt key
 # (`replica:`, `typ: NodePort`, `port:` for `ports:`) is an error with a suggestion, not silently ignored.
 _OBJECT = ("apiVersion", "kind", "metadata", "spec", "status")
@@ -348,12 +339,12 @@ class _Importer:
         mode = annotations.get("sidecar.istio.io/interceptionMode")
         if mode is not None:
             sidecar["interception"] = mode
-        flags = [(flag, annotations[name]) for name, flag in FLAG_ANNOTATIONS.items() if name in annotations]
+        flags = {flag: annotations[name] for flag, name in TRAFFIC_ANNOTATIONS.items() if name in annotations}
         if flags:
-            sidecar["iptables_flags"] = _injector_flags(mode or "REDIRECT", dict(flags))
+            sidecar["iptables_flags"] = injector_flags(mode or "REDIRECT", flags)
         for name in annotations:
             if name.startswith(("sidecar.istio.io/", "traffic.sidecar.istio.io/")) and name not in (
-                    *FLAG_ANNOTATIONS, "sidecar.istio.io/inject", "sidecar.istio.io/interceptionMode"):
+                    *TRAFFIC_ANNOTATIONS.values(), "sidecar.istio.io/inject", "sidecar.istio.io/interceptionMode"):
                 self.out.notes.append(f"{where}: annotation {name} is not modelled; ignored")
         return sidecar
 
@@ -440,15 +431,6 @@ def _in_service_range(text: str) -> bool:
         return ipaddress.ip_address(text) in SERVICE_CIDR
     except ValueError:
         return False
-
-
-def _injector_flags(mode: str, changes: dict[str, str]) -> list[str]:
-    """The injector's istio-iptables flags with the pod's traffic annotations applied."""
-    flags = {"-p": "15001", "-z": "15006", "-u": "1337", "-m": mode, "-i": "*", "-x": "", "-b": "*",
-             "-d": "15090,15021,15020"}
-    for flag, value in changes.items():
-        flags[flag] = f"{flags['-d']},{value}" if flag == "-d" else value
-    return [part for flag, value in flags.items() for part in (flag, value)]
 
 
 def container_app(container: dict[str, Any]) -> dict[str, Any] | None:

@@ -253,8 +253,29 @@ class Sidecar(Strict):
         """istio-iptables flags: the scenario's, or what the sidecar injector passes (same in 1.9, 1.10, 1.30)."""
         if self.iptables_flags is not None:
             return list(self.iptables_flags)
-        return ["-p", "15001", "-z", "15006", "-u", "1337", "-m", self.interception,
-                "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020"]
+        return injector_flags(self.interception)
+
+
+# The istio-iptables flags the sidecar injector passes (the same in 1.9, 1.10, 1.30), and the pod annotations of
+# Istio's injection template that change them.
+INJECTOR_FLAGS = {"-p": "15001", "-z": "15006", "-u": "1337", "-m": "REDIRECT", "-i": "*", "-x": "", "-b": "*",
+                  "-d": "15090,15021,15020"}
+TRAFFIC_ANNOTATIONS = {
+    "-b": "traffic.sidecar.istio.io/includeInboundPorts",
+    "-d": "traffic.sidecar.istio.io/excludeInboundPorts",  # added to the injector's own excluded ports
+    "-o": "traffic.sidecar.istio.io/excludeOutboundPorts",
+    "-i": "traffic.sidecar.istio.io/includeOutboundIPRanges",
+    "-x": "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+    "-q": "traffic.sidecar.istio.io/includeOutboundPorts",
+}
+
+
+def injector_flags(mode: str, changes: dict[str, str] | None = None) -> list[str]:
+    """The injector's flags for an interception mode, with the values of a pod's traffic annotations."""
+    flags = {**INJECTOR_FLAGS, "-m": mode}
+    for flag, value in (changes or {}).items():
+        flags[flag] = f"{INJECTOR_FLAGS['-d']},{value}" if flag == "-d" else value
+    return [part for flag, value in flags.items() for part in (flag, value)]
 
 
 class Namespace(Strict):
