@@ -27,7 +27,7 @@ import difflib
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -44,43 +44,41 @@ ISTIO_GROUPS = ("networking.istio.io/", "security.istio.io/")
 WORKLOADS = ("Pod", "Deployment", "ReplicaSet")
 NOTHING_TO_BUILD = ("ServiceAccount",)
 OVERLAY_KEYS = ("name", "description", "checks", "external", "nodes", "gateways", "meshConfig", "iptables")
-# The Kubernetes API's field names (core/v1 and apps/v1) at the places netlab reads, so that a misspelt key
-# (`replica:`, `typ: NodePort`, `port:` for `ports:`) is an error with a suggestion, not silently ignored.
-_OBJECT = ("apiVersion", "kind", "metadata", "spec", "status")
-_META = ("name", "namespace", "labels", "annotations", "generateName", "uid", "resourceVersion", "generation",
-         "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences", "finalizers",
-         "managedFields", "selfLink")
-_POD_SPEC = ("containers", "initContainers", "ephemeralContainers", "volumes", "nodeName", "nodeSelector",
-             "serviceAccountName", "serviceAccount", "automountServiceAccountToken", "restartPolicy",
-             "terminationGracePeriodSeconds", "activeDeadlineSeconds", "dnsPolicy", "dnsConfig", "hostNetwork",
-             "hostPID", "hostIPC", "shareProcessNamespace", "securityContext", "imagePullSecrets", "hostname",
-             "subdomain", "affinity", "schedulerName", "tolerations", "hostAliases", "priorityClassName", "priority",
-             "readinessGates", "runtimeClassName", "enableServiceLinks", "preemptionPolicy", "overhead",
-             "topologySpreadConstraints", "setHostnameAsFQDN", "os", "hostUsers", "schedulingGates",
-             "resourceClaims", "resources")
-_CONTAINER = ("name", "image", "command", "args", "workingDir", "ports", "envFrom", "env", "resources",
-              "resizePolicy", "restartPolicy", "volumeMounts", "volumeDevices", "livenessProbe", "readinessProbe",
-              "startupProbe", "lifecycle", "terminationMessagePath", "terminationMessagePolicy", "imagePullPolicy",
-              "securityContext", "stdin", "stdinOnce", "tty")
-_CONTAINER_PORT = ("name", "containerPort", "hostPort", "hostIP", "protocol")
-_WORKLOAD_SPEC = ("replicas", "selector", "template", "strategy", "minReadySeconds", "revisionHistoryLimit", "paused",
-                  "progressDeadlineSeconds")
-_SERVICE_SPEC = ("ports", "selector", "clusterIP", "clusterIPs", "type", "externalIPs", "sessionAffinity",
-                 "sessionAffinityConfig", "loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass",
-                 "externalName", "externalTrafficPolicy", "internalTrafficPolicy", "healthCheckNodePort",
-                 "publishNotReadyAddresses", "ipFamilies", "ipFamilyPolicy", "allocateLoadBalancerNodePorts",
-                 "trafficDistribution")
-_SERVICE_PORT = ("name", "protocol", "appProtocol", "port", "targetPort", "nodePort")
 KUBERNETES_KINDS = ("Namespace", "Pod", "Deployment", "ReplicaSet", "Service", "ServiceAccount")
 
 
 class _Shape(BaseModel):
-    """The types of the fields netlab reads (anything else is left to _spelling and to Kubernetes)."""
+    """A part of a Kubernetes object as netlab reads it: the types of the fields it uses, and in OTHER the part's
+    other Kubernetes fields (core/v1, apps/v1), so that a key in neither is a misspelling (`replica:`, `typ:
+    NodePort`, `port:` for `ports:`), refused as the API server's strict validation would."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow")
+    OTHER: ClassVar[tuple[str, ...]] = ()
+    NEW_PLACE: ClassVar[tuple[str, ...]] = ()  # fields named from here on their own (a pod template's spec)
+
+    def typos(self, where: str, path: str = "") -> list[Problem]:
+        known = (*type(self).model_fields, *self.OTHER)
+        found = []
+        for key in self.model_extra or {}:
+            if key not in self.OTHER:
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                place = f"{where}: {path}.{key}" if path else f"{where}.{key}"
+                found.append(Problem(place, f"unknown field (Kubernetes has no such key here){hint}"))
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            parts = value if isinstance(value, list) else [value]
+            for i, part in enumerate(parts):
+                if isinstance(part, _Shape):
+                    below = ".".join(p for p in (path, name, str(i) if isinstance(value, list) else "") if p)
+                    found += part.typos(f"{where}: {path}", name) if name in self.NEW_PLACE else part.typos(
+                        where, below)
+        return found
 
 
 class _Meta(_Shape):
+    OTHER = ("generateName", "uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
+             "deletionGracePeriodSeconds", "ownerReferences", "finalizers", "managedFields", "selfLink")
     name: str | None = None
     namespace: str | None = None
     labels: dict[str, str] | None = None
@@ -88,11 +86,15 @@ class _Meta(_Shape):
 
 
 class _ContainerPort(_Shape):
+    OTHER = ("hostPort", "hostIP", "protocol")
     containerPort: int
     name: str | None = None
 
 
 class _Container(_Shape):
+    OTHER = ("workingDir", "envFrom", "env", "resources", "resizePolicy", "restartPolicy", "volumeMounts",
+             "volumeDevices", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "terminationMessagePath",
+             "terminationMessagePolicy", "imagePullPolicy", "securityContext", "stdin", "stdinOnce", "tty")
     name: str | None = None
     image: str | None = None
     command: list[str] | None = None
@@ -101,22 +103,32 @@ class _Container(_Shape):
 
 
 class _PodSpec(_Shape):
+    OTHER = ("initContainers", "ephemeralContainers", "volumes", "nodeSelector", "serviceAccount",
+             "automountServiceAccountToken", "restartPolicy", "terminationGracePeriodSeconds", "activeDeadlineSeconds",
+             "dnsPolicy", "dnsConfig", "hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace", "securityContext",
+             "imagePullSecrets", "hostname", "subdomain", "affinity", "schedulerName", "tolerations", "hostAliases",
+             "priorityClassName", "priority", "readinessGates", "runtimeClassName", "enableServiceLinks",
+             "preemptionPolicy", "overhead", "topologySpreadConstraints", "setHostnameAsFQDN", "os", "hostUsers",
+             "schedulingGates", "resourceClaims", "resources")
     containers: list[_Container] | None = None
     serviceAccountName: str | None = None
     nodeName: str | None = None
 
 
 class _Template(_Shape):
+    NEW_PLACE = ("spec",)
     metadata: _Meta | None = None
     spec: _PodSpec | None = None
 
 
 class _WorkloadSpec(_Shape):
+    OTHER = ("selector", "strategy", "minReadySeconds", "revisionHistoryLimit", "paused", "progressDeadlineSeconds")
     replicas: int | None = None
     template: _Template | None = None
 
 
 class _ServicePort(_Shape):
+    OTHER = ("protocol",)
     port: int
     targetPort: int | str | None = None
     name: str | None = None
@@ -125,6 +137,10 @@ class _ServicePort(_Shape):
 
 
 class _ServiceSpec(_Shape):
+    OTHER = ("clusterIPs", "externalIPs", "sessionAffinity", "sessionAffinityConfig", "loadBalancerIP",
+             "loadBalancerSourceRanges", "loadBalancerClass", "externalName", "internalTrafficPolicy",
+             "healthCheckNodePort", "publishNotReadyAddresses", "ipFamilies", "ipFamilyPolicy",
+             "allocateLoadBalancerNodePorts", "trafficDistribution")
     selector: dict[str, str] | None = None
     ports: list[_ServicePort] | None = None
     type: str | None = None
@@ -132,57 +148,40 @@ class _ServiceSpec(_Shape):
     clusterIP: str | None = None
 
 
-_SPECS: dict[str, type[_Shape]] = {"Pod": _PodSpec, "Deployment": _WorkloadSpec, "ReplicaSet": _WorkloadSpec,
-                                   "Service": _ServiceSpec}
+class _Object(_Shape):
+    """Namespace, ServiceAccount: their spec is not read."""
+
+    OTHER = ("status",)
+    apiVersion: Any = None
+    kind: Any = None
+    metadata: _Meta | None = None
+    spec: Any = None
 
 
-def _shape(doc: dict[str, Any], where: str) -> list[Problem]:
-    """Wrong types where netlab reads (a list for metadata, a string for ports): errors with their place."""
-    problems = []
-    for key, model in (("metadata", _Meta), ("spec", _SPECS.get(doc["kind"]))):
-        if model is None or doc.get(key) is None:
-            continue
-        try:
-            model.model_validate(doc[key])
-        except ValidationError as err:
-            problems += [Problem(".".join([f"{where}: {key}", *(str(p) for p in e["loc"])]),
-                                 re.sub(r" or instance of _\w+", "", e["msg"])) for e in err.errors()]
-    return problems
+class _PodObject(_Object):
+    spec: _PodSpec | None = None
 
 
-def _unknown_keys(value: object, known: tuple[str, ...], where: str) -> list[Problem]:
-    if not isinstance(value, dict):
-        return []
-    problems = []
-    for key in value:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            problems.append(Problem(f"{where}.{key}", f"unknown field (Kubernetes has no such key here){hint}"))
-    return problems
+class _WorkloadObject(_Object):
+    spec: _WorkloadSpec | None = None
 
 
-def _spelling(doc: dict[str, Any], where: str) -> list[Problem]:
-    """Misspelt keys at the levels netlab reads (the API server would refuse them with strict validation)."""
-    kind = doc["kind"]
-    found = _unknown_keys(doc, _OBJECT, where) + _unknown_keys(doc.get("metadata"), _META, f"{where}: metadata")
-    spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
-    if kind in ("Deployment", "ReplicaSet"):
-        found += _unknown_keys(spec, _WORKLOAD_SPEC, f"{where}: spec")
-        template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
-        found += _unknown_keys(template.get("metadata"), _META, f"{where}: spec.template.metadata")
-        spec, where = template.get("spec") if isinstance(template.get("spec"), dict) else {}, f"{where}: spec.template"
-    if kind in WORKLOADS:
-        found += _unknown_keys(spec, _POD_SPEC, f"{where}: spec")
-        for i, container in enumerate(spec.get("containers") or []):
-            found += _unknown_keys(container, _CONTAINER, f"{where}: spec.containers.{i}")
-            for j, port in enumerate(container.get("ports") or [] if isinstance(container, dict) else []):
-                found += _unknown_keys(port, _CONTAINER_PORT, f"{where}: spec.containers.{i}.ports.{j}")
-    elif kind == "Service":
-        found += _unknown_keys(spec, _SERVICE_SPEC, f"{where}: spec")
-        for i, port in enumerate(spec.get("ports") or []):
-            found += _unknown_keys(port, _SERVICE_PORT, f"{where}: spec.ports.{i}")
-    return found
+class _ServiceObject(_Object):
+    spec: _ServiceSpec | None = None
+
+
+_OBJECTS: dict[str, type[_Object]] = {"Pod": _PodObject, "Deployment": _WorkloadObject,
+                                      "ReplicaSet": _WorkloadObject, "Service": _ServiceObject}
+
+
+def _check(doc: dict[str, Any], where: str) -> tuple[list[Problem], list[Problem]]:
+    """(wrong types where netlab reads, misspelt keys): each with its place."""
+    try:
+        shape = _OBJECTS.get(doc["kind"], _Object).model_validate(doc)
+    except ValidationError as err:
+        return [Problem(".".join([f"{where}: {e['loc'][0]}", *(str(p) for p in e["loc"][1:])]),
+                        re.sub(r" or instance of _\w+", "", e["msg"])) for e in err.errors()], []
+    return [], shape.typos(where)
 
 
 _NETCAT = re.compile(r"\b(?:nc|ncat|netcat)\b(?P<args>[^|;&\n]*?\s-[a-z]*l[a-z]*\b[^|;&\n]*)")
@@ -234,9 +233,9 @@ class _Importer:
                 self.problem(source, "not a Kubernetes object (apiVersion and kind are needed)")
                 continue
             if doc["kind"] in KUBERNETES_KINDS:
-                shape = _shape(doc, f"{source}: {_where(doc)}")
-                if shape:
-                    self.out.problems += shape
+                wrong, misspelt = _check(doc, f"{source}: {_where(doc)}")
+                self.out.problems += wrong + misspelt
+                if wrong:
                     continue
             labels = (doc.get("metadata") or {}).get("labels") or {}
             if labels.get(MANAGED_BY[0]) == MANAGED_BY[1] and doc["kind"] != "Namespace":
@@ -247,8 +246,6 @@ class _Importer:
                 self.namespace(doc)
         for source, doc in docs:
             kind, api = doc["kind"], str(doc["apiVersion"])
-            if kind in KUBERNETES_KINDS:
-                self.out.problems += _spelling(doc, f"{source}: {_where(doc)}")
             if kind == "Namespace":
                 continue
             if kind in WORKLOADS and api in ("v1", "apps/v1"):
