@@ -18,10 +18,12 @@ JSON lines use EnvoyJSONLogFormatIstio's keys (sorted, numbers typed). netlab's 
 closes (its loop guard, an idle timeout, the errno of a reset) go into CONNECTION_TERMINATION_DETAILS, the field
 Envoy's network filters use for theirs.
 
-Lines are buffered and written with O_APPEND, whole lines per write, so several workers can share one file. A
-write is scheduled as soon as a line is logged (`defer`, the worker's loop.call_soon): the lines of every
-connection that ended in one turn of the event loop go out together, so `cat` right after a request shows its line
-and a busy proxy still writes in batches.
+Entries are buffered, formatted when they are written (in one go, after the responses of the loop's turn went
+out) and written with O_APPEND, whole lines per write, so several workers can share one file. A write is scheduled
+as soon as an entry is logged (`defer`, the worker's loop.call_soon): the lines of every request and connection that
+ended in one turn of the event loop go out together, so `cat` right after a request shows its line, whatever the
+proxy does next (answer its admin port, reload) comes after the line is written, and a busy proxy still writes in
+batches.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 
 from netlab.proxy.origdst import Addr
 
-_FLUSH_BYTES = 64 * 1024
+_FLUSH_ENTRIES = 256  # written at once when this many wait (about 100 KiB)
 
 
 @dataclass(slots=True)
@@ -131,8 +133,7 @@ class AccessLog:
     def __init__(self, fd: int, json_lines: bool = False) -> None:
         self.fd = fd
         self.format = format_json if json_lines else format_text
-        self._buf: list[str] = []
-        self._size = 0
+        self._entries: list[Entry] = []
         self.defer: Callable[[Callable[[], None]], object] | None = None  # set by the worker: loop.call_soon
         self._pending = False
 
@@ -144,10 +145,9 @@ class AccessLog:
         return cls(fd, json_lines)
 
     def log(self, entry: Entry) -> None:
-        line = self.format(entry) + "\n"
-        self._buf.append(line)
-        self._size += len(line)
-        if self._size >= _FLUSH_BYTES:
+        entries = self._entries
+        entries.append(entry)
+        if len(entries) >= _FLUSH_ENTRIES:
             self.flush()
         elif not self._pending and self.defer is not None:
             self._pending = True
@@ -155,11 +155,10 @@ class AccessLog:
 
     def flush(self) -> None:
         self._pending = False
-        if not self._buf:
+        if not self._entries:
             return
-        data = "".join(self._buf).encode()
-        self._buf.clear()
-        self._size = 0
+        entries, self._entries = self._entries, []
+        data = "".join([self.format(e) + "\n" for e in entries]).encode()
         while data:
             n = os.write(self.fd, data)
             data = data[n:]

@@ -22,6 +22,8 @@ from netlab.proxy.origdst import Addr
 from netlab.proxy.routes import BLACKHOLE, Route, TlsChain, refused
 from netlab.proxy.tls import origination_context
 
+ROUTE_CACHE = 4096  # routes kept (passthrough clusters make one per original destination)
+
 
 @dataclass(frozen=True, slots=True)
 class TlsChainConfig:
@@ -55,6 +57,7 @@ class Dispatch:
         self.originations = {c.name: origination_context(c.tls_files, c.sni, c.tls_skip_verify)
                              for c in snapshot.clusters if c.tls_mode in ("SIMPLE", "MUTUAL")}
         self.route_configs = {r.name: r for r in snapshot.routes}
+        self._routes: dict[tuple[str, str, Addr], Route] = {}
         self.by_address: dict[Addr, Chains] = {}
         self.by_port: dict[int, Chains] = {}
         self.outbound_default = BLACKHOLE
@@ -149,6 +152,16 @@ class Dispatch:
         return replace(route, tls=tls)
 
     def _route(self, direction: str, name: str, orig: Addr) -> Route:
+        """Routes are immutable and looked up for every connection and HTTP request: each is made once."""
+        key = (direction, name, orig)
+        route = self._routes.get(key)
+        if route is None:
+            if len(self._routes) >= ROUTE_CACHE:
+                self._routes.clear()
+            route = self._routes[key] = self._new_route(direction, name, orig)
+        return route
+
+    def _new_route(self, direction: str, name: str, orig: Addr) -> Route:
         cluster = self.clusters.get(name)
         if cluster is None:  # counted under BlackHoleCluster: a missing cluster has no stats of its own
             return refused(direction, f"cluster_not_found:{name}", BLACKHOLE, "NC")

@@ -124,6 +124,7 @@ class Telemetry:
         self._source = ("source", own.workload, own.canonical_service, own.canonical_revision, own.namespace)
         self._source_rest = (own.app, own.version, own.cluster)
         self._peers: dict[bytes | str, Peer] = {}
+        self._http_labels: dict[tuple[object, ...], tuple[str, ...]] = {}
         self.build_tag = node.istio
 
     def peer(self, header: bytes | None, cluster: str, upstream_ip: str | None) -> Peer:
@@ -166,8 +167,15 @@ class Telemetry:
     def http(self, outbound: bool, peer: Peer, cluster: str, route_name: str, authority: str, code: int,
              flags: str, duration_ms: int, request_bytes: int, response_bytes: int,
              security: Security | None = None) -> None:
-        labels = (*self.labels(outbound, peer, cluster, route_name, authority, security), "http", str(code), "",
-                  flags, self.policy(outbound, security))
+        # Requests repeat a few label sets: each is made once (a request's labels cost a dict lookup).
+        key = (outbound, peer, cluster, route_name, authority, code, flags, security)
+        labels = self._http_labels.get(key)
+        if labels is None:
+            if len(self._http_labels) >= _CACHE:
+                self._http_labels.clear()
+            labels = self._http_labels[key] = (
+                *self.labels(outbound, peer, cluster, route_name, authority, security), "http", str(code), "",
+                flags, self.policy(outbound, security))
         self.stats.record_http(labels, duration_ms, request_bytes, response_bytes)
 
     def tcp(self, outbound: bool, cluster: str, upstream_ip: str | None, flags: str, sent: int,

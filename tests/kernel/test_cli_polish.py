@@ -10,6 +10,7 @@ import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,11 +73,20 @@ def test_every_verb_takes_lab_as_an_option(lab: str) -> None:
 def test_rules_watch_prints_frames_into_a_pipe(lab: str) -> None:
     proc = subprocess.Popen([*NETLAB, "rules", "show", "--lab", lab, "eth0-1-10", "--watch", "--interval", "0.3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.2)
+    # Read until the second frame (however long the command takes to start); the timer ends a watch that stalls.
+    watchdog = threading.Timer(30, proc.terminate)
+    watchdog.start()
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if sum(x.startswith("# eth0-1-10") for x in lines) >= 2:
+            break
+    watchdog.cancel()
     proc.terminate()
-    out, _ = proc.communicate(timeout=10)
-    frames = [line for line in out.splitlines() if line.startswith("# eth0-1-10")]
-    assert len(frames) >= 2 and "Chain ISTIO_INBOUND" in out
+    proc.communicate(timeout=10)
+    frames = [line for line in lines if line.startswith("# eth0-1-10")]
+    assert len(frames) >= 2 and "Chain ISTIO_INBOUND" in "".join(lines)
 
 
 def test_bare_clean_only_lists(lab: str) -> None:

@@ -86,6 +86,52 @@ class Downstream(Protocol):
 
 
 class Exchange:
+    # Defaults, read from the class until an exchange sets its own: a request costs only the assignments it needs
+    # (this runs on every request, before it goes upstream).
+    response_head_bytes = 0
+    # The peer's metadata: the client's on a request (inbound), the server's on its response (outbound).
+    peer_metadata: bytes | None = None
+    peer_id = False  # the client sent x-envoy-peer-metadata-id: it is answered with this proxy's
+    original_path = b""  # before a rewrite (x-envoy-original-path)
+    body_size = 0
+    replayable = True  # the whole body is still at hand
+    holding = False  # the client is paused while no upstream connection takes the body
+    request_done = False
+    request_done_at = 0.0
+    routed = False  # past the fault filter: the router has the request (the route timeout may run)
+    route: HttpRoute | None = None
+    target: Route | None = None
+    cluster_config: Cluster | None = None
+    response_ops: list[HeaderOps] = []  # noqa: RUF012 - replaced, never changed in place
+    mirror = ""  # the cluster a copy goes to once the request is complete
+    cluster = "-"
+    route_name = "-"
+    count_attempts = False  # the virtual host's include_request_attempt_count
+    attempt = 0
+    waiting: PoolKey | None = None  # the endpoint whose connection this request waits for
+    upstream: UpstreamHttp | None = None
+    host: Host | None = None
+    upstream_addr: Addr | None = None
+    upstream_local: Addr | None = None
+    status = 0
+    responding = False  # the response head has gone to the client
+    discarding = False  # a response being read only to be dropped (a retried 503)
+    response_chunked = False  # re-chunked for the client (the upstream gave no content-length)
+    close_delimited = False  # the upstream's response ends with its connection
+    service_time: int | None = None
+    sent = 0  # response body bytes to the client
+    details = "-"
+    failure = "-"  # UPSTREAM_TRANSPORT_FAILURE_REASON
+    upstream_security: Security | None = None  # the mTLS of the upstream connection used
+    timer: asyncio.TimerHandle | None = None  # the route timeout
+    try_timer: asyncio.TimerHandle | None = None  # the per-try timeout
+    pending: asyncio.Future[object] | asyncio.TimerHandle | None = None  # a connect, delay or back-off
+    done = False
+    # Set by the session from the request head:
+    keep_alive = True  # the client keeps the connection after this response
+    expect_continue = False  # "Expect: 100-continue", answered by the proxy
+    reject: tuple[int, str] | None = None  # (status, details) of a request refused as it stands
+
     def __init__(self, session: Downstream, method: bytes, path: bytes, headers: hd.Headers, chunked: bool,
                  content_length: bool, upgrade: bytes | None) -> None:
         self.session = session
@@ -93,68 +139,31 @@ class Exchange:
         self.method = method
         self.path = path
         # istio_request_bytes counts the request as received: its head (as HTTP/1.1 spells it) and body.
-        self.head_bytes = len(method) + len(path) + 13 + sum(len(n) + len(v) + 4 for n, v in headers)
-        self.response_head_bytes = 0
-        # The peer's metadata: the client's on a request (inbound), the server's on its response (outbound).
-        self.peer_metadata: bytes | None = None
-        self.peer_id = False  # the client sent x-envoy-peer-metadata-id: it is answered with this proxy's
-        if not session.outbound_side:
-            for name, value in headers:
-                if name == PEER_HEADER:
-                    self.peer_metadata = value
-                elif name == PEER_ID_HEADER:
-                    self.peer_id = True
-        self.original_path = b""  # before a rewrite (x-envoy-original-path)
+        head_bytes = len(method) + len(path) + 13
+        authority: bytes | None = None
+        inbound = not session.outbound_side
+        for name, value in headers:
+            head_bytes += len(name) + len(value) + 4
+            if name == b"host":
+                if authority is None:
+                    authority = value
+            elif inbound and name == PEER_HEADER:
+                self.peer_metadata = value
+            elif inbound and name == PEER_ID_HEADER:
+                self.peer_id = True
+        self.head_bytes = head_bytes
+        self.authority = authority.decode("latin-1") if authority else ""
         edge = session.ctx.edge
         if edge is not None:
             self.headers, self.request_id = hd.edge_request_additions(headers, session.client[0],
                                                                       edge.private_is_internal)
         else:
             self.headers, self.request_id = hd.request_additions(headers)
-        self.authority = next((v for n, v in headers if n == b"host"), b"").decode("latin-1")
         self.framing = b"chunked" if chunked else b"content-length" if content_length else None
         self.upgrade = upgrade
         self.body: list[bytes] = []  # request body kept for the upstream (until attached) and for retries
-        self.body_size = 0
-        self.replayable = True  # the whole body is still at hand
-        self.holding = False  # the client is paused while no upstream connection takes the body
-        self.request_done = False
-        self.request_done_at = 0.0
-        self.routed = False  # past the fault filter: the router has the request (the route timeout may run)
-        self.route: HttpRoute | None = None
-        self.target: Route | None = None
-        self.cluster_config: Cluster | None = None
-        self.response_ops: list[HeaderOps] = []
-        self.mirror = ""  # the cluster a copy goes to once the request is complete
-        self.cluster = "-"
-        self.route_name = "-"
-        self.count_attempts = False  # the virtual host's include_request_attempt_count
-        self.attempt = 0
         self.tried: list[Addr] = []
-        self.waiting: PoolKey | None = None  # the endpoint whose connection this request waits for
-        self.upstream: UpstreamHttp | None = None
-        self.host: Host | None = None
-        self.upstream_addr: Addr | None = None
-        self.upstream_local: Addr | None = None
-        self.status = 0
-        self.responding = False  # the response head has gone to the client
-        self.discarding = False  # a response being read only to be dropped (a retried 503)
-        self.response_chunked = False  # re-chunked for the client (the upstream gave no content-length)
-        self.close_delimited = False  # the upstream's response ends with its connection
-        self.service_time: int | None = None
-        self.sent = 0  # response body bytes to the client
         self.flags: list[str] = []
-        self.details = "-"
-        self.failure = "-"  # UPSTREAM_TRANSPORT_FAILURE_REASON
-        self.upstream_security: Security | None = None  # the mTLS of the upstream connection used
-        self.timer: asyncio.TimerHandle | None = None  # the route timeout
-        self.try_timer: asyncio.TimerHandle | None = None  # the per-try timeout
-        self.pending: asyncio.Future[object] | asyncio.TimerHandle | None = None  # a connect, delay or back-off
-        self.done = False
-        # Set by the session from the request head:
-        self.keep_alive = True  # the client keeps the connection after this response
-        self.expect_continue = False  # "Expect: 100-continue", answered by the proxy
-        self.reject: tuple[int, str] | None = None  # (status, details) of a request refused as it stands
 
     # --- routing, the fault filter ----------------------------------------------------------------------------
 
@@ -631,9 +640,14 @@ class Exchange:
         if self.request_done:
             self.service_time = int((time.monotonic() - self.request_done_at) * 1000)
         bodiless = self.method == b"HEAD" or status in (204, 304) or status < 200
-        framed = has_length(headers) or any(n == b"transfer-encoding" and b"chunked" in v.lower() for n, v in headers)
-        self.close_delimited = not bodiless and not framed and status != 101
-        self.response_chunked = not bodiless and not has_length(headers) and status != 101
+        length = chunked = False
+        for name, value in headers:
+            if name == b"content-length":
+                length = True
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        self.close_delimited = not bodiless and not length and not chunked and status != 101
+        self.response_chunked = not bodiless and not length and status != 101
         upgrade = self.upgrade if status == 101 else None
         for ops in self.response_ops:
             apply_ops(headers, ops)
@@ -743,6 +757,7 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        self.session.uncork()  # the response goes out first: its metrics and log line are not on the client's path
         for timer in (self.timer, self.try_timer):
             if timer is not None:
                 timer.cancel()
@@ -753,35 +768,39 @@ class Exchange:
             self.host = None
         self.flags.sort(key=FLAG_ORDER.index)
         duration = int((time.time() - self.start) * 1000)
-        self.report(duration)
-        self.log(duration)
+        flags = ",".join(self.flags) or "-"
+        self.report(duration, flags)
+        self.log(duration, flags)
         self.session.exchange_done(self)
 
     def metadata_reply(self) -> hd.Headers:
         """The inbound side answers a meshed client's request with its own metadata."""
         return self.session.ctx.telemetry.headers if self.peer_id else []
 
-    def report(self, duration: int) -> None:
+    def report(self, duration: int, flags: str) -> None:
         """Istio's request metrics: istio_requests_total and the duration and size histograms."""
         ctx = self.session.ctx
         telemetry = ctx.telemetry
         outbound = self.session.outbound_side
         upstream = self.upstream_addr[0] if outbound and self.upstream_addr else None
         peer = telemetry.peer(self.peer_metadata, self.cluster, upstream)
-        telemetry.http(outbound, peer, self.cluster, self.route_name, self.authority, self.status,
-                       ",".join(self.flags) or "-", duration,
+        telemetry.http(outbound, peer, self.cluster, self.route_name, self.authority, self.status, flags, duration,
                        self.head_bytes + self.body_size, self.response_head_bytes + self.sent,
                        self.upstream_security if outbound else self.session.security)
 
-    def log(self, duration: int) -> None:
+    def log(self, duration: int, flags: str) -> None:
         log = self.session.ctx.log
         if log is None:
             return
         session = self.session
-        headers = dict(self.headers)
+        forwarded = agent = None
+        for name, value in self.headers:
+            if name == b"x-forwarded-for":
+                forwarded = value
+            elif name == b"user-agent":
+                agent = value
         sni = session.security.sni if session.security is not None and session.security.sni else "-"
         remote = session.client
-        forwarded = headers.get(b"x-forwarded-for")
         if forwarded and session.ctx.edge is None:
             # use_remote_address false: the downstream address is x-forwarded-for's last one, without a port
             # (a sidecar behind a gateway logs the client as CLIENT_IP:0).
@@ -789,10 +808,10 @@ class Exchange:
             remote = (last, 0) if last.count(".") == 3 else remote
         log.log(Entry(
             self.start, self.cluster, session.orig, remote, self.upstream_addr, self.upstream_local,
-            ",".join(self.flags) or "-", self.body_size, self.sent, duration, "-",
+            flags, self.body_size, self.sent, duration, "-",
             self.failure, self.method.decode("latin-1"), (self.original_path or self.path).decode("latin-1"),
             "HTTP/1.1", self.status, self.details, self.service_time,
-            _text(headers.get(b"x-forwarded-for")), _text(headers.get(b"user-agent")),
+            _text(forwarded), _text(agent),
             self.request_id.decode("latin-1"), self.authority or "-", sni, self.route_name,
         ))
 
@@ -829,10 +848,6 @@ def apply_ops(headers: hd.Headers, ops: HeaderOps) -> None:
     names = {n.lower().encode("latin-1") for n in ops.remove} | {n.lower().encode("latin-1") for n, _ in ops.set}
     headers[:] = [(n, v) for n, v in headers if n not in names]
     headers += [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in (*ops.set, *ops.add)]
-
-
-def has_length(headers: hd.Headers) -> bool:
-    return any(name == b"content-length" for name, _ in headers)
 
 
 def _chance(percent: float) -> bool:

@@ -78,7 +78,10 @@ def upstream_request(method: bytes, path: bytes, headers: Headers, outbound: boo
     for no body. `attempt`: x-envoy-attempt-count's value, None where the virtual host does not count attempts.
     `upgrade`: the websocket upgrade being forwarded, if any. `metadata`: the client sidecar's peer metadata.
     `edge`: sent by a gateway."""
-    drop = (_DROP_EDGE if edge else _DROP_OUTBOUND if outbound else _DROP_INBOUND) | connection_tokens(headers)
+    drop = _DROP_EDGE if edge else _DROP_OUTBOUND if outbound else _DROP_INBOUND
+    tokens = connection_tokens(headers)
+    if tokens:
+        drop = drop | tokens
     host = b""
     out: Headers = []
     te_trailers = False

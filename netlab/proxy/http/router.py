@@ -42,10 +42,10 @@ class HttpRouter(Generic[Target]):
         suffixes: list[tuple[str, VirtualHost]] = []
         prefixes: list[tuple[str, VirtualHost]] = []
         self.star: VirtualHost | None = None
-        # Each virtual host's routes with their compiled match (None: every request).
-        self.routes: dict[str, list[tuple[Predicate | None, Route]]] = {}
+        # Each virtual host's routes with their compiled match (None: every request), as the Match they make.
+        self.routes: dict[str, list[tuple[Predicate | None, Match]]] = {}
         for vhost in config.virtual_hosts:
-            self.routes[vhost.name] = [(None if r.match == ANY_PATH else compile_match(r.match), r)
+            self.routes[vhost.name] = [(None if r.match == ANY_PATH else compile_match(r.match), Match(vhost, r))
                                        for r in vhost.routes]
             for domain in vhost.domains:
                 domain = domain.lower()
@@ -82,9 +82,9 @@ class HttpRouter(Generic[Target]):
         vhost = self.virtual_host(authority)
         if vhost is None:
             return None
-        for predicate, route in self.routes[vhost.name]:
+        for predicate, found in self.routes[vhost.name]:
             if predicate is None or predicate(method, path, headers or []):
-                return Match(vhost, route)
+                return found
         return None
 
 
