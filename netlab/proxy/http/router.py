@@ -23,6 +23,8 @@ class Match:
     route: Route
 
 
+AUTHORITY_CACHE = 1024  # authorities whose virtual host is remembered
+_UNSEEN = object()
 Request = tuple[str, str, list[tuple[bytes, bytes]]]  # method, path (with the query), headers (lower-case names)
 Predicate = Callable[[str, str, list[tuple[bytes, bytes]]], bool]
 
@@ -31,7 +33,7 @@ class HttpRouter(Generic[Target]):
     """`resolve(cluster, original destination)`: where a request to a cluster goes (the dispatch's clusters);
     `cluster(name)`: its settings (circuit breakers, hashing)."""
 
-    __slots__ = ("cluster", "exact", "name", "prefixes", "resolve", "routes", "star", "suffixes")
+    __slots__ = ("by_authority", "cluster", "exact", "name", "prefixes", "resolve", "routes", "star", "suffixes")
 
     def __init__(self, config: RouteConfig, resolve: Callable[[str, Addr], Target],
                  clusters: dict[str, Cluster] | None = None) -> None:
@@ -39,6 +41,7 @@ class HttpRouter(Generic[Target]):
         self.resolve = resolve
         self.cluster: Callable[[str], Cluster | None] = (clusters or {}).get  # a cluster's settings by name
         self.exact: dict[str, VirtualHost] = {}
+        self.by_authority: dict[str, VirtualHost | None] = {}
         suffixes: list[tuple[str, VirtualHost]] = []
         prefixes: list[tuple[str, VirtualHost]] = []
         self.star: VirtualHost | None = None
@@ -61,6 +64,16 @@ class HttpRouter(Generic[Target]):
         self.prefixes = sorted(prefixes, key=lambda p: -len(p[0]))
 
     def virtual_host(self, authority: str) -> VirtualHost | None:
+        """The virtual host for an authority (a client sends the same one again and again: each is looked up
+        once)."""
+        found = self.by_authority.get(authority, _UNSEEN)
+        if found is _UNSEEN:
+            if len(self.by_authority) >= AUTHORITY_CACHE:
+                self.by_authority.clear()
+            found = self.by_authority[authority] = self._virtual_host(authority)
+        return found  # type: ignore[return-value]
+
+    def _virtual_host(self, authority: str) -> VirtualHost | None:
         host = authority.lower()
         found = self.exact.get(host)
         if found is None and ":" in host and not host.endswith("]"):
