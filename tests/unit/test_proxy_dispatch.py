@@ -33,7 +33,7 @@ def test_outbound_destinations_take_the_service_cluster_or_the_catch_all() -> No
     http = d.outbound((vip(), 80))
     assert http.sniff and http.http is not None and (http.cluster, http.upstream) == ("PassthroughCluster",
                                                                                       (vip(), 80))
-    for authority in (f"{vip()}:80", "reviews", "reviews.default.svc.cluster.local:80"):
+    for authority in (f"{vip()}:80", "reviews", "reviews.default.svc.cluster.local:80") * 2:  # looked up, then kept
         match = http.http.match(authority, "/any")
         assert match is not None and match.route.cluster == f"outbound|80||{FQDN}", authority
     assert http.http.match("ratings:80", "/").route.cluster == "outbound|80||ratings.default.svc.cluster.local"
@@ -53,6 +53,9 @@ def test_inbound_ports_take_their_cluster() -> None:
     assert (d.inbound(("10.244.0.11", 9080)).cluster, d.inbound(("10.244.0.11", 9080)).bind_ip) == (
         "inbound|9080||", "127.0.0.6")
     assert d.inbound(("10.244.0.11", 7777)).cluster == "InboundPassthroughClusterIpv4"
+    # Routes are made once per destination and kept: an original-destination cluster's keep their own.
+    passthrough = [d.inbound(("10.244.0.11", port)) for port in (7777, 7778, 7777)]
+    assert [r.upstream for r in passthrough] == [("10.244.0.11", 7777), ("10.244.0.11", 7778), ("10.244.0.11", 7777)]
 
 
 def test_round_robin_takes_each_host_in_turn() -> None:
