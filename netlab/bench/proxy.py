@@ -158,6 +158,7 @@ class BenchResult:
                          "vs_none": r.vs_floor, "netlab_vs_haproxy": r.vs_haproxy, "target_met": r.ok}
                         for r in self.rows],
             "problems": self.problems,
+            "noise": noise_note(self.rounds, self.plan.rate),
         }
 
 
@@ -600,6 +601,19 @@ def run(repeat: int = 3, quick: bool = False, workers: int | None = None, access
     return BenchResult(rounds, [compare(m, typed) for m in metrics], plan, workers, problems, topology)
 
 
+NOISY_SPREAD = 1.5  # the no-sidecar p99 moving more than this between rounds: the machine sets the tail
+
+
+def noise_note(rounds: Sequence[dict[str, dict[str, float]]], rate: int) -> str | None:
+    """A warning when the baseline itself was unsteady (a shared or busy machine): the tail-latency ratios of such a
+    run say more about the machine than about the proxies."""
+    tails = [r[FLOOR]["p99_us"] for r in rounds if r.get(FLOOR, {}).get("p99_us")]
+    if len(tails) < 2 or max(tails) < NOISY_SPREAD * min(tails):
+        return None
+    return (f"noisy machine: with no sidecar, p99 @{rate} req/s ranged {min(tails):.0f}-{max(tails):.0f} µs over "
+            "the rounds; the p90/p99 ratios move from run to run here: compare several runs or more rounds")
+
+
 def render(result: BenchResult) -> str:
     errors = {v: sum(int(r[v].get(k, 0)) for r in result.rounds for k in ("ka_errors", "nc_errors", "new_errors",
                                                                                "rate_errors"))
@@ -624,6 +638,9 @@ def render(result: BenchResult) -> str:
         f"CPU: utime+stime of the proxy processes during the fixed {result.plan.rate} req/s run",
         f"errors (wrk + loadgen): {', '.join(f'{v} {n}' for v, n in errors.items())}",
     ]
+    noise = noise_note(result.rounds, result.plan.rate)
+    if noise:
+        notes.append(noise)
     table = format_table(PROXY_HEADERS, [row_cells(r) for r in result.rows], left=(0, 7, 8))
     return table + "\n" + "\n".join(f"({n})" for n in notes)
 

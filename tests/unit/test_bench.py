@@ -7,7 +7,7 @@ import pytest
 from netlab.bench.lab import LabRun, summarize, table
 from netlab.bench.loadgen import response_length
 from netlab.bench.loadgen import summarize as latency_summary
-from netlab.bench.proxy import order, parse_wrk
+from netlab.bench.proxy import noise_note, order, parse_wrk
 from netlab.bench.report import (
     FLOOR,
     HAPROXY,
@@ -148,3 +148,13 @@ def test_lab_summary_and_table() -> None:
     assert "< 5 s ok" in text and "RSS ≤ 2 MB MISS" in text
     assert summarize([LabRun(10, 1, 9.0, 1.0, [100])]).time_ok is None  # targets: 50 pods on 1 node, 100 on 4
     assert summarize([LabRun(100, 4, 4.0, 1.5, [100])]).time_ok is False
+
+
+def test_an_unsteady_baseline_is_called_out() -> None:
+    def rounds(*tails: float) -> list[dict[str, dict[str, float]]]:
+        return [{FLOOR: {"p99_us": t}, NETLAB: {"p99_us": 3 * t}} for t in tails]
+
+    assert noise_note(rounds(400, 420, 390), 1000) is None
+    assert noise_note(rounds(400), 1000) is None  # one round says nothing about spread
+    note = noise_note(rounds(368, 404, 736), 1000)
+    assert note is not None and "368-736 µs" in note and "@1000 req/s" in note
