@@ -65,11 +65,11 @@ from netlab.mesh.gateway import router_snapshot
 from netlab.mesh.registry import HTTP, TCP, kubernetes_services
 from netlab.mesh.versions import mesh_traits
 from netlab.model.loader import parse_resources, parse_scenario
+from netlab.model.schema import injector_flags
 from netlab.pki import LabCA
 
 ISTIO = "1.10"
-INJECTOR_FLAGS = ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*",
-                  "-d", "15090,15021,15020"]
+INJECTOR_FLAGS = injector_flags("REDIRECT")  # what the sidecar injector passes istio-iptables
 HTTP_PORT, BULK_PORT, INBOUND_PORT, OUTBOUND_PORT = 8080, 5201, 15006, 15001
 VIP_REPLICAS = 3
 PROXY_UID = PROXY_GID = 1337

@@ -26,14 +26,15 @@ err = Console(stderr=True, highlight=False, width=_PIPE_WIDTH)
 lab_option = click.option("--lab", "-l", "lab", metavar="LAB", help="which lab (default: the only one up)")
 # Verbs that take LAB as their first argument take --lab too: one way that works with every verb.
 lab_flag_option = click.option("--lab", "-l", "lab_flag", metavar="LAB", help="which lab (same as the LAB argument)")
+namespace_option = click.option("--namespace", "-n", "namespace", metavar="NS",
+                                help="the pod's namespace (or write NS/POD); needed when two namespaces have the pod")
 
 
 def one_lab(positional: str | None, flag: str | None) -> str | None:
+    """The lab named by the LAB argument or by --lab (naming two different labs is an error)."""
     if positional and flag and positional != flag:
         raise UsageError(f"two labs named: {positional} and --lab {flag}", hint="name the lab once")
     return positional or flag
-namespace_option = click.option("--namespace", "-n", "namespace", metavar="NS",
-                                help="the pod's namespace (or write NS/POD); needed when two namespaces have the pod")
 
 
 def print_json(document: Any) -> None:
