@@ -119,7 +119,8 @@ def _path_shadowing() -> Finding:
     first = shutil.which("netlab")
     ours = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     if first is None:
-        return Finding("netlab on PATH", WARN, "`netlab` is not on PATH", "sudo ln -s VENV/bin/netlab /usr/local/bin/")
+        here = ours if ours.endswith("netlab") else os.path.join(os.path.dirname(sys.executable), "netlab")
+        return Finding("netlab on PATH", WARN, "`netlab` is not on PATH", f"sudo ln -s {here} /usr/local/bin/")
     if ours.endswith("netlab") and os.path.realpath(first) != ours:
         return Finding("netlab on PATH", WARN, f"`netlab` on PATH is {first}, not this one ({ours})",
                        "another install comes earlier on PATH: remove it or fix PATH")
