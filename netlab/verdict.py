@@ -33,6 +33,7 @@ OUTCOME_WORDS = {
     "timeout": "timed out (no answer)",
     "closed": "was closed without data (EOF)",
     "unreachable": "was unreachable (no route or ICMP unreachable)",
+    "tls_error": "failed its TLS handshake",
 }
 
 
@@ -208,7 +209,11 @@ def explain_line(line: LogLine, facts: LabFacts) -> tuple[str, str]:
     label = f"{sidecar.label} in {line.pod}" if sidecar else f"sidecar in {line.pod}"
     cluster, flags, details = line.get("cluster"), line.get("flags"), line.get("details")
     upstream = line.get("upstream_host")
-    if sidecar is not None and sidecar.router:
+    if sidecar is not None and sidecar.router and line.get("response_code_details") == "filter_chain_not_found":
+        head = (f"the {sidecar.istio} gateway {line.pod} got a connection on its listener "
+                f"{line.get('downstream_local')} (from {line.get('downstream_remote')}; no capture: the gateway's own "
+                "port)")
+    elif sidecar is not None and sidecar.router:
         xff = line.get("x_forwarded_for")
         head = (f"the {sidecar.istio} gateway {line.pod} took it on its listener {line.get('downstream_local')} "
                 f"(from {line.get('downstream_remote')}; no capture: the gateway's own port), appended the peer "
@@ -290,6 +295,13 @@ def failure_text(line: LogLine, flags: str, details: str, facts: LabFacts, membe
         if edits:
             text += f" — this pod's rule_edits: {', '.join(edits)}"
         return text + "; without the guard it would loop until file descriptors run out"
+    if flags == "NR" and line.get("response_code_details") == "filter_chain_not_found" and member is not None \
+            and member.sidecar is not None and member.sidecar.router:
+        sni = line.get("requested_server_name")
+        sent = f"its ClientHello asked for {sni} (SNI)" if sni != "-" else "it sent no SNI a chain names, or plaintext"
+        return (f"no filter chain of the listener {line.get('downstream_local')} takes this connection: the chains "
+                "are the Gateway servers on that port (an HTTPS server's is chosen by the SNI of its hosts), and "
+                f"{sent}; the gateway reset the connection (NR filter_chain_not_found)")
     if flags == "NR" and line.get("response_code_details") == "filter_chain_not_found":
         local = line.addr("downstream_local")
         port = local[1] if local else 0

@@ -5,6 +5,7 @@ metrics) and `netlab certs` (a sidecar's workload certificate)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -26,6 +27,7 @@ from netlab.errors import UsageError
 from netlab.graph import build_graph, render_svg, render_text
 from netlab.kernel.nsutil import is_same_process
 from netlab.mesh.proxyconfig import TABLES
+from netlab.mesh.types import CREDENTIALS, TLS_CERT
 from netlab.model.istio import describe
 from netlab.model.loader import load_resources
 from netlab.pki import CERT_CHAIN, ROOT_CERT, CertInfo
@@ -140,18 +142,23 @@ def graph(lab: str | None, as_json: bool, svg: str | None, png: str | None, lab_
 @click.option("--json", "as_json", is_flag=True)
 def certs(member: str, lab: str | None, namespace: str | None, as_json: bool) -> None:
     """POD's workload certificate, as istiod's CA issued it to its sidecar: subject, SPIFFE id (URI SAN),
-    validity, and the chain up to the lab's root. The files are there for `openssl x509 -text -in FILE`; the
-    private key is never shown."""
+    validity, and the chain up to the lab's root; for a gateway, also the credentials of its HTTPS servers. The
+    files are there for `openssl x509 -text -in FILE`; the private key is never shown."""
     state, member, _ = pick_pod(lab, member, namespace)
     if "sidecar" not in state.members[member]:
         raise UsageError(f"{member} has no sidecar, so no workload certificate",
                          hint="only pods with a sidecar get one (mTLS is between sidecars)")
     directory = Path(certs_dir(state, member))
     found = [*CertInfo.read(directory / CERT_CHAIN), *CertInfo.read(directory / ROOT_CERT)]
+    roles = ["workload certificate", "root (the lab's CA)"]
+    credentials = directory / CREDENTIALS  # a gateway's: the Secrets its HTTPS servers name
+    for name in sorted(os.listdir(credentials)) if credentials.is_dir() else ():
+        found += CertInfo.read(credentials / name / TLS_CERT)
+        roles.append(f"gateway credential {name} (signed by the lab's gateway CA)")
     if as_json:
         print_json({"pod": member, "directory": str(directory), "certificates": [vars(c) for c in found]})
         return
-    for role, cert in zip(("workload certificate", "root (the lab's CA)"), found, strict=True):
+    for role, cert in zip(roles, found, strict=True):
         click.echo(f"# {role}: {cert.path}")
         for label, value in (("subject", cert.subject), ("issuer", cert.issuer),
                              ("SAN", ", ".join(cert.san) or "-"), ("valid", f"{cert.not_before} → {cert.not_after}"),

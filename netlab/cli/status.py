@@ -10,10 +10,12 @@ from rich.table import Table
 
 from netlab.cli.app import app
 from netlab.cli.common import lab_flag_option, one_lab, out, pick_pod, print_json
-from netlab.engine.mesh import proxy_status
+from netlab.engine.mesh import certs_dir, gateway_ca, proxy_status
 from netlab.engine.state import LabState, list_labs, load_state
 from netlab.errors import UsageError
 from netlab.kernel.nsutil import is_same_process
+from netlab.mesh.types import CREDENTIALS, TLS_CERT
+from netlab.pki import dns_names
 
 
 def describe(state: LabState) -> dict[str, Any]:
@@ -53,7 +55,23 @@ def describe(state: LabState) -> dict[str, Any]:
             "processes": processes, "services": state.info.get("services", {}),
             "sidecars": sidecars(state, processes), "config_version": mesh.get("version"),
             "istio_resources": [f"{r['kind']} {r['metadata'].get('namespace', 'default')}/{r['metadata']['name']}"
-                                for r in mesh.get("resources", [])]}
+                                for r in mesh.get("resources", [])],
+            "gateway_credentials": gateway_credentials(state)}
+
+
+def gateway_credentials(state: LabState) -> dict[str, dict[str, Any]]:
+    """The Secrets the lab made for Gateway HTTPS servers (NAMESPACE/NAME), their hosts, and the root a client
+    trusts to call them."""
+    found: dict[str, dict[str, Any]] = {}
+    root = str(gateway_ca(state).root_path)
+    for pod in state.lab_plan().pods.values():
+        directory = os.path.join(certs_dir(state, pod.key), CREDENTIALS)
+        if pod.sidecar is None or pod.sidecar.mode != "router" or not os.path.isdir(directory):
+            continue
+        for name in sorted(os.listdir(directory)):
+            found[f"{pod.namespace}/{name}"] = {"hosts": dns_names(os.path.join(directory, name, TLS_CERT)),
+                                                "ca": root}
+    return found
 
 
 def sidecars(state: LabState, processes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -128,6 +146,9 @@ def print_lab(state: LabState) -> None:
                   f", {version} {sidecar['status']}", soft_wrap=True)
     if info["istio_resources"]:
         out.print(f"istio resources: {', '.join(info['istio_resources'])}", soft_wrap=True)
+    for name, credential in info["gateway_credentials"].items():
+        out.print(f"gateway credential {name}: {', '.join(credential['hosts'])}; clients trust {credential['ca']} "
+                  "(curl --cacert FILE)", soft_wrap=True)
 
 
 @app.command()

@@ -9,12 +9,14 @@ import click
 
 from netlab.cli.app import app
 from netlab.cli.common import lab_flag_option, one_lab, pick_running_lab, print_json
+from netlab.engine.mesh import gateway_ca
 from netlab.errors import UsageError
 from netlab.hostport import is_ipv4, split_host_port
 from netlab.model.base import DEFAULT_NAMESPACE
 from netlab.model.schema import HttpRequest
+from netlab.probe.connect import TlsClient
 from netlab.probe.facts import LabFacts, lab_facts
-from netlab.probe.http import request_bytes
+from netlab.probe.http import request_bytes, server_name
 from netlab.signals import interrupts_as_keyboard_interrupt
 from netlab.trace.build import build_trace
 from netlab.trace.collect import trace_probe
@@ -36,6 +38,8 @@ def unescape(text: str) -> bytes:
 @click.option("--send", default=None, help="what to send, then half-close (default: ping, or GET / to an HTTP app; "
               "\\r \\n escapes understood)")
 @click.option("--http", "http_path", metavar="PATH", help="send an HTTP GET for PATH instead (e.g. --http /)")
+@click.option("--https", "https", is_flag=True,
+              help="with --http: over TLS, as curl https:// (SNI from the Host header, the lab's gateway CA trusted)")
 @click.option("-H", "--header", "headers", multiple=True, metavar="'NAME: VALUE'",
               help="with --http: a request header, e.g. -H 'host: www.example' (repeatable)")
 @click.option("--timeout", default=3.0, show_default=True, type=float, help="seconds for connect and the reply")
@@ -47,7 +51,7 @@ def unescape(text: str) -> bytes:
               help="keep a pcap of lo and eth0 of each pod on the path in DIR")
 @click.option("--evidence/--no-evidence", default=True, help="show the observation behind each step")
 @lab_flag_option
-def trace(lab: str | None, source: str, to: str, send: str | None, http_path: str | None,
+def trace(lab: str | None, source: str, to: str, send: str | None, http_path: str | None, https: bool,
           headers: tuple[str, ...], timeout: float, as_json: bool, svg: str | None, png: str | None,
           capture_dir: str | None, evidence: bool, lab_flag: str | None) -> None:
     """Run one probe from POD to NAME:PORT and show its path: every namespace, interface, nat chain and rule that
@@ -67,11 +71,14 @@ def trace(lab: str | None, source: str, to: str, send: str | None, http_path: st
                          hint="known: " + ", ".join(facts.names.known_hosts(namespace)))
     if send is not None and http_path is not None:
         raise UsageError("give either --send (raw bytes) or --http PATH (a request), not both")
-    if headers and http_path is None:
-        raise UsageError("--header goes with --http PATH", hint="e.g. --http / -H 'host: www.example'")
+    if (headers or https) and http_path is None:
+        raise UsageError(f"{'--https' if https else '--header'} goes with --http PATH",
+                         hint="e.g. --http / -H 'host: www.example'")
     if send is None and http_path is None and _speaks_http(facts, to, source):
         http_path = "/"  # an HTTP app (or a gateway) would end a bare ping as "closed, no data"
-    sent = f"GET {http_path} (HTTP)" if http_path is not None else repr(unescape(send or "ping").decode("latin-1"))
+    tls: TlsClient | None = None
+    scheme = "HTTPS" if https else "HTTP"
+    sent = f"GET {http_path} ({scheme})" if http_path is not None else repr(unescape(send or "ping").decode("latin-1"))
     if http_path is not None:
         fields = {}
         for header in headers:
@@ -80,14 +87,17 @@ def trace(lab: str | None, source: str, to: str, send: str | None, http_path: st
                 raise UsageError(f"--header {header!r} is not 'NAME: VALUE'", hint="e.g. -H 'host: www.example'")
             fields[name.strip()] = value.strip()
         try:
-            payload = request_bytes(HttpRequest(path=http_path, headers=fields), to)
+            request = HttpRequest(scheme="https" if https else "http", path=http_path, headers=fields)
         except ValueError as err:
             raise UsageError(f"--http {http_path}: a request path starts with /", hint="e.g. --http /") from err
+        payload = request_bytes(request, to)
+        if https:
+            tls = TlsClient.trusting(str(gateway_ca(state).root_path), server_name(request, to))
     else:
         payload = unescape(send or "ping")
     with interrupts_as_keyboard_interrupt():
         result, obs = trace_probe(state, facts, source, to, payload, timeout, capture_dir,
-                                  half_close=http_path is None)
+                                  half_close=http_path is None, tls=tls)
     path = build_trace(obs)
     diagram = render_svg(path) if svg or png else ""
     if svg:

@@ -23,9 +23,11 @@ from netlab.engine.state import LabState
 from netlab.errors import KernelError
 from netlab.kernel.nsutil import is_same_process, run_in_netns
 from netlab.mesh.build import snapshots
+from netlab.mesh.gateway import credential_hosts
+from netlab.mesh.types import CREDENTIALS, TLS_CERT
 from netlab.model.istio import IstioResource, describe, resource_key
 from netlab.model.loader import parse_resources
-from netlab.pki import CERT_CHAIN, WORKLOAD_TTL, LabCA
+from netlab.pki import CERT_CHAIN, CREDENTIAL_TTL, GATEWAY_CA, WORKLOAD_TTL, LabCA, dns_names
 
 SYNC_TIMEOUT = 5.0
 PROXY_UID = 1337
@@ -81,11 +83,37 @@ def issue_certificates(state: LabState) -> None:
         ca.issue(directory, pod.namespace, pod.service_account, uid, PROXY_UID)
 
 
+def gateway_ca(state: LabState) -> LabCA:
+    """The root that signs Gateway credentials: what a client of the lab's HTTPS gateways trusts."""
+    return LabCA(os.path.join(state.directory, "pki", GATEWAY_CA), organization="netlab gateway credentials")
+
+
+def issue_credentials(state: LabState, resources: Sequence[IstioResource]) -> None:
+    """The Secrets the gateways' HTTPS servers name, made by the lab: in each gateway pod's certificate directory,
+    credentials/NAME/ (what its proxy loads for SDS kubernetes://NAME), issued again when the hosts the Gateways
+    ask for change or half of its lifetime has passed."""
+    ca = gateway_ca(state)
+    for pod in state.lab_plan().pods.values():
+        if pod.sidecar is None or pod.sidecar.mode != "router":
+            continue
+        for name, hosts in credential_hosts(pod.labels, resources).items():
+            directory = os.path.join(certs_dir(state, pod.key), CREDENTIALS, name)
+            cert = os.path.join(directory, TLS_CERT)
+            with contextlib.suppress(OSError):
+                if (dns_names(cert) == list(hosts)
+                        and time.time() - os.stat(cert).st_mtime < CREDENTIAL_TTL.total_seconds() / 2):
+                    continue
+            if not ca.root_path.exists():
+                ca.create()
+            ca.issue_server(directory, hosts, PROXY_UID, PROXY_UID)
+
+
 def write_snapshots(state: LabState, resources: Sequence[IstioResource],
                     ready: frozenset[str] | None = None) -> int:
     """Compute and write every sidecar's snapshot with the next version and its certificate; record the
     resources. Returns the version."""
     issue_certificates(state)
+    issue_credentials(state, resources)
     mesh = state.info.setdefault("mesh", {})
     version = int(mesh.get("version", 0)) + 1
     for member, snapshot in snapshots(state.lab_plan(), resources, version, ready).items():

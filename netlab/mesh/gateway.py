@@ -7,6 +7,10 @@ As istiod builds it (pilot/pkg/model/gateway.go, pilot/pkg/networking/core/gatew
 - one route configuration per listener, `http.TARGETPORT`, with a virtual host `HOST:NUMBER` for every host of a
   VirtualService bound to the gateway (its `gateways` name it: NAMESPACE/NAME, or NAME in the VirtualService's own
   namespace) that the server's hosts admit; with none, `blackhole:NUMBER` without routes (404, NR);
+- an HTTPS server (tls mode SIMPLE) gets a filter chain of its own, matched on the SNI (its hosts; any SNI for '*'),
+  terminating TLS with the certificate of its credentialName (SDS `kubernetes://NAME`), with a route
+  configuration of its own, `https.NUMBER.PORTNAME.GATEWAY.NAMESPACE` (pilot/pkg/model/gateway.go
+  gatewayRDSRouteName); servers of an HTTP port with tls.httpsRedirect give virtual hosts that require TLS;
 - routes go to the endpoints of `outbound|PORT||HOST` themselves, with auto mTLS to meshed pods.
 A listener port of the Service without any server gets a listener without chains: a connection is closed at once,
 as Envoy has no listener there. The edge headers (use_remote_address) are the proxy's job.
@@ -23,6 +27,7 @@ from netlab.mesh.traffic import fqdn, gateway_names, host_matches, http_routes
 from netlab.mesh.types import (
     CLUSTER_DOMAIN,
     HTTP_CONNECTION_MANAGER,
+    SDS_KUBERNETES,
     ChainMatch,
     FilterChain,
     Listener,
@@ -41,6 +46,24 @@ def selecting_gateways(labels: dict[str, str], resources: Sequence[Any]) -> list
             and all(labels.get(k) == v for k, v in r.spec.selector.items())]
 
 
+def credential_hosts(labels: dict[str, str], resources: Sequence[Any]) -> dict[str, tuple[str, ...]]:
+    """The Secrets a gateway pod's HTTPS servers name (credentialName) and the hosts each certificate must cover:
+    the servers' hosts, or for a '*' server the hosts of the VirtualServices bound to its Gateway."""
+    found: dict[str, dict[str, None]] = {}
+    for gateway in selecting_gateways(labels, resources):
+        full = f"{gateway.metadata.namespace}/{gateway.metadata.name}"
+        for server in gateway.spec.servers:
+            if server.tls is None or not server.tls.credential_name:
+                continue
+            hosts = found.setdefault(server.tls.credential_name, {})
+            for host in _sni_hosts(server.hosts) or [
+                    host for vs in resources
+                    if vs.kind == "VirtualService" and full in gateway_names(vs.spec.gateways, vs.metadata.namespace)
+                    for host in _admitted(server.hosts, vs, gateway.metadata.namespace) if host != "*"]:
+                hosts[host] = None
+    return {name: tuple(hosts) or ("localhost",) for name, hosts in found.items()}
+
+
 def router_snapshot(base: Snapshot, service_ports: dict[int, int], services: Sequence[MeshService],
                     resources: Sequence[Any], retry_503: bool,
                     cluster_name: Callable[[int, str, str], str]) -> Snapshot:
@@ -53,17 +76,29 @@ def router_snapshot(base: Snapshot, service_ports: dict[int, int], services: Seq
             number = server.port.number
             servers.setdefault(service_ports.get(number, number), []).append((gateway, server))
     ports_of = {s.hostname: [p.port for p in s.ports] for s in services}
+
+    def virtual_hosts(chosen: list[tuple[Any, Any]]) -> tuple[VirtualHost, ...]:
+        found = _virtual_hosts(chosen, resources, node.namespace, node.labels, retry_503, cluster_name,
+                               lambda host: ports_of.get(host, ()))
+        return found or (VirtualHost(f"blackhole:{chosen[0][1].port.number}", ("*",), ()),)
+
     listeners, routes = [], []
     for port in sorted({*(t for t in service_ports.values() if t != HEALTH_PORT), *servers}):
-        chains: tuple[FilterChain, ...] = ()
-        if servers.get(port):
+        chains: list[FilterChain] = []
+        merged = _mergeable(servers.get(port, []))
+        if merged and merged[0][1].port.protocol == "HTTPS":
+            for gateway, server in merged:  # a chain per server, picked by SNI, each with its own routes
+                name = (f"https.{server.port.number}.{server.port.name}.{gateway.metadata.name}."
+                        f"{gateway.metadata.namespace}")
+                routes.append(RouteConfig(name, virtual_hosts([(gateway, server)])))
+                match = ChainMatch(transport_protocol="tls", server_names=_sni_hosts(server.hosts))
+                chains.append(FilterChain(name, match, HTTP_CONNECTION_MANAGER, route=name,
+                                          credential=SDS_KUBERNETES + server.tls.credential_name))
+        elif merged:
             name = f"http.{port}"
-            vhosts = _virtual_hosts(servers[port], resources, node.namespace, node.labels, retry_503, cluster_name,
-                                    lambda host: ports_of.get(host, ()))
-            routes.append(RouteConfig(name, vhosts or (VirtualHost(f"blackhole:{servers[port][0][1].port.number}",
-                                                                   ("*",), ()),)))
-            chains = (FilterChain("", ChainMatch(), HTTP_CONNECTION_MANAGER, route=name),)
-        listeners.append(Listener(f"0.0.0.0_{port}", "0.0.0.0", port, "gateway", chains))
+            routes.append(RouteConfig(name, virtual_hosts(merged)))
+            chains.append(FilterChain("", ChainMatch(), HTTP_CONNECTION_MANAGER, route=name))
+        listeners.append(Listener(f"0.0.0.0_{port}", "0.0.0.0", port, "gateway", tuple(chains)))
     admin = tuple(x for x in base.listeners if x.direction == "")
     router = replace(node, type="router", id=f"router~{node.ip}~{node.pod.rpartition('/')[2]}.{node.namespace}~"
                                              f"{node.namespace}.svc.{CLUSTER_DOMAIN}")
@@ -86,8 +121,26 @@ def _virtual_hosts(servers: list[tuple[Any, Any]], resources: Sequence[Any], nam
                     continue
                 routes = http_routes(vs, number, ports_of, namespace, labels, retry_503, cluster_name, gateway=full)
                 domains = ("*",) if host == "*" else (host, f"{host}:*")
-                found[name] = VirtualHost(name, domains, routes, include_request_attempt_count=True)
+                redirect = server.tls is not None and server.tls.https_redirect
+                found[name] = VirtualHost(name, domains, routes, include_request_attempt_count=True,
+                                          require_tls=redirect)
     return tuple(found.values())
+
+
+def _mergeable(servers: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """The servers one listener takes: those whose protocol can share it with the first one (HTTP, HTTP2 and GRPC
+    merge; HTTPS only with HTTPS). Istio's MergeGateways skips the others with a warning."""
+    if not servers:
+        return []
+    secure = servers[0][1].port.protocol == "HTTPS"
+    return [(g, s) for g, s in servers if (s.port.protocol == "HTTPS") == secure]
+
+
+def _sni_hosts(hosts: list[str]) -> tuple[str, ...]:
+    """The server names an HTTPS server's filter chain matches: its hosts without their namespace; none (any SNI)
+    when one of them is '*' (Istio's getSNIHostsForServer)."""
+    names = tuple(dict.fromkeys(h.rpartition("/")[2] for h in hosts))
+    return () if "*" in names else names
 
 
 def _admitted(server_hosts: list[str], vs: Any, gateway_namespace: str) -> list[str]:

@@ -30,6 +30,8 @@ def listeners(dump: dict[str, Any]) -> Table:
 
 def _match(m: dict[str, Any]) -> str:
     parts = []
+    if m.get("server_names"):
+        parts.append(f"SNI: {','.join(m['server_names'])}")
     if m["transport_protocol"]:
         parts.append(f"Trans: {m['transport_protocol']}")
     if m["application_protocols"]:

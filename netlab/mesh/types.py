@@ -17,6 +17,10 @@ ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace: mesh-wide Sidecar, 
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
 HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
 HEALTHY, UNHEALTHY = "HEALTHY", "UNHEALTHY"
+# A gateway credential (SDS kubernetes://NAME) is a kubernetes.io/tls Secret's keys, which the proxy finds in its
+# certificate directory as credentials/NAME/tls.crt, tls.key, ca.crt (written by netlab.pki).
+SDS_KUBERNETES, CREDENTIALS = "kubernetes://", "credentials"
+TLS_CERT, TLS_KEY, CA_CERT = "tls.crt", "tls.key", "ca.crt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,7 @@ class ChainMatch:
     prefix_ranges: tuple[str, ...] = ()
     transport_protocol: str = ""  # "raw_buffer" or "tls"
     application_protocols: tuple[str, ...] = ()
+    server_names: tuple[str, ...] = ()  # the ClientHello's SNI: exact names or "*.suffix" (a gateway's HTTPS hosts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +43,8 @@ class FilterChain:
     route: str = ""  # the HTTP connection manager's RDS route configuration
     inline_route: str = ""  # an inline route (the admin listeners' /healthz/ready*, /stats/prometheus*)
     tls: bool = False  # terminates Istio's mTLS (DownstreamTlsContext with the workload certificate, client cert
-    #                    required); a tls chain without it relays the client's own TLS untouched
+    #                    required); a tls chain without it (or a credential) relays the client's own TLS untouched
+    credential: str = ""  # terminates TLS with this SDS secret, "kubernetes://NAME" (a gateway's HTTPS server)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,7 @@ class VirtualHost:
     domains: tuple[str, ...]
     routes: tuple[Route, ...]
     include_request_attempt_count: bool = False  # x-envoy-attempt-count on upstream requests (outbound hosts)
+    require_tls: bool = False  # require_tls ALL: a plaintext request is redirected to https (tls.httpsRedirect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +307,7 @@ def _listener(d: dict[str, Any]) -> Listener:
 def _chain(d: dict[str, Any]) -> FilterChain:
     m = d["match"]
     match = ChainMatch(m["destination_port"], tuple(m["prefix_ranges"]), m["transport_protocol"],
-                       tuple(m["application_protocols"]))
+                       tuple(m["application_protocols"]), tuple(m.get("server_names", ())))
     return FilterChain(**{**d, "match": match})
 
 

@@ -377,7 +377,7 @@ class VirtualService(_Resource):
 
 # --- Gateway (networking/v1alpha3/gateway.proto) -----------------------------------------------------------------
 
-GATEWAY_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")  # served by netlab's router; HTTPS, TLS and TCP servers are not modelled
+GATEWAY_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "HTTPS")  # served by netlab's router; TLS and TCP servers are not
 
 
 class GatewayPort(Strict):
@@ -391,8 +391,27 @@ class GatewayPort(Strict):
     def _served(cls, value: str) -> str:
         if value.upper() not in GATEWAY_PROTOCOLS:
             raise ValueError(f"protocol {value}: netlab's gateway serves {', '.join(GATEWAY_PROTOCOLS)} servers "
-                             "(HTTPS, TLS and TCP servers are not modelled yet)")
+                             "(TLS and TCP servers are not modelled yet)")
         return value.upper()
+
+
+class ServerTls(Strict):
+    """ServerTLSSettings: an HTTPS server terminates TLS (mode SIMPLE) with the certificate of `credentialName`, a
+    secret the lab makes (netlab.pki.issue_credential); an HTTP server may redirect every request to HTTPS."""
+
+    https_redirect: bool = Field(False, alias="httpsRedirect")
+    mode: str | None = None
+    credential_name: Annotated[str, matching(RESOURCE_NAME, "credentialName '{}' is not a Secret name (lower case "
+                                                            "a-z, 0-9, '-' and '.')")] | None = Field(
+        None, alias="credentialName")
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value: str | None) -> str | None:
+        if value is not None and value.upper() != "SIMPLE":
+            raise ValueError(f"tls.mode {value}: netlab's gateway terminates TLS in mode SIMPLE only "
+                             "(PASSTHROUGH, MUTUAL, ISTIO_MUTUAL and AUTO_PASSTHROUGH are not modelled yet)")
+        return value if value is None else value.upper()
 
 
 class GatewayServer(Strict):
@@ -400,6 +419,7 @@ class GatewayServer(Strict):
     hosts: list[str] = Field(min_length=1, description="HOST or NAMESPACE/HOST; '*' for every host")
     name: str | None = None
     bind: str | None = None
+    tls: ServerTls | None = None
 
     @field_validator("hosts")
     @classmethod
@@ -409,10 +429,34 @@ class GatewayServer(Strict):
             check_namespaced_host(entry, namespace, host, ("", ".", "*"))
         return value
 
+    @model_validator(mode="after")
+    def _tls(self) -> GatewayServer:
+        tls, port = self.tls, self.port
+        if port.protocol == "HTTPS":
+            if tls is None or tls.mode != "SIMPLE" or not tls.credential_name:
+                raise ValueError(f"the HTTPS server on port {port.number} needs `tls: {{mode: SIMPLE, "
+                                 "credentialName: NAME}` (the lab makes that secret for the server's hosts)")
+            if not port.name:
+                raise ValueError(f"the HTTPS server on port {port.number} needs a port name (its route "
+                                 "configuration is named https.NUMBER.NAME.GATEWAY.NAMESPACE)")
+        elif tls is not None and (tls.mode is not None or tls.credential_name is not None):
+            raise ValueError(f"the {port.protocol} server on port {port.number} takes `tls.httpsRedirect` only; "
+                             "TLS settings belong to an HTTPS server")
+        return self
+
 
 class GatewaySpec(Strict):
     selector: Labels
     servers: list[GatewayServer] = Field(min_length=1)
+
+    @field_validator("servers")
+    @classmethod
+    def _unique_port_names(cls, value: list[GatewayServer]) -> list[GatewayServer]:
+        names = [s.port.name for s in value if s.port.name]
+        for name in names:
+            if names.count(name) > 1:  # as istiod's validation (ValidateGateway) has it
+                raise ValueError(f"port names in servers must be unique: duplicate name {name}")
+        return value
 
 
 class Gateway(_Resource):

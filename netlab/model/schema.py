@@ -521,8 +521,9 @@ class ProbeExpectReply(Strict):
         return self
 
 
-# What a probe can observe. `unreachable` covers ICMP host/network unreachable (no route, no neighbour).
-Outcome = Literal["reply", "reset", "refused", "timeout", "closed", "unreachable"]
+# What a probe can observe. `unreachable` covers ICMP host/network unreachable (no route, no neighbour);
+# `tls_error`, an https probe whose handshake failed (the certificate did not check out, a TLS alert).
+Outcome = Literal["reply", "reset", "refused", "timeout", "closed", "unreachable", "tls_error"]
 ProbeExpect = Annotated[
     Annotated[Outcome, Tag("outcome")] | Annotated[ProbeExpectReply, Tag("reply")],
     Discriminator(lambda v: "outcome" if isinstance(v, str) else "reply"),
@@ -536,6 +537,9 @@ class HttpRequest(Strict):
     """An HTTP probe's request, sent whole with `Connection: close` and not half-closed: Envoy's HTTP connection
     manager ends a half-closed connection (envoy#2066), as a raw `send` of a request would be."""
 
+    scheme: Literal["http", "https"] = Field("http", description="https: TLS first, as curl makes it (SNI from the "
+                                             "Host header or the target, the certificate checked against the lab's "
+                                             "gateway CA)")
     method: Annotated[str, matching(HTTP_TOKEN, "'{}' is not an HTTP method, e.g. GET")] = "GET"
     path: str = "/"
     headers: dict[str, str] = Field(default_factory=dict)

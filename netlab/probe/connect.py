@@ -1,12 +1,16 @@
-"""One TCP probe from inside a pod: a socket made in a setns'd thread (it stays in the pod), connect, send,
-half-close (unless told not to: an HTTP request says `Connection: close` instead), read until EOF, classify."""
+"""One TCP probe from inside a pod: a socket made in a setns'd thread (it stays in the pod), connect, (for https,
+a TLS handshake as curl makes it: SNI, the server's certificate checked), send, half-close (unless told not to: an
+HTTP request says `Connection: close` instead), read until EOF, classify."""
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from netlab.kernel.nsutil import run_in_netns
 from netlab.probe.observed import Addr, ProbeResult
@@ -14,9 +18,30 @@ from netlab.probe.observed import Addr, ProbeResult
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH}
 
 
+@dataclass(frozen=True)
+class TlsClient:
+    """An https probe's TLS: the server name it sends (SNI) and checks the certificate against, and the roots it
+    trusts."""
+
+    server_name: str
+    context: ssl.SSLContext
+
+    @classmethod
+    def trusting(cls, ca_file: str, server_name: str) -> TlsClient:
+        context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+        context.set_alpn_protocols(["http/1.1"])
+        try:
+            ipaddress.ip_address(server_name)
+            context.check_hostname = False  # an address is no SNI; the chain is still checked
+            server_name = ""
+        except ValueError:
+            pass
+        return cls(server_name, context)
+
+
 def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: str,
           on_connected: Callable[[Addr], None] | None = None, half_close: bool = True,
-          on_sent: Callable[[], None] | None = None) -> ProbeResult:
+          on_sent: Callable[[], None] | None = None, tls: TlsClient | None = None) -> ProbeResult:
     """Connect to remote from the namespace at netns_path; own_ip names the source when connect fails early.
 
     on_connected(local) runs once the connection is up, before anything is sent (a trace samples the socket
@@ -55,6 +80,8 @@ def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: st
             on_connected(local)
         deadline = started + timeout
         try:
+            if tls is not None:
+                sock = tls.context.wrap_socket(sock, server_hostname=tls.server_name or None)
             if send:
                 sock.sendall(send)
             if half_close:
@@ -69,6 +96,12 @@ def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: st
                 data += chunk
         except ConnectionResetError:
             return done("reset", "ECONNRESET")
+        except ssl.SSLCertVerificationError as err:
+            return done("tls_error", f"the server's certificate: {err.verify_message}")
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            return done("closed", "closed during the TLS handshake")
+        except ssl.SSLError as err:
+            return done("tls_error", err.reason or str(err))
         except BrokenPipeError:
             return done("reset", "EPIPE")
         except TimeoutError:

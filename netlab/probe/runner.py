@@ -20,9 +20,9 @@ from netlab.errors import NetlabError
 from netlab.http_reply import parse_response
 from netlab.model.istio import describe
 from netlab.model.schema import Check, MeshStep, PodCheck, ProbeCheck, Scenario
-from netlab.probe.connect import probe
+from netlab.probe.connect import TlsClient, probe
 from netlab.probe.facts import LabFacts, lab_facts
-from netlab.probe.http import request_bytes
+from netlab.probe.http import request_bytes, server_name
 from netlab.probe.observed import (
     Addr,
     ConntrackEntry,
@@ -172,11 +172,12 @@ class Runner:
         remote: Addr = (target.ip, target.port)
         payload = request_bytes(check.http, check.to) if check.http else check.send.encode()
         half_close = check.http is None
+        tls = self.tls_client(check)
         before = {m: file_size(self.state.peers_file(m)) for m in self.state.members} if check.samples > 1 else {}
-        samples = [probe(netns, remote, payload, check.timeout, source.ip, half_close=half_close)
+        samples = [probe(netns, remote, payload, check.timeout, source.ip, half_close=half_close, tls=tls)
                    for _ in range(check.samples - 1)]
         marks = self.mark(followers)
-        result = self.observed_probe(check, index, netns, remote, payload)
+        result = self.observed_probe(check, index, netns, remote, payload, tls)
         results = [*samples, result]
         obs = ProbeObservation(result, samples_ms=[r.elapsed_ms for r in results] if check.samples > 1 else [])
         if check.samples > 1 and check.http is not None:
@@ -196,7 +197,16 @@ class Runner:
             obs.connections = self.connections(result.local, obs.lines)
         return obs, marks
 
-    def observed_probe(self, check: ProbeCheck, index: int, netns: str, remote: Addr, payload: bytes) -> ProbeResult:
+    def tls_client(self, check: ProbeCheck) -> TlsClient | None:
+        """An https probe's TLS, trusting the lab's gateway CA (the root of the credentials the lab made)."""
+        if check.http is None or check.http.scheme != "https":
+            return None
+        from netlab.engine.mesh import gateway_ca  # as below: the control plane's imports stay off the probe's path
+
+        return TlsClient.trusting(str(gateway_ca(self.state).root_path), server_name(check.http, check.to))
+
+    def observed_probe(self, check: ProbeCheck, index: int, netns: str, remote: Addr, payload: bytes,
+                       tls: TlsClient | None = None) -> ProbeResult:
         """The probe itself; with `trace: true` recorded hop by hop, with a capture dir inside tcpdumps."""
         # Imported here: netlab.trace builds on this module.
         from netlab.trace.build import build_trace
@@ -208,19 +218,19 @@ class Runner:
         half_close = check.http is None
         if check.trace:
             result, recorded = trace_probe(self.state, self.facts, check.from_, check.to, payload,
-                                           check.timeout, self.capture_dir, prefix, half_close)
+                                           check.timeout, self.capture_dir, prefix, half_close, tls)
             self.extra["trace"] = build_trace(recorded).to_json()
             if recorded.captures:
                 self.extra["captures"] = recorded.captures
             return result
         source = self.facts.members[check.from_]
         if not self.capture_dir:
-            return probe(netns, remote, payload, check.timeout, source.ip, half_close=half_close)
+            return probe(netns, remote, payload, check.timeout, source.ip, half_close=half_close, tls=tls)
         member = self.facts.resolve(check.to, check.from_).member
         pods = [(m, member_netns_path(self.state, m)) for m in dict.fromkeys([check.from_, member])
                 if m and self.state.members[m]["kind"] == "pod"]
         with captures(pods, self.capture_dir, prefix) as paths:
-            result = probe(netns, remote, payload, check.timeout, source.ip, half_close=half_close)
+            result = probe(netns, remote, payload, check.timeout, source.ip, half_close=half_close, tls=tls)
         self.extra["captures"] = paths
         return result
 

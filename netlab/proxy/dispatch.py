@@ -13,14 +13,24 @@ to the TCP chain otherwise, as http_inspector decides.
 
 from __future__ import annotations
 
+import os
+import ssl
 from dataclasses import dataclass, replace
 
-from netlab.mesh.types import HTTP_CONNECTION_MANAGER, TCP_PROXY, Listener, RouteConfig, Snapshot
+from netlab.mesh.types import (
+    CREDENTIALS,
+    HTTP_CONNECTION_MANAGER,
+    SDS_KUBERNETES,
+    TCP_PROXY,
+    Listener,
+    RouteConfig,
+    Snapshot,
+)
 from netlab.proxy.http.router import HttpRouter
 from netlab.proxy.lb import LoadBalancer
 from netlab.proxy.origdst import Addr
 from netlab.proxy.routes import BLACKHOLE, Route, TlsChain, refused
-from netlab.proxy.tls import origination_context
+from netlab.proxy.tls import credential_context, origination_context
 
 ROUTE_CACHE = 4096  # routes kept (passthrough clusters make one per original destination)
 
@@ -31,6 +41,8 @@ class TlsChainConfig:
     terminate: bool
     http: HttpRouter | None
     cluster: str
+    server_names: tuple[str, ...] = ()
+    context: ssl.SSLContext | None = None  # a gateway credential's (SIMPLE TLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +59,10 @@ class Chains:
 class Dispatch:
     """A snapshot turned into lookup tables; one per worker, rebuilt on every reload."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, certs: str | None = None) -> None:
+        """`certs`: the proxy's certificate directory, where a gateway's credentials are (credentials/NAME/)."""
         self.snapshot = snapshot
+        self.certs = certs
         self.transparent = snapshot.node.mode == "TPROXY"
         self.clusters = {c.name: c for c in snapshot.clusters}
         self.balancers = {c.name: LoadBalancer.of(c) for c in snapshot.clusters
@@ -105,10 +119,19 @@ class Dispatch:
         plain = [c for c in chains if c.match.transport_protocol != "tls"]
         tcp = next((c.cluster for c in plain if c.filter == TCP_PROXY), None)
         http = next((c.route for c in plain if c.filter == HTTP_CONNECTION_MANAGER and c.route), None)
-        tls = tuple(TlsChainConfig(frozenset(c.match.application_protocols), c.tls,
+        tls = tuple(TlsChainConfig(frozenset(c.match.application_protocols), c.tls or bool(c.credential),
                                    self._router(c.route, direction) if c.filter == HTTP_CONNECTION_MANAGER else None,
-                                   c.cluster) for c in chains if c.match.transport_protocol == "tls")
+                                   c.cluster, c.match.server_names, self._credential(c.credential))
+                    for c in chains if c.match.transport_protocol == "tls")
         return Chains(tcp, self._router(http, direction) if http else None, tls, bool(plain))
+
+    def _credential(self, name: str) -> ssl.SSLContext | None:
+        """SDS `kubernetes://NAME`: the files the lab wrote into the proxy's certificate directory; files that cannot
+        be loaded refuse the reload (OSError, ssl.SSLError)."""
+        if not name:
+            return None
+        secret = name.removeprefix(SDS_KUBERNETES)
+        return credential_context(os.path.join(self.certs or "", CREDENTIALS, secret))
 
     def _router(self, name: str, direction: str) -> HttpRouter:
         config = self.route_configs.get(name)
@@ -148,7 +171,7 @@ class Dispatch:
         if not chains.tls:
             return route
         tls = tuple(TlsChain(c.alpn, c.terminate, c.http, self._route(direction, c.cluster, orig) if c.cluster
-                             else None) for c in chains.tls)
+                             else None, c.server_names, c.context) for c in chains.tls)
         return replace(route, tls=tls)
 
     def _route(self, direction: str, name: str, orig: Addr) -> Route:

@@ -202,7 +202,7 @@ def quiet_relay_error(loop: asyncio.AbstractEventLoop, context: dict[str, object
 class Connection:
     __slots__ = ("base", "client", "closing", "counts", "ctx", "d", "details", "failure", "final", "flags", "held",
                  "held_size", "host", "idle_mark", "idle_since", "orig", "pub_rx", "pub_tx", "reset_up", "route",
-                 "row", "sniffing", "start", "timer", "u", "up_local", "upstream")
+                 "row", "sni", "sniffing", "start", "timer", "u", "up_local", "upstream")
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -216,7 +216,7 @@ class Connection:
         self.counts = (0, 0)  # (from the client, from the upstream): the last measure()
         self.final = False  # counts are the final ones (settle())
         # Access-log fields: RESPONSE_FLAGS, CONNECTION_TERMINATION_DETAILS, UPSTREAM_TRANSPORT_FAILURE_REASON.
-        self.flags = self.details = self.failure = "-"
+        self.flags = self.details = self.failure = self.sni = "-"
         self.up_local: Addr | None = None
         self.upstream: Addr | None = None  # the endpoint chosen (the original destination for passthrough)
         self.host: Host | None = None  # its load-balancer entry, whose open connections this one counts in
@@ -305,9 +305,11 @@ class Connection:
         return self.to_http() if route.http is not None else self.relay()
 
     def to_tls(self, hello: Hello) -> None:
-        """A TLS chain: terminate Istio's mTLS (then HTTP or tcp_proxy), or relay the client's own TLS."""
-        chain = TlsChain.pick(self.route.tls, hello.alpn)
-        if chain is None or (chain.terminate and self.ctx.identity is None):
+        """A TLS chain: terminate Istio's mTLS or a gateway's HTTPS (then HTTP or tcp_proxy), or relay the client's
+        own TLS."""
+        chain = TlsChain.pick(self.route.tls, hello.sni, hello.alpn)
+        if chain is None or (chain.terminate and chain.context is None and self.ctx.identity is None):
+            self.sni = hello.sni or "-"  # tls_inspector read it before the chain match: the log has it
             return self.no_filter_chain()
         if not chain.terminate:
             assert chain.route is not None
@@ -601,7 +603,7 @@ class Connection:
         if log is not None:
             if no_chain:  # no filter read anything: Envoy logs 0 bytes and the reason as the response details
                 log.log(Entry(self.start, "-", self.orig, self.client, flags="NR",
-                              response_code_details="filter_chain_not_found"))
+                              response_code_details="filter_chain_not_found", requested_server_name=self.sni))
             else:
                 log.log(Entry(self.start, self.route.cluster, self.orig, self.client, self.upstream, self.up_local,
                               self.flags, self.rx, self.tx, int((time.time() - self.start) * 1000), self.details,

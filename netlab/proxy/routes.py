@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,19 +46,32 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class TlsChain:
-    """A filter chain for TLS connections, matched on the ClientHello's ALPN (empty: any): it terminates Istio's
-    mTLS and goes to the HTTP connection manager or to tcp_proxy, or relays the client's own TLS untouched."""
+    """A filter chain for TLS connections, matched on the ClientHello's SNI and ALPN (empty: any): it terminates
+    TLS (Istio's mTLS with the workload certificate, or with `context`, a gateway credential) and goes to the HTTP
+    connection manager or to tcp_proxy, or relays the client's own TLS untouched."""
 
     alpn: frozenset[str]
     terminate: bool
     http: HttpRouter[Route] | None = None
     route: Route | None = None  # tcp_proxy's
+    server_names: tuple[str, ...] = ()
+    context: ssl.SSLContext | None = None
 
     @staticmethod
-    def pick(chains: tuple[TlsChain, ...], alpn: tuple[str, ...]) -> TlsChain | None:
-        """As Envoy's filter chain match: a chain naming one of the offered protocols beats one naming none."""
+    def pick(chains: tuple[TlsChain, ...], sni: str, alpn: tuple[str, ...]) -> TlsChain | None:
+        """As Envoy's filter chain match: the chains naming the SNI exactly, else those with the longest
+        `*.suffix` of it, else those naming no server; of them, one naming an offered protocol beats one naming
+        none."""
+        exact = [c for c in chains if sni in c.server_names] if sni else []
+        if not exact and sni:
+            suffix = max((len(n) for c in chains for n in c.server_names if n[:2] == "*." and sni.endswith(n[1:])),
+                         default=0)
+            exact = [c for c in chains if any(len(n) == suffix and sni.endswith(n[1:]) for n in c.server_names
+                                              if n[:2] == "*.")] if suffix else []
+        candidates = exact or [c for c in chains if not c.server_names]
         offered = set(alpn)
-        return next((c for c in chains if c.alpn & offered), None) or next((c for c in chains if not c.alpn), None)
+        return (next((c for c in candidates if c.alpn & offered), None)
+                or next((c for c in candidates if not c.alpn), None))
 
 
 def loop_reason(direction: str, orig_dst: Addr, peer: Addr, local: Addr, capture_ports: frozenset[int],

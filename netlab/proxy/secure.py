@@ -1,8 +1,9 @@
-"""The server sidecar's side of mTLS: a connection whose ClientHello picked a terminating filter chain is handed
-here with the bytes read so far; once the handshake has verified the client's certificate against the mesh's root,
-the plaintext goes to the HTTP connection manager or to tcp_proxy, with the SNI and both identities for the access
-log and the metrics. A handshake that fails (another CA's certificate, none at all, garbage, a timeout) closes the
-connection and logs why."""
+"""The server sidecar's side of mTLS, and a gateway's HTTPS: a connection whose ClientHello picked a terminating
+filter chain is handed here with the bytes read so far; once the handshake is done (for mTLS: the client's
+certificate verified against the mesh's root; a gateway credential asks for none), the plaintext goes to the HTTP
+connection manager or to tcp_proxy, with the SNI and both identities for the access log and the metrics. A
+handshake that fails (another CA's certificate, none at all, garbage, a timeout) closes the connection and logs
+why."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def serve_tls(ctx: Any, transport: asyncio.Transport, sock: socket.socket, clien
     start = start or time.time()
 
     def ready(stream: TlsStream) -> None:
-        security = Security(hello.sni, stream.peer, ctx.identity.spiffe)
+        # A gateway's HTTPS (a credential of its own) has no identities: it is not mTLS.
+        security = Security(hello.sni, "", "") if chain.context else Security(hello.sni, stream.peer,
+                                                                              ctx.identity.spiffe)
         if chain.http is None and ctx.authz:  # the network RBAC filter, with the client's identity
             denied = decide(ctx.authz, Attributes(principal_of(stream.peer), client[0], *orig, sni=hello.sni))
             if denied is not None:
@@ -55,6 +58,6 @@ def serve_tls(ctx: Any, transport: asyncio.Transport, sock: socket.socket, clien
             ctx.log.log(Entry(start, cluster, orig, client, termination_details=details,
                               requested_server_name=hello.sni or "-", duration_ms=int((time.time() - start) * 1000)))
 
-    stream = TlsStream(ctx.identity.server, True, None, ready, failed)
+    stream = TlsStream(chain.context or ctx.identity.server, True, None, ready, failed)
     transport.set_protocol(stream)
     stream.attach(transport, held)

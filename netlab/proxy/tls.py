@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from netlab.mesh.types import TLS_CERT, TLS_KEY
+
 ISTIO_HTTP_ALPN = frozenset(("istio-http/1.0", "istio-http/1.1", "istio-h2"))
 ISTIO_TCP_ALPN = frozenset(("istio-peer-exchange", "istio"))
 CLIENT_ALPN_HTTP = ["istio-http/1.1", "istio", "http/1.1"]
@@ -150,6 +152,17 @@ def origination_context(files: tuple[str, str, str], verify_host: str, skip_veri
         context.verify_mode = ssl.CERT_NONE
     if cert:
         context.load_cert_chain(cert, key or None)
+    return context
+
+
+def credential_context(directory: str) -> ssl.SSLContext:
+    """A gateway's HTTPS server (tls mode SIMPLE): the credential's tls.crt and tls.key, no client certificate
+    asked for. ALPN offers http/1.1 only: netlab's connection manager does not speak h2 (Istio's gateways also
+    offer h2)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(os.path.join(directory, TLS_CERT), os.path.join(directory, TLS_KEY))
+    context.set_alpn_protocols(["http/1.1"])
     return context
 
 

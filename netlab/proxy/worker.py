@@ -110,7 +110,7 @@ class Worker:
         # resumed by another. Kept across reloads while the certificate files stay the same.
         self.identity = identity
         self.certs_stamp = _stamp(cfg.certs) if identity is not None else None
-        self.dispatch = Dispatch(cfg.snapshot)
+        self.dispatch = Dispatch(cfg.snapshot, cfg.certs)
         self.reload_error = ""  # why the last reload was refused ("" when it went well)
         stats.register(c.name for c in cfg.snapshot.clusters)
         self.ready = False
@@ -169,7 +169,7 @@ class Worker:
                                  "port of the gateway's Service (restart the lab to add one)")
             return
         try:
-            dispatch = Dispatch(snapshot)  # loads the files of TLS origination (SIMPLE, MUTUAL)
+            dispatch = Dispatch(snapshot, self.cfg.certs)  # loads TLS files: origination, gateway credentials
             identity = self.load_identity(snapshot)  # a rotated certificate is taken with the new version
         except (OSError, ValueError) as err:
             self.reload_error = f"version {snapshot.version} refused: cannot load a certificate: {err}"

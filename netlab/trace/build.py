@@ -481,7 +481,13 @@ class _Builder:
                        f" cluster {line.get('cluster')} → upstream {line.get('upstream_host')}"
                        + (f" from {line.get('upstream_local')}" if line.get("upstream_local") != "-" else ""))
             sni = line.get("requested_server_name")
-            if sni != "-":  # Istio's mTLS, terminated here: the hop before it carried TLS records, not the payload
+            if line.get("response_code_details") == "filter_chain_not_found":
+                summary = (f"proxy accepted ({where} {line.get('downstream_local')}); no filter chain takes the "
+                           "connection" + (f" (its ClientHello's SNI: {sni})" if sni != "-" else ""))
+            elif sni != "-" and obs.members[member].router:  # a Gateway HTTPS server: TLS with its credential
+                summary += (f"; TLS terminated (SNI {sni} picked the HTTPS server's filter chain and its "
+                            "credential; no client certificate)")
+            elif sni != "-":  # Istio's mTLS, terminated here: the hop before it carried TLS records, not the payload
                 summary += (f"; mTLS terminated (SNI {sni}; the client sidecar's certificate verified against the "
                             "mesh's root)")
             if flags != "-":
@@ -520,7 +526,8 @@ class _Builder:
         r = self.obs.result
         source = app_actor(self.obs.source, self.obs)
         words = {"reply": f"reply {r.get('reply')!r}", "reset": "connection reset (RST)", "closed": "closed, no data",
-                 "refused": "connection refused", "timeout": "timeout", "unreachable": "unreachable"}
+                 "refused": "connection refused", "timeout": "timeout", "unreachable": "unreachable",
+                 "tls_error": "TLS handshake failed"}
         text = words.get(r["outcome"], r["outcome"])
         if r["outcome"] == "reply":
             text = f"reply {(r.get('reply') or '').splitlines()[0][:80]!r}"

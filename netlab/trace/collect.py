@@ -18,7 +18,7 @@ from netlab.engine.state import LabState
 from netlab.kernel.iptables import system_backend
 from netlab.kernel.sockets import list_sockets
 from netlab.plan import NODE, ROUTER
-from netlab.probe.connect import probe
+from netlab.probe.connect import TlsClient, probe
 from netlab.probe.facts import LabFacts
 from netlab.probe.observed import Addr, ProbeResult
 from netlab.probe.readers import (
@@ -87,7 +87,8 @@ def member_infos(state: LabState) -> dict[str, MemberInfo]:
 
 def trace_probe(state: LabState, facts: LabFacts, source: str, to: str, send: bytes,
                 timeout: float = 3.0, capture_dir: str | None = None,
-                capture_prefix: str = "trace", half_close: bool = True) -> tuple[ProbeResult, Observations]:
+                capture_prefix: str = "trace", half_close: bool = True,
+                tls: TlsClient | None = None) -> tuple[ProbeResult, Observations]:
     """Run one probe from `source` to `to` (NAME:PORT) and record what every namespace saw."""
     target = facts.resolve(to, source)
     members = member_infos(state)
@@ -116,7 +117,7 @@ def trace_probe(state: LabState, facts: LabFacts, source: str, to: str, send: by
             pcaps = stack.enter_context(captures(pods, capture_dir, capture_prefix))
         netns = member_netns_path(state, source)
         result = probe(netns, (target.ip, target.port), send, timeout, facts.members[source].ip,
-                       on_connected=sample, half_close=half_close, on_sent=None if half_close else sample)
+                       on_connected=sample, half_close=half_close, on_sent=None if half_close else sample, tls=tls)
     relevant = [m for m in involved if m in logs]
     nodes = [member_netns_path(state, m) for m, info in state.members.items() if info["kind"] == "node"]
     aliases = masqueraded(result.local, nodes) if target.kind == "nodeport" else ()

@@ -28,7 +28,7 @@ def _text(parent: ET.Element, x: float, y: float, text: str, size: int = 11, anc
 
 BREAKS = "./|:,"  # where a token too long for a line may be split (names, clusters, addresses)
 FAILURES = {"reset": "RST: connection reset", "refused": "refused", "timeout": "timeout (no answer)",
-            "unreachable": "unreachable", "closed": "closed, no data"}
+            "unreachable": "unreachable", "closed": "closed, no data", "tls_error": "TLS handshake failed"}
 RED = "#c0392b"
 
 

@@ -116,3 +116,60 @@ def test_two_multi_node_labs_side_by_side_leave_the_host_alone(tmp_path: Path) -
             assert result.returncode == 0, result.stdout + result.stderr
     assert snapshot_root_namespace() == before
     assert all(leftovers(n) == [] for n in names)
+
+
+HTTPS_SCENARIO = """
+    name: {name}
+    nodes: {{node-1: {{}}}}
+    gateways:
+      istio-ingressgateway: {{istio: "1.23", externalTrafficPolicy: Local, nodePorts: {{https: 30443}}}}
+    pods:
+      web: {{labels: {{app: web}}, sidecar: {{istio: "1.23"}}, app: {{kind: http, listen: "0.0.0.0:8000"}}}}
+    services:
+      web: {{selector: {{app: web}}, ports: [{{name: http, port: 8000}}]}}
+    external:
+      pc: {{address: 192.168.10.254}}
+    istio:
+      - {gateway}
+      - apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {{name: web}}
+        spec:
+          hosts: [www.example.com, shop.example.com]
+          gateways: [istio-system/gw]
+          http: [{{route: [{{destination: {{host: web}}}}]}}]
+"""
+HTTPS_GATEWAY = """{{apiVersion: networking.istio.io/v1, kind: Gateway, metadata: {{name: gw, namespace: istio-system}},
+         spec: {{selector: {{istio: ingressgateway}}, servers: [{{port: {{number: 443, name: https, protocol: HTTPS}},
+                 hosts: [{hosts}], tls: {{mode: SIMPLE, credentialName: web-credential}}}}]}}}}"""
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_curl_trusts_the_https_gateway_certificate_the_lab_made(tmp_path: Path) -> None:
+    """Istio's secure-ingress task with a real curl: `--cacert` the lab's gateway CA, SNI from the URL; the lab
+    issues the credential again when `netlab apply` changes the hosts of the server that names it."""
+    name = f"https-{secrets.token_hex(2)}"
+    text = HTTPS_SCENARIO.format(name=name, gateway=HTTPS_GATEWAY.format(hosts="www.example.com"))
+    with lab_up(write_scenario(tmp_path, text)) as state:
+        node = state.lab_plan().nodes["node-1"]
+        ca = f"{state.directory}/pki/gateway-ca/root-cert.pem"
+
+        def curl(host: str) -> subprocess.CompletedProcess[str]:
+            return netlab("exec", "--lab", name, "pc", "--", "curl", "-sS", "--cacert", ca, "--resolve",
+                          f"{host}:30443:{node.ip}", "-w", "\n%{http_code} %{ssl_verify_result}",
+                          f"https://{host}:30443/")
+
+        www = curl("www.example.com")
+        assert www.returncode == 0 and www.stdout.endswith("\n200 0"), www.stdout + www.stderr
+        assert '"x-forwarded-proto": "https"' in www.stdout
+        shop = curl("shop.example.com")  # no filter chain takes that SNI: the gateway resets the connection
+        assert shop.returncode == 35 and "reset" in shop.stderr.lower(), shop.stderr
+        log = Path(state.member_file("logs", "istio-system/istio-ingressgateway-0", "access.log")).read_text()
+        assert " www.example.com -\n" in log  # %REQUESTED_SERVER_NAME% %ROUTE_NAME%
+        assert any("filter_chain_not_found" in line and "shop.example.com" in line for line in log.splitlines())
+
+        (tmp_path / "gw.yaml").write_text(HTTPS_GATEWAY.format(hosts="www.example.com, shop.example.com"))
+        netlab("apply", name, str(tmp_path / "gw.yaml"), check=True)
+        shop = curl("shop.example.com")
+        assert shop.returncode == 0 and shop.stdout.endswith("\n200 0"), shop.stdout + shop.stderr
+    assert leftovers(name) == []

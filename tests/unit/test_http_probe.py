@@ -17,7 +17,8 @@ from test_verdict import CLIENT, facts, result
 from netlab.http_app import Behaviour, HttpApp
 from netlab.http_reply import parse_response
 from netlab.model.schema import HttpRequest, ProbeCheck
-from netlab.probe.http import request_bytes
+from netlab.probe.connect import TlsClient
+from netlab.probe.http import request_bytes, server_name
 from netlab.probe.observed import ProbeObservation
 from netlab.verdict import judge_probe
 
@@ -32,6 +33,18 @@ def test_the_request_is_whole_and_asks_to_close() -> None:
     assert data == (b"POST /reviews/0 HTTP/1.1\r\nhost: reviews:9080\r\nuser-agent: netlab-probe\r\nend-user: jason\r\n"
                     b"content-length: 2\r\nconnection: close\r\n\r\nhi")
     assert request_bytes(HttpRequest(), "web:80").startswith(b"GET / HTTP/1.1\r\nhost: web\r\n")  # as curl
+    assert request_bytes(HttpRequest(scheme="https"), "web:443").startswith(b"GET / HTTP/1.1\r\nhost: web\r\n")
+    assert b"host: web:80\r\n" in request_bytes(HttpRequest(scheme="https"), "web:80")
+
+
+def test_an_https_probe_sends_the_host_as_sni_as_curl_does() -> None:
+    https = HttpRequest(scheme="https", headers={"Host": "httpbin.example.com:30443"})
+    assert server_name(https, "node-1:30443") == "httpbin.example.com"
+    assert server_name(HttpRequest(scheme="https"), "node-1:30443") == "node-1"
+    ip = TlsClient.trusting("", server_name(HttpRequest(scheme="https"), "192.168.10.10:30443"))
+    assert ip.server_name == "" and not ip.context.check_hostname  # an address is sent as no SNI
+    named = TlsClient.trusting("", "node-1")
+    assert named.server_name == "node-1" and named.context.check_hostname
 
 
 def test_responses_parse_and_name_who_answered() -> None:

@@ -8,12 +8,16 @@ outbound|PORT||FQDN, inbound|PORT||, PassthroughCluster, BlackHoleCluster, Inbou
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from netlab.mesh.build import snapshots, standalone_snapshot
+from netlab.mesh.gateway import credential_hosts
 from netlab.mesh.registry import AUTO, HTTP, TCP, UDP, protocol_of
 from netlab.mesh.types import Snapshot, loads
-from netlab.model.loader import parse_scenario
+from netlab.model.loader import parse_resources, parse_scenario
+from netlab.model.problems import ScenarioError
 from netlab.plan import make_plan
 
 PONG = {"kind": "pong", "listen": "0.0.0.0:9080"}
@@ -256,3 +260,65 @@ def test_sidecars_ignore_virtual_services_bound_to_a_gateway_only() -> None:
     snap = gateway_lab()["nginx"]
     vhosts = [v for r in snap.routes for v in r.virtual_hosts]
     assert not any("www.example" in v.domains for v in vhosts)
+
+
+HTTPS_GATEWAY = {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                 "metadata": {"name": "mygateway", "namespace": "istio-system"},
+                 "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+                     {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["www.example"],
+                      "tls": {"mode": "SIMPLE", "credentialName": "www-credential"}},
+                     {"port": {"number": 443, "name": "https-any", "protocol": "HTTPS"}, "hosts": ["*"],
+                      "tls": {"mode": "SIMPLE", "credentialName": "any-credential"}},
+                     {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["www.example"],
+                      "tls": {"httpsRedirect": True}}]}}
+BOUND_VS = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "nginx"},
+            "spec": {"hosts": ["www.example"], "gateways": ["istio-system/mygateway"],
+                     "http": [{"route": [{"destination": {"host": "svc-nginx"}}]}]}}
+
+
+def test_an_https_server_gets_a_filter_chain_by_sni_with_its_credential_and_route_configuration() -> None:
+    snap = gateway_lab(HTTPS_GATEWAY, BOUND_VS)["istio-system/istio-ingressgateway-0"]
+    listener = next(x for x in snap.listeners if x.name == "0.0.0.0_8443")
+    named, anything = listener.filter_chains
+    assert (named.match.transport_protocol, named.match.server_names, named.credential, named.route) == (
+        "tls", ("www.example",), "kubernetes://www-credential", "https.443.https.mygateway.istio-system")
+    assert (anything.match.server_names, anything.route) == ((), "https.443.https-any.mygateway.istio-system")
+    # Each HTTPS server's route configuration has only its own hosts; the HTTP server's redirect requires TLS.
+    routes = {r.name: r for r in snap.routes}
+    (vhost,) = routes["https.443.https.mygateway.istio-system"].virtual_hosts
+    assert (vhost.name, vhost.require_tls) == ("www.example:443", False)
+    (plain,) = routes["http.8080"].virtual_hosts
+    assert (plain.name, plain.require_tls) == ("www.example:80", True)
+    assert loads(snap.dumps()) == snap
+
+
+def test_the_lab_makes_each_credential_for_the_hosts_its_servers_take() -> None:
+    resources = parse_resources([HTTPS_GATEWAY, BOUND_VS], source="test")
+    # A '*' server's certificate covers the hosts of the VirtualServices bound to its Gateway.
+    assert credential_hosts({"istio": "ingressgateway"}, resources) == {
+        "www-credential": ("www.example",), "any-credential": ("www.example",)}
+    assert credential_hosts({"istio": "other"}, resources) == {}
+
+
+@pytest.mark.parametrize(("server", "error"), [
+    ({"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"]},
+     "needs `tls: {mode: SIMPLE, credentialName: NAME}`"),
+    ({"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": ["*"],
+      "tls": {"mode": "MUTUAL", "credentialName": "c"}}, "mode SIMPLE only"),
+    ({"port": {"number": 443, "protocol": "HTTPS"}, "hosts": ["*"], "tls": {"mode": "SIMPLE", "credentialName": "c"}},
+     "needs a port name"),
+    ({"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"],
+      "tls": {"mode": "SIMPLE", "credentialName": "c"}}, "takes `tls.httpsRedirect` only"),
+    ({"port": {"number": 443, "name": "tls", "protocol": "TLS"}, "hosts": ["*"]}, "TLS and TCP servers are not"),
+])
+def test_gateway_servers_netlab_cannot_serve_are_refused_by_name(server: dict, error: str) -> None:
+    gateway = {**HTTPS_GATEWAY, "spec": {"selector": {"istio": "ingressgateway"}, "servers": [server]}}
+    with pytest.raises(ScenarioError, match=re.escape(error)):
+        parse_resources([gateway], source="test")
+
+
+def test_gateway_port_names_are_unique_as_istiod_validates_them() -> None:
+    server = HTTPS_GATEWAY["spec"]["servers"][0]
+    gateway = {**HTTPS_GATEWAY, "spec": {"selector": {"istio": "ingressgateway"}, "servers": [server, server]}}
+    with pytest.raises(ScenarioError, match="port names in servers must be unique: duplicate name https"):
+        parse_resources([gateway], source="test")

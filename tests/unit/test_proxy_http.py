@@ -338,3 +338,5 @@ def test_edge_request_headers_as_a_gateway_sets_them() -> None:
     assert rid == b"abc" and got[b"x-envoy-retry-on"] == b"5xx"  # an internal request keeps them
     assert not is_internal("192.168.10.254", private_is_internal=False) and is_internal("127.0.0.1", False)
     assert is_internal("172.31.0.1", True) and not is_internal("172.32.0.1", True)
+    headers, _ = edge_request_additions(list(sent), "192.168.10.254", True, https=True)  # over a TLS listener
+    assert dict(headers)[b"x-forwarded-proto"] == b"https"

@@ -23,13 +23,15 @@ from http_support import FQDN, VIP, http_app
 from proxy_support import LOOPS, App, ProxyUnderTest, exchange
 from test_proxy_http import entries, get
 
-from netlab.mesh.build import ProxySpec, build_snapshot
+from netlab.mesh.build import ProxySpec, build_snapshot, snapshots
 from netlab.mesh.registry import HTTP, TCP, MeshEndpoint, MeshPort, MeshService
 from netlab.mesh.workload import spiffe_id
-from netlab.model.loader import parse_resources
+from netlab.model.loader import parse_resources, parse_scenario
 from netlab.pki import LabCA
+from netlab.plan import make_plan
 from netlab.proxy import tls
 from netlab.proxy.config import ProxyConfig
+from netlab.proxy.routes import TlsChain
 from netlab.proxy.tls import CLIENT_ALPN_HTTP, Hello, client_hello
 
 STRICT = """
@@ -296,3 +298,69 @@ spec:
             client.dst = ("10.96.0.99", 80)
             response, data = get(client.outbound, "/", headers={"Host": "api.example.com"})
     assert response.status == 200 and json.loads(data)["method"] == "GET"
+
+
+# --- a gateway's HTTPS servers (tls mode SIMPLE) ------------------------------------------------------------------
+
+
+def test_tls_chains_are_picked_by_sni_as_envoy_matches_server_names() -> None:
+    exact, wildcard, longer, anything = (TlsChain(frozenset(), True, server_names=names) for names in
+                                         (("www.example.com",), ("*.example.com",), ("*.api.example.com",), ()))
+    chains = (anything, wildcard, longer, exact)
+    assert TlsChain.pick(chains, "www.example.com", ()) is exact
+    assert TlsChain.pick(chains, "v1.api.example.com", ()) is longer  # the longest suffix
+    assert TlsChain.pick(chains, "shop.example.com", ()) is wildcard
+    assert TlsChain.pick(chains, "example.org", ()) is anything and TlsChain.pick(chains, "", ()) is anything
+    assert TlsChain.pick((exact,), "other.example.com", ()) is None  # no chain: the connection is reset
+
+
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext, sni: str) -> ssl.SSLObject:
+    """A real TLS handshake between two contexts through memory buffers; returns the client's side."""
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    tls_client = client.wrap_bio(c_in, c_out, server_hostname=sni)
+    tls_server = server.wrap_bio(s_in, s_out, server_side=True)
+    for _ in range(10):
+        for side in (tls_client, tls_server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                side.do_handshake()
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls_client.do_handshake()
+            return tls_client
+    raise AssertionError("the handshake did not finish")
+
+
+def test_a_gateway_credential_the_lab_made_serves_its_hosts(tmp_path: Path) -> None:
+    """The lab's gateway CA signs a certificate for the server's hosts into the proxy's credentials/NAME/; the
+    HTTPS chain of the Dispatch serves it, and a client that trusts that CA (curl --cacert) accepts it for those
+    names only."""
+    from netlab.proxy.dispatch import Dispatch
+
+    ca = LabCA(tmp_path / "gateway-ca", organization="netlab gateway credentials")
+    ca.create()
+    ca.issue_server(tmp_path / "certs" / "credentials" / "www-credential", ["www.example.com", "*.api.example.com"],
+                    os.getuid(), os.getgid())
+    scenario = parse_scenario({"name": "gw", "gateways": {"istio-ingressgateway": {}}, "pods": {"web": {}}, "istio": [
+        {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "gw"},
+         "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+             {"port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+              "hosts": ["www.example.com", "*.api.example.com"],
+              "tls": {"mode": "SIMPLE", "credentialName": "www-credential"}}]}}]})
+    snapshot = snapshots(make_plan(scenario), scenario.istio, 1)["istio-system/istio-ingressgateway-0"]
+    route = Dispatch(snapshot, str(tmp_path / "certs")).gateway(("10.244.0.10", 8443))
+    client = ssl.create_default_context(cafile=str(ca.root_path))
+    client.set_alpn_protocols(["h2", "http/1.1"])
+    for name in ("www.example.com", "v1.api.example.com"):
+        chain = TlsChain.pick(route.tls, name, ("h2", "http/1.1"))
+        assert chain is not None and chain.context is not None and chain.http is not None
+        session = handshake(chain.context, client, name)
+        assert session.selected_alpn_protocol() == "http/1.1"  # netlab's connection manager speaks HTTP/1.1
+        assert dict(x[0] for x in session.getpeercert()["subject"])["commonName"] == "www.example.com"
+    assert TlsChain.pick(route.tls, "other.example.com", ()) is None
+    chain = TlsChain.pick(route.tls, "www.example.com", ())
+    assert chain is not None and chain.context is not None
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        handshake(chain.context, client, "api.example.com")  # *.api.example.com does not cover it
+    with pytest.raises(FileNotFoundError):  # a credential not written: the reload is refused
+        Dispatch(snapshot, str(tmp_path / "nowhere"))

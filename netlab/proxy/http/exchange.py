@@ -156,7 +156,8 @@ class Exchange:
         edge = session.ctx.edge
         if edge is not None:
             self.headers, self.request_id = hd.edge_request_additions(headers, session.client[0],
-                                                                      edge.private_is_internal)
+                                                                      edge.private_is_internal,
+                                                                      session.security is not None)
         else:
             self.headers, self.request_id = hd.request_additions(headers)
         self.framing = b"chunked" if chunked else b"content-length" if content_length else None
@@ -181,6 +182,8 @@ class Exchange:
                 return self.local_reply(403, DENIED_BODY, "", denied)
         if match is None:
             return self.local_reply(404, "", "NR", "route_not_found")
+        if match.host.require_tls and session.security is None:
+            return self.https_redirect()
         self.route = route = match.route
         self.count_attempts = match.host.include_request_attempt_count
         if route.direct_response:
@@ -268,7 +271,14 @@ class Exchange:
         if r.port:
             host = f"{host.rsplit(':', 1)[0]}:{r.port}"
         location = f"{r.scheme or 'http'}://{host}{r.path or self.path.decode('latin-1')}"
-        self.local_reply(r.code, "", "", "redirect", extra=[(b"location", location.encode("latin-1"))])
+        # A redirect is a direct response entry: details direct_response (envoy source/common/router/router.cc).
+        self.local_reply(r.code, "", "", "direct_response", extra=[(b"location", location.encode("latin-1"))])
+
+    def https_redirect(self) -> None:
+        """A virtual host with require_tls ALL (a Gateway server's tls.httpsRedirect) answers a plaintext request
+        with 301 to the same authority and path over https (Envoy's SslRedirector)."""
+        location = f"https://{self.authority}{self.path.decode('latin-1')}"
+        self.local_reply(301, "", "", "direct_response", extra=[(b"location", location.encode("latin-1"))])
 
     # --- from the downstream session ---------------------------------------------------------------------------
 

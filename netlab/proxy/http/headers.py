@@ -142,7 +142,8 @@ def is_internal(ip: str, private_is_internal: bool) -> bool:
     return first == 10 or (first == 172 and 16 <= second <= 31) or (first == 192 and second == 168)
 
 
-def edge_request_additions(headers: Headers, remote: str, private_is_internal: bool) -> tuple[Headers, bytes]:
+def edge_request_additions(headers: Headers, remote: str, private_is_internal: bool,
+                           https: bool = False) -> tuple[Headers, bytes]:
     """A gateway's connection manager (use_remote_address, no trusted hops; Envoy's mutateRequestHeaders): the peer's
     address appended to x-forwarded-for, x-forwarded-proto set to the scheme it was reached by, and either
     x-envoy-internal: true (an internal peer) or x-envoy-external-address (an edge request, which also loses the
@@ -154,7 +155,7 @@ def edge_request_additions(headers: Headers, remote: str, private_is_internal: b
     forwarded = [v for n, v in headers if n == b"x-forwarded-for"]
     out = [(n, v) for n, v in headers if n not in drop and n != b"x-forwarded-for"]
     out.append((b"x-forwarded-for", b", ".join([*forwarded, remote.encode()])))
-    out.append((b"x-forwarded-proto", b"http"))
+    out.append((b"x-forwarded-proto", b"https" if https else b"http"))
     out.append((b"x-envoy-internal", b"true") if internal else (b"x-envoy-external-address", remote.encode()))
     request_id = next((v for n, v in out if n == b"x-request-id"), b"")
     if not request_id:
