@@ -283,10 +283,12 @@ class Namespace(Strict):
 
 
 class IngressGateway(Strict):
-    """`gateways:` shorthand for Istio's istio-ingressgateway, as its chart installs it: a pod (labels app: NAME and
-    istio: ingressgateway, a router-mode proxy) and a NodePort Service NAME (status-port 15021, http2 80→8080,
-    https 443→8443)."""
+    """`gateways:` shorthand for Istio's gateways, as their charts install them: a pod (labels app: NAME and istio:
+    ingressgateway, a router-mode proxy) and a NodePort Service NAME (status-port 15021, http2 80→8080, https
+    443→8443); with `type: egress`, istio-egressgateway's: labels istio: egressgateway and a ClusterIP Service
+    (http2 80→8080, https 443→8443), which sidecars reach by a VirtualService on their way out."""
 
+    type: Literal["ingress", "egress"] = "ingress"
     namespace: str = "istio-system"
     node: str | None = None
     istio: str = "1.23"
@@ -303,15 +305,27 @@ class IngressGateway(Strict):
                 raise ValueError(f"{name}: nodePort {port} is outside {NODE_PORTS[0]}-{NODE_PORTS[1]}")
         return value
 
+    @model_validator(mode="after")
+    def _egress(self) -> IngressGateway:
+        fields = type(self).model_fields
+        outside = {"nodePorts", "externalTrafficPolicy"} & {fields[f].alias or f for f in self.model_fields_set}
+        if self.type == "egress" and outside:
+            raise ValueError(f"{', '.join(sorted(outside))}: an egress gateway's Service is ClusterIP (only "
+                             "sidecars call it); node ports are an ingress gateway's")
+        return self
+
     def expand(self, name: str) -> tuple[str, Pod, Service]:
         """(pod name, pod, service): its pod is NAME-0, as the first pod of its Deployment."""
-        selector = {"app": name, "istio": "ingressgateway"}
+        selector = {"app": name, "istio": f"{self.type}gateway"}
         pod = Pod(namespace=self.namespace, labels={**selector, **self.labels}, node=self.node, deployment=name,
                   service_account=f"{name}-service-account", sidecar=Sidecar(istio=self.istio, mode="router"))
+        listed = [("http2", 80, 8080), ("https", 443, 8443)]
+        if self.type == "ingress":
+            listed.insert(0, ("status-port", 15021, 15021))
         ports = [ServicePort(name=n, port=port, target_port=target, node_port=self.node_ports.get(n))
-                 for n, port, target in (("status-port", 15021, 15021), ("http2", 80, 8080), ("https", 443, 8443))]
-        service = Service(namespace=self.namespace, type="NodePort", selector=selector, ports=ports,
-                          external_traffic_policy=self.external_traffic_policy)
+                 for n, port, target in listed]
+        service = Service(namespace=self.namespace, type="NodePort" if self.type == "ingress" else "ClusterIP",
+                          selector=selector, ports=ports, external_traffic_policy=self.external_traffic_policy)
         return f"{name}-0", pod, service
 
 
@@ -720,7 +734,7 @@ class Scenario(Strict):
     namespaces: dict[str, Namespace] = Field(default_factory=dict)
     nodes: dict[str, Node] = Field(default_factory=dict, description="default: one node (`_node`)")
     gateways: dict[str, IngressGateway] = Field(
-        default_factory=dict, description="ingress gateways: NAME -> {node, istio, externalTrafficPolicy, ...}")
+        default_factory=dict, description="gateways: NAME -> {type, node, istio, externalTrafficPolicy, ...}")
     mesh_config: MeshConfig = Field(default_factory=MeshConfig, alias="meshConfig")
     pods: dict[str, Pod]
     services: dict[str, Service] = Field(default_factory=dict)

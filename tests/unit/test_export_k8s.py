@@ -22,7 +22,8 @@ from netlab.model.manifests import import_manifests
 
 SHIPPED = sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
 NOT_EXPORTABLE = {"outbound-15001": "external", "registry-only": "external", "missing-127-0-0-6-rule": "rule_edits",
-                  "ingress-to-pod": "gateways", "ingress-https": "gateways", "nodeport-traffic-policy": "external"}
+                  "ingress-to-pod": "gateways", "ingress-https": "gateways", "egress-gateway": "external",
+                  "nodeport-traffic-policy": "external"}
 KUBERNETES = "1.30.0"
 CRDS = json.loads((Path(__file__).parent / "data" / "istio_crd_schemas.json").read_text())
 

@@ -322,3 +322,16 @@ def test_gateway_port_names_are_unique_as_istiod_validates_them() -> None:
     gateway = {**HTTPS_GATEWAY, "spec": {"selector": {"istio": "ingressgateway"}, "servers": [server, server]}}
     with pytest.raises(ScenarioError, match="port names in servers must be unique: duplicate name https"):
         parse_resources([gateway], source="test")
+
+
+def test_the_egress_gateway_shorthand_is_istio_egressgateway_behind_a_cluster_ip_service() -> None:
+    scenario = parse_scenario({"name": "eg", "gateways": {"istio-egressgateway": {"type": "egress"}},
+                               "pods": {"sleep": {"sidecar": {"istio": "1.23"}}}})
+    pod = scenario.pods["istio-system/istio-egressgateway-0"]
+    assert pod.labels == {"app": "istio-egressgateway", "istio": "egressgateway"} and pod.sidecar.mode == "router"
+    service = scenario.services["istio-system/istio-egressgateway"]
+    assert service.type == "ClusterIP" and [(p.name, p.port, p.target_port) for p in service.ports] == [
+        ("http2", 80, 8080), ("https", 443, 8443)]
+    with pytest.raises(ScenarioError, match="an egress gateway's Service is ClusterIP"):
+        parse_scenario({"name": "eg", "pods": {"sleep": {}}, "gateways": {
+            "istio-egressgateway": {"type": "egress", "nodePorts": {"http2": 30080}}}})
