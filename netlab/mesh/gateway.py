@@ -61,6 +61,7 @@ def credential_hosts(labels: dict[str, str], resources: Sequence[Any]) -> dict[s
                     if vs.kind == "VirtualService" and full in gateway_names(vs.spec.gateways, vs.metadata.namespace)
                     for host in _admitted(server.hosts, vs, gateway.metadata.namespace) if host != "*"]:
                 hosts[host] = None
+    # A '*' server without a VirtualService bound yet still needs a name in its certificate.
     return {name: tuple(hosts) or ("localhost",) for name, hosts in found.items()}
 
 

@@ -180,10 +180,11 @@ class Exchange:
             denied = self.authorize()
             if denied is not None:  # no response flag: the details say it
                 return self.local_reply(403, DENIED_BODY, "", denied)
+        host = match.host if match is not None else session.router.virtual_host(self.authority)
+        if host is not None and host.require_tls and session.security is None:  # before any route, as Envoy
+            return self.https_redirect()
         if match is None:
             return self.local_reply(404, "", "NR", "route_not_found")
-        if match.host.require_tls and session.security is None:
-            return self.https_redirect()
         self.route = route = match.route
         self.count_attempts = match.host.include_request_attempt_count
         if route.direct_response:
