@@ -122,11 +122,12 @@ class LabCA:
     def issue_server(self, directory: str | Path, hosts: Sequence[str], uid: int, gid: int,
                      ttl: datetime.timedelta = CREDENTIAL_TTL) -> Path:
         """A server certificate for DNS names (CN the first), as a kubernetes.io/tls Secret holds it: tls.crt,
-        tls.key, and ca.crt (this root) in `directory`, replaced whole."""
+        tls.key, and ca.crt (this root) in `directory`, replaced whole; `directory` and its parent belong to uid."""
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0]),
                              x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organization)])
         san = x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts])
         key, cert, root = self._sign(subject, san, False, [ExtendedKeyUsageOID.SERVER_AUTH], ttl)
+        _private_directory(Path(directory).parent, uid, gid)
         path = _private_directory(directory, uid, gid)
         _write(path / TLS_KEY, key, 0o600, uid, gid)
         _write(path / TLS_CERT, cert, 0o644, uid, gid)

@@ -59,18 +59,18 @@ def describe(state: LabState) -> dict[str, Any]:
             "gateway_credentials": gateway_credentials(state)}
 
 
-def gateway_credentials(state: LabState) -> dict[str, dict[str, Any]]:
-    """The Secrets the lab made for Gateway HTTPS servers (NAMESPACE/NAME), their hosts, and the root a client
-    trusts to call them."""
-    found: dict[str, dict[str, Any]] = {}
+def gateway_credentials(state: LabState) -> list[dict[str, Any]]:
+    """The Secrets the lab made for each gateway pod's HTTPS servers, their hosts, and the root a client trusts to
+    call them."""
+    found = []
     root = str(gateway_ca(state).root_path)
     for pod in state.lab_plan().pods.values():
         directory = os.path.join(certs_dir(state, pod.key), CREDENTIALS)
         if pod.sidecar is None or pod.sidecar.mode != "router" or not os.path.isdir(directory):
             continue
         for name in sorted(os.listdir(directory)):
-            found[f"{pod.namespace}/{name}"] = {"hosts": dns_names(os.path.join(directory, name, TLS_CERT)),
-                                                "ca": root}
+            found.append({"pod": pod.key, "name": name, "ca": root,
+                          "hosts": dns_names(os.path.join(directory, name, TLS_CERT))})
     return found
 
 
@@ -146,9 +146,9 @@ def print_lab(state: LabState) -> None:
                   f", {version} {sidecar['status']}", soft_wrap=True)
     if info["istio_resources"]:
         out.print(f"istio resources: {', '.join(info['istio_resources'])}", soft_wrap=True)
-    for name, credential in info["gateway_credentials"].items():
-        out.print(f"gateway credential {name}: {', '.join(credential['hosts'])}; clients trust {credential['ca']} "
-                  "(curl --cacert FILE)", soft_wrap=True)
+    for credential in info["gateway_credentials"]:
+        out.print(f"gateway credential {credential['name']} of {credential['pod']}: {', '.join(credential['hosts'])}"
+                  f"; clients trust {credential['ca']} (curl --cacert FILE)", soft_wrap=True)
 
 
 @app.command()

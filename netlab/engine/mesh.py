@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -96,8 +97,12 @@ def issue_credentials(state: LabState, resources: Sequence[IstioResource]) -> No
     for pod in state.lab_plan().pods.values():
         if pod.sidecar is None or pod.sidecar.mode != "router":
             continue
-        for name, hosts in credential_hosts(pod.labels, resources).items():
-            directory = os.path.join(certs_dir(state, pod.key), CREDENTIALS, name)
+        wanted = credential_hosts(pod.labels, resources)
+        held = os.path.join(certs_dir(state, pod.key), CREDENTIALS)
+        for name in set(os.listdir(held) if os.path.isdir(held) else ()) - set(wanted):
+            shutil.rmtree(os.path.join(held, name))  # no server names it any more, as a deleted Secret
+        for name, hosts in wanted.items():
+            directory = os.path.join(held, name)
             cert = os.path.join(directory, TLS_CERT)
             with contextlib.suppress(OSError):
                 if (dns_names(cert) == list(hosts)

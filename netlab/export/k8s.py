@@ -89,7 +89,7 @@ class _Exporter:
     def run(self) -> Exported:
         s = self.s
         for section, what in (("external", "external hosts (a cluster reaches the Internet, not TEST-NET)"),
-                              ("gateways", "the gateways shorthand (istioctl installs istio-ingressgateway)"),
+                              ("gateways", "the gateways shorthand (istioctl's profiles install the gateways)"),
                               ("nodes", "nodes (a cluster has its own; pods are placed by its scheduler)"),
                               ("links", "link impairments (tc on a pod's eth0 needs NET_ADMIN in the pod)")):
             if getattr(s, section):

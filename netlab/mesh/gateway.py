@@ -113,19 +113,30 @@ def _virtual_hosts(servers: list[tuple[Any, Any]], resources: Sequence[Any], nam
     for gateway, server in servers:
         full = f"{gateway.metadata.namespace}/{gateway.metadata.name}"
         number = server.port.number
+        redirect = server.tls is not None and server.tls.https_redirect
         for vs in resources:
             if vs.kind != "VirtualService" or full not in gateway_names(vs.spec.gateways, vs.metadata.namespace):
                 continue
             for host in _admitted(server.hosts, vs, gateway.metadata.namespace):
                 name = f"{host}:{number}"
-                if name in found:
-                    continue
-                routes = http_routes(vs, number, ports_of, namespace, labels, retry_503, cluster_name, gateway=full)
-                domains = ("*",) if host == "*" else (host, f"{host}:*")
-                redirect = server.tls is not None and server.tls.https_redirect
-                found[name] = VirtualHost(name, domains, routes, include_request_attempt_count=True,
-                                          require_tls=redirect)
+                if name not in found:
+                    routes = http_routes(vs, number, ports_of, namespace, labels, retry_503, cluster_name,
+                                         gateway=full)
+                    found[name] = VirtualHost(name, _domains(host), routes, include_request_attempt_count=True)
+                if redirect:
+                    found[name] = replace(found[name], require_tls=True)
+        if not redirect:
+            continue
+        # A redirecting server's hosts redirect with or without a VirtualService (buildGatewayHTTPRouteConfig).
+        for host in _sni_hosts(server.hosts) or ("*",):
+            name = f"{host}:{number}"
+            found[name] = replace(found[name], require_tls=True) if name in found else VirtualHost(
+                name, _domains(host), (), include_request_attempt_count=True, require_tls=True)
     return tuple(found.values())
+
+
+def _domains(host: str) -> tuple[str, ...]:
+    return ("*",) if host == "*" else (host, f"{host}:*")
 
 
 def _mergeable(servers: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:

@@ -282,7 +282,7 @@ class Namespace(Strict):
     labels: Labels
 
 
-class IngressGateway(Strict):
+class GatewayShorthand(Strict):
     """`gateways:` shorthand for Istio's gateways, as their charts install them: a pod (labels app: NAME and istio:
     ingressgateway, a router-mode proxy) and a NodePort Service NAME (status-port 15021, http2 80→8080, https
     443→8443); with `type: egress`, istio-egressgateway's: labels istio: egressgateway and a ClusterIP Service
@@ -306,7 +306,7 @@ class IngressGateway(Strict):
         return value
 
     @model_validator(mode="after")
-    def _egress(self) -> IngressGateway:
+    def _egress(self) -> GatewayShorthand:
         fields = type(self).model_fields
         outside = {"nodePorts", "externalTrafficPolicy"} & {fields[f].alias or f for f in self.model_fields_set}
         if self.type == "egress" and outside:
@@ -733,7 +733,7 @@ class Scenario(Strict):
     iptables: Literal["auto", "legacy", "nft"] = "auto"
     namespaces: dict[str, Namespace] = Field(default_factory=dict)
     nodes: dict[str, Node] = Field(default_factory=dict, description="default: one node (`_node`)")
-    gateways: dict[str, IngressGateway] = Field(
+    gateways: dict[str, GatewayShorthand] = Field(
         default_factory=dict, description="gateways: NAME -> {type, node, istio, externalTrafficPolicy, ...}")
     mesh_config: MeshConfig = Field(default_factory=MeshConfig, alias="meshConfig")
     pods: dict[str, Pod]

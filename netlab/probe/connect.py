@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 import ssl
 import time
@@ -28,14 +29,18 @@ class TlsClient:
 
     @classmethod
     def trusting(cls, ca_file: str, server_name: str) -> TlsClient:
-        context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+        """Trusting ca_file (the system's roots when there is no such file); an address or an empty name is sent as
+        no SNI, and then only the chain is checked."""
+        context = ssl.create_default_context(cafile=ca_file if os.path.isfile(ca_file) else None)
         context.set_alpn_protocols(["http/1.1"])
+        server_name = server_name.removeprefix("[").removesuffix("]")
         try:
             ipaddress.ip_address(server_name)
-            context.check_hostname = False  # an address is no SNI; the chain is still checked
             server_name = ""
         except ValueError:
             pass
+        if not server_name:
+            context.check_hostname = False
         return cls(server_name, context)
 
 
@@ -81,7 +86,12 @@ def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: st
         deadline = started + timeout
         try:
             if tls is not None:
-                sock = tls.context.wrap_socket(sock, server_hostname=tls.server_name or None)
+                try:
+                    sock = tls.context.wrap_socket(sock, server_hostname=tls.server_name or None)
+                except ssl.SSLError:  # the handshake's own failures (a certificate error is a ValueError too)
+                    raise
+                except (ValueError, UnicodeError) as err:  # a name that cannot be an SNI (IDNA)
+                    return done("tls_error", f"server name {tls.server_name!r}: {err}")
             if send:
                 sock.sendall(send)
             if half_close:
@@ -99,7 +109,7 @@ def probe(netns_path: str, remote: Addr, send: bytes, timeout: float, own_ip: st
         except ssl.SSLCertVerificationError as err:
             return done("tls_error", f"the server's certificate: {err.verify_message}")
         except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-            return done("closed", "closed during the TLS handshake")
+            return done("reply" if data else "closed", "" if data else "EOF without TLS close_notify")
         except ssl.SSLError as err:
             return done("tls_error", err.reason or str(err))
         except BrokenPipeError:

@@ -130,8 +130,9 @@ class Dispatch:
         be loaded refuse the reload (OSError, ssl.SSLError)."""
         if not name:
             return None
-        secret = name.removeprefix(SDS_KUBERNETES)
-        return credential_context(os.path.join(self.certs or "", CREDENTIALS, secret))
+        if self.certs is None:
+            raise ValueError(f"the secret {name} needs the proxy's certificate directory (--certs DIR)")
+        return credential_context(os.path.join(self.certs, CREDENTIALS, name.removeprefix(SDS_KUBERNETES)))
 
     def _router(self, name: str, direction: str) -> HttpRouter:
         config = self.route_configs.get(name)

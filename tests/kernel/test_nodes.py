@@ -4,6 +4,7 @@ the same node LAN side by side without touching the host."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import subprocess
@@ -172,4 +173,13 @@ def test_curl_trusts_the_https_gateway_certificate_the_lab_made(tmp_path: Path) 
         netlab("apply", name, str(tmp_path / "gw.yaml"), check=True)
         shop = curl("shop.example.com")
         assert shop.returncode == 0 and shop.stdout.endswith("\n200 0"), shop.stdout + shop.stderr
+        (status,) = json.loads(netlab("status", name, "--json", check=True).stdout)["labs"]
+        assert [(c["name"], c["hosts"], c["ca"]) for c in status["gateway_credentials"]] == [
+            ("web-credential", ["www.example.com", "shop.example.com"], ca)]
+        (tmp_path / "gw.yaml").write_text(HTTPS_GATEWAY.format(hosts="www.example.com").replace("web-credential",
+                                                                                                "new-credential"))
+        netlab("apply", name, str(tmp_path / "gw.yaml"), check=True)  # the old secret is no longer named: gone
+        (status,) = json.loads(netlab("status", name, "--json", check=True).stdout)["labs"]
+        assert [c["name"] for c in status["gateway_credentials"]] == ["new-credential"]
+        assert curl("www.example.com").stdout.endswith("\n200 0")
     assert leftovers(name) == []

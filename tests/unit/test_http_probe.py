@@ -43,8 +43,11 @@ def test_an_https_probe_sends_the_host_as_sni_as_curl_does() -> None:
     assert server_name(HttpRequest(scheme="https"), "node-1:30443") == "node-1"
     ip = TlsClient.trusting("", server_name(HttpRequest(scheme="https"), "192.168.10.10:30443"))
     assert ip.server_name == "" and not ip.context.check_hostname  # an address is sent as no SNI
-    named = TlsClient.trusting("", "node-1")
+    named = TlsClient.trusting("/nonexistent/root-cert.pem", "node-1")  # no gateway CA yet: the system's roots
     assert named.server_name == "node-1" and named.context.check_hostname
+    for name in ("[fd00::1]", ""):  # no SNI: the chain is still checked, not the name
+        client = TlsClient.trusting("", server_name(HttpRequest(scheme="https", headers={"host": name}), "x:443"))
+        assert client.server_name == "" and not client.context.check_hostname
 
 
 def test_responses_parse_and_name_who_answered() -> None:

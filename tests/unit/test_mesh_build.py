@@ -292,6 +292,19 @@ def test_an_https_server_gets_a_filter_chain_by_sni_with_its_credential_and_rout
     assert loads(snap.dumps()) == snap
 
 
+def test_an_https_redirect_server_redirects_without_a_virtual_service() -> None:
+    """buildGatewayHTTPRouteConfig: each host of a server with tls.httpsRedirect gets a virtual host that requires
+    TLS, routes or not; a host a VirtualService already gave one is marked too."""
+    servers = [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["www.example", "*"]},
+               {"port": {"number": 80, "name": "http-redirect", "protocol": "HTTP"},
+                "hosts": ["www.example", "shop.example"], "tls": {"httpsRedirect": True}}]
+    gateway = {**HTTPS_GATEWAY, "spec": {"selector": {"istio": "ingressgateway"}, "servers": servers}}
+    snap = gateway_lab(gateway, BOUND_VS)["istio-system/istio-ingressgateway-0"]
+    (config,) = snap.routes
+    hosts = {v.name: (v.require_tls, len(v.routes)) for v in config.virtual_hosts}
+    assert hosts == {"www.example:80": (True, 1), "shop.example:80": (True, 0)}
+
+
 def test_the_lab_makes_each_credential_for_the_hosts_its_servers_take() -> None:
     resources = parse_resources([HTTPS_GATEWAY, BOUND_VS], source="test")
     # A '*' server's certificate covers the hosts of the VirtualServices bound to its Gateway.

@@ -125,3 +125,16 @@ class _FakeSock:
 def test_so_original_dst_parsing() -> None:
     raw = struct.pack("=H", socket.AF_INET) + struct.pack("!H", 8080) + socket.inet_aton("10.44.0.2") + bytes(8)
     assert redirect_original_dst(_FakeSock(raw)) == ("10.44.0.2", 8080)  # type: ignore[arg-type]
+
+
+def test_a_scheme_match_sees_https_for_a_request_that_came_over_tls() -> None:
+    """A VirtualService `match: [{scheme: {exact: https}}]` takes what a gateway's HTTPS server received (Envoy's
+    :scheme follows the downstream connection), not what came in plain text."""
+    from netlab.mesh.types import HeaderMatcher, Route, RouteConfig, RouteMatch, StringMatcher, VirtualHost
+    from netlab.proxy.http.router import HttpRouter
+
+    secure = Route("secure", RouteMatch(headers=(HeaderMatcher(":scheme", StringMatcher("exact", "https")),)), "a")
+    config = RouteConfig("r", (VirtualHost("any", ("*",), (secure, Route("rest", RouteMatch(), "b"))),))
+    router: HttpRouter[str] = HttpRouter(config, lambda cluster, orig: cluster)
+    assert router.match("www.example", "/", scheme="https").route.name == "secure"  # type: ignore[union-attr]
+    assert router.match("www.example", "/").route.name == "rest"  # type: ignore[union-attr]

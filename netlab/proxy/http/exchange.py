@@ -173,7 +173,7 @@ class Exchange:
         with its cluster), authorize it (inbound RBAC); the fault filter may delay or abort it."""
         session = self.session
         match = session.router.match(self.authority, self.path.decode("latin-1"), self.method.decode("latin-1"),
-                                     self.headers)
+                                     self.headers, "http" if session.security is None else "https")
         if match is not None:
             self.cluster, self.route_name = match.route.cluster or "-", match.route.name or "-"
         if session.ctx.authz and not session.outbound_side:
@@ -271,13 +271,16 @@ class Exchange:
         host = r.authority or self.authority
         if r.port:
             host = f"{host.rsplit(':', 1)[0]}:{r.port}"
-        location = f"{r.scheme or 'http'}://{host}{r.path or self.path.decode('latin-1')}"
+        # Without a scheme of its own, the request's: x-forwarded-proto (Envoy's RouteEntryImplBase::newUri).
+        scheme = r.scheme or next((v.decode("latin-1") for n, v in self.headers if n == b"x-forwarded-proto"), "http")
+        location = f"{scheme}://{host}{r.path or self.path.decode('latin-1')}"
         # A redirect is a direct response entry: details direct_response (envoy source/common/router/router.cc).
         self.local_reply(r.code, "", "", "direct_response", extra=[(b"location", location.encode("latin-1"))])
 
     def https_redirect(self) -> None:
         """A virtual host with require_tls ALL (a Gateway server's tls.httpsRedirect) answers a plaintext request
-        with 301 to the same authority and path over https (Envoy's SslRedirector)."""
+        with 301 to the same authority and path over https (Envoy's SslRedirector); no route took it."""
+        self.cluster = self.route_name = "-"
         location = f"https://{self.authority}{self.path.decode('latin-1')}"
         self.local_reply(301, "", "", "direct_response", extra=[(b"location", location.encode("latin-1"))])
 

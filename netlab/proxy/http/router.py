@@ -26,7 +26,7 @@ class Match:
 AUTHORITY_CACHE = 1024  # authorities whose virtual host is remembered
 _UNSEEN = object()
 Request = tuple[str, str, list[tuple[bytes, bytes]]]  # method, path (with the query), headers (lower-case names)
-Predicate = Callable[[str, str, list[tuple[bytes, bytes]]], bool]
+Predicate = Callable[[str, str, list[tuple[bytes, bytes]], str], bool]  # method, path, headers, scheme
 
 
 class HttpRouter(Generic[Target]):
@@ -90,13 +90,14 @@ class HttpRouter(Generic[Target]):
         return self.star
 
     def match(self, authority: str, path: str, method: str = "GET",
-              headers: list[tuple[bytes, bytes]] | None = None) -> Match | None:
-        """The route for a request; None when no virtual host or route takes it (404 NR)."""
+              headers: list[tuple[bytes, bytes]] | None = None, scheme: str = "http") -> Match | None:
+        """The route for a request; None when no virtual host or route takes it (404 NR). `scheme`: https when the
+        request came over TLS."""
         vhost = self.virtual_host(authority)
         if vhost is None:
             return None
         for predicate, found in self.routes[vhost.name]:
-            if predicate is None or predicate(method, path, headers or []):
+            if predicate is None or predicate(method, path, headers or [], scheme):
                 return found
         return None
 
@@ -104,17 +105,17 @@ class HttpRouter(Generic[Target]):
 def compile_match(match: RouteMatch) -> Predicate:
     """A route's match as one function. Envoy's semantics: a prefix applies to the whole :path, an exact path or a
     regex to the path without its query string; regexes match whole; header matchers see the pseudo-headers
-    :method, :authority (the host) and :scheme (http)."""
+    :method, :authority (the host) and :scheme (https over TLS, else http)."""
     path_test = string_test(match.path)
     on_path = match.path.kind == "prefix"
     headers = [(h.name, string_test(h.match), h.invert) for h in match.headers]
     query = [(q.name, string_test(q.match)) for q in match.query]
 
-    def predicate(method: str, path: str, request_headers: list[tuple[bytes, bytes]]) -> bool:
+    def predicate(method: str, path: str, request_headers: list[tuple[bytes, bytes]], scheme: str) -> bool:
         if not path_test(path if on_path else path.split("?", 1)[0]):
             return False
         for name, test, invert in headers:
-            if test(header_value(name, method, request_headers)) == invert:
+            if test(header_value(name, method, request_headers, scheme)) == invert:
                 return False
         if query:
             params = parse_qs(urlsplit(path).query, keep_blank_values=True)
@@ -127,12 +128,12 @@ def compile_match(match: RouteMatch) -> Predicate:
     return predicate
 
 
-def header_value(name: str, method: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+def header_value(name: str, method: str, headers: list[tuple[bytes, bytes]], scheme: str = "http") -> str | None:
     """A header's value as Envoy's matchers see it (repeated headers joined with ",")."""
     if name == ":method":
         return method
     if name == ":scheme":
-        return "http"
+        return scheme
     key = b"host" if name == ":authority" else name.encode("latin-1")
     values = [v.decode("latin-1") for n, v in headers if n == key]
     return ",".join(values) if values else None
