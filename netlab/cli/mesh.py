@@ -5,7 +5,6 @@ metrics) and `netlab certs` (a sidecar's workload certificate)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -21,13 +20,22 @@ from netlab.cli.common import (
     pick_running_lab,
     print_json,
 )
-from netlab.engine.mesh import applied, certs_dir, config_dump, deleted, proxies, push, resources_of, stats_text
+from netlab.engine.mesh import (
+    applied,
+    certs_dir,
+    config_dump,
+    credential_certificates,
+    deleted,
+    proxies,
+    push,
+    resources_of,
+    stats_text,
+)
 from netlab.engine.state import LabState
 from netlab.errors import UsageError
 from netlab.graph import build_graph, render_svg, render_text
 from netlab.kernel.nsutil import is_same_process
 from netlab.mesh.proxyconfig import TABLES
-from netlab.mesh.types import CREDENTIALS, TLS_CERT
 from netlab.model.istio import describe
 from netlab.model.loader import load_resources
 from netlab.pki import CERT_CHAIN, ROOT_CERT, CertInfo
@@ -151,9 +159,8 @@ def certs(member: str, lab: str | None, namespace: str | None, as_json: bool) ->
     directory = Path(certs_dir(state, member))
     found = [*CertInfo.read(directory / CERT_CHAIN), *CertInfo.read(directory / ROOT_CERT)]
     roles = ["workload certificate", "root (the lab's CA)"]
-    credentials = directory / CREDENTIALS  # a gateway's: the Secrets its HTTPS servers name
-    for name in sorted(os.listdir(credentials)) if credentials.is_dir() else ():
-        found += CertInfo.read(credentials / name / TLS_CERT)
+    for name, cert in credential_certificates(state, member).items():  # a gateway's: its HTTPS servers' Secrets
+        found += CertInfo.read(cert)
         roles.append(f"gateway credential {name} (signed by the lab's gateway CA)")
     if as_json:
         print_json({"pod": member, "directory": str(directory), "certificates": [vars(c) for c in found]})

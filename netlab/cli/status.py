@@ -10,11 +10,10 @@ from rich.table import Table
 
 from netlab.cli.app import app
 from netlab.cli.common import lab_flag_option, one_lab, out, pick_pod, print_json
-from netlab.engine.mesh import certs_dir, gateway_ca, proxy_status
+from netlab.engine.mesh import credential_certificates, gateway_ca, proxy_status
 from netlab.engine.state import LabState, list_labs, load_state
 from netlab.errors import UsageError
 from netlab.kernel.nsutil import is_same_process
-from netlab.mesh.types import CREDENTIALS, TLS_CERT
 from netlab.pki import dns_names
 
 
@@ -64,13 +63,9 @@ def gateway_credentials(state: LabState) -> list[dict[str, Any]]:
     call them."""
     found = []
     root = str(gateway_ca(state).root_path)
-    for pod in state.lab_plan().pods.values():
-        directory = os.path.join(certs_dir(state, pod.key), CREDENTIALS)
-        if pod.sidecar is None or pod.sidecar.mode != "router" or not os.path.isdir(directory):
-            continue
-        for name in sorted(os.listdir(directory)):
-            found.append({"pod": pod.key, "name": name, "ca": root,
-                          "hosts": dns_names(os.path.join(directory, name, TLS_CERT))})
+    for member in state.members:
+        for name, cert in credential_certificates(state, member).items():
+            found.append({"pod": member, "name": name, "ca": root, "hosts": dns_names(cert)})
     return found
 
 

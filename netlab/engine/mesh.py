@@ -89,6 +89,13 @@ def gateway_ca(state: LabState) -> LabCA:
     return LabCA(os.path.join(state.directory, "pki", GATEWAY_CA), organization="netlab gateway credentials")
 
 
+def credential_certificates(state: LabState, member: str) -> dict[str, str]:
+    """The credentials a gateway pod holds: NAME -> its tls.crt (none for other pods)."""
+    held = os.path.join(certs_dir(state, member), CREDENTIALS)
+    names = sorted(os.listdir(held)) if os.path.isdir(held) else []
+    return {name: os.path.join(held, name, TLS_CERT) for name in names}
+
+
 def issue_credentials(state: LabState, resources: Sequence[IstioResource]) -> None:
     """The Secrets the gateways' HTTPS servers name, made by the lab: in each gateway pod's certificate directory,
     credentials/NAME/ (what its proxy loads for SDS kubernetes://NAME), issued again when the hosts the Gateways
@@ -98,11 +105,11 @@ def issue_credentials(state: LabState, resources: Sequence[IstioResource]) -> No
         if pod.sidecar is None or pod.sidecar.mode != "router":
             continue
         wanted = credential_hosts(pod.labels, resources)
-        held = os.path.join(certs_dir(state, pod.key), CREDENTIALS)
-        for name in set(os.listdir(held) if os.path.isdir(held) else ()) - set(wanted):
-            shutil.rmtree(os.path.join(held, name))  # no server names it any more, as a deleted Secret
+        for name, cert in credential_certificates(state, pod.key).items():
+            if name not in wanted:  # no server names it any more, as a deleted Secret
+                shutil.rmtree(os.path.dirname(cert))
         for name, hosts in wanted.items():
-            directory = os.path.join(held, name)
+            directory = os.path.join(certs_dir(state, pod.key), CREDENTIALS, name)
             cert = os.path.join(directory, TLS_CERT)
             with contextlib.suppress(OSError):
                 if (dns_names(cert) == list(hosts)

@@ -51,16 +51,13 @@ def credential_hosts(labels: dict[str, str], resources: Sequence[Any]) -> dict[s
     the servers' hosts, or for a '*' server the hosts of the VirtualServices bound to its Gateway."""
     found: dict[str, dict[str, None]] = {}
     for gateway in selecting_gateways(labels, resources):
-        full = f"{gateway.metadata.namespace}/{gateway.metadata.name}"
         for server in gateway.spec.servers:
             if server.tls is None or not server.tls.credential_name:
                 continue
+            bound = [host for vs in _bound(gateway, resources)
+                     for host in _admitted(server.hosts, vs, gateway.metadata.namespace) if host != "*"]
             hosts = found.setdefault(server.tls.credential_name, {})
-            for host in _sni_hosts(server.hosts) or [
-                    host for vs in resources
-                    if vs.kind == "VirtualService" and full in gateway_names(vs.spec.gateways, vs.metadata.namespace)
-                    for host in _admitted(server.hosts, vs, gateway.metadata.namespace) if host != "*"]:
-                hosts[host] = None
+            hosts.update(dict.fromkeys(_sni_hosts(server.hosts) or bound))
     # A '*' server without a VirtualService bound yet still needs a name in its certificate.
     return {name: tuple(hosts) or ("localhost",) for name, hosts in found.items()}
 
@@ -114,9 +111,7 @@ def _virtual_hosts(servers: list[tuple[Any, Any]], resources: Sequence[Any], nam
         full = f"{gateway.metadata.namespace}/{gateway.metadata.name}"
         number = server.port.number
         redirect = server.tls is not None and server.tls.https_redirect
-        for vs in resources:
-            if vs.kind != "VirtualService" or full not in gateway_names(vs.spec.gateways, vs.metadata.namespace):
-                continue
+        for vs in _bound(gateway, resources):
             for host in _admitted(server.hosts, vs, gateway.metadata.namespace):
                 name = f"{host}:{number}"
                 if name not in found:
@@ -133,6 +128,14 @@ def _virtual_hosts(servers: list[tuple[Any, Any]], resources: Sequence[Any], nam
             found[name] = replace(found[name], require_tls=True) if name in found else VirtualHost(
                 name, _domains(host), (), include_request_attempt_count=True, require_tls=True)
     return tuple(found.values())
+
+
+def _bound(gateway: Any, resources: Sequence[Any]) -> list[Any]:
+    """The VirtualServices bound to a Gateway: their `gateways` name it (NAMESPACE/NAME, or NAME in the
+    VirtualService's own namespace)."""
+    full = f"{gateway.metadata.namespace}/{gateway.metadata.name}"
+    return [vs for vs in resources
+            if vs.kind == "VirtualService" and full in gateway_names(vs.spec.gateways, vs.metadata.namespace)]
 
 
 def _domains(host: str) -> tuple[str, ...]:

@@ -307,10 +307,8 @@ class GatewayShorthand(Strict):
 
     @model_validator(mode="after")
     def _egress(self) -> GatewayShorthand:
-        fields = type(self).model_fields
-        outside = {"nodePorts", "externalTrafficPolicy"} & {fields[f].alias or f for f in self.model_fields_set}
-        if self.type == "egress" and outside:
-            raise ValueError(f"{', '.join(sorted(outside))}: an egress gateway's Service is ClusterIP (only "
+        if self.type == "egress" and (self.node_ports or "external_traffic_policy" in self.model_fields_set):
+            raise ValueError("nodePorts, externalTrafficPolicy: an egress gateway's Service is ClusterIP (only "
                              "sidecars call it); node ports are an ingress gateway's")
         return self
 

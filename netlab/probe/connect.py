@@ -33,7 +33,6 @@ class TlsClient:
         no SNI, and then only the chain is checked."""
         context = ssl.create_default_context(cafile=ca_file if os.path.isfile(ca_file) else None)
         context.set_alpn_protocols(["http/1.1"])
-        server_name = server_name.removeprefix("[").removesuffix("]")
         try:
             ipaddress.ip_address(server_name)
             server_name = ""

@@ -12,6 +12,8 @@ def server_name(request: HttpRequest, target: str) -> str:
     """The name an https probe sends as SNI and checks the certificate against: the Host header's, else the
     target's (without the port), as curl takes it from the URL."""
     host = next((v for k, v in request.headers.items() if k.lower() == "host"), target)
+    if host.startswith("["):  # [IPv6] or [IPv6]:PORT
+        return host[1:host.find("]")]
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
